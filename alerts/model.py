@@ -1,0 +1,113 @@
+"""Alerts: the contract of DESIGN §4, produced by the core and delivered by the outbox."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+Detail = str | int | float | bool | None | list[str]
+"""A value in an alert's `details` object."""
+
+
+class AlertType(StrEnum):
+    """Alert types of DESIGN §4."""
+
+    GEOFENCE_ENTER = "geofence.enter"
+    GEOFENCE_EXIT = "geofence.exit"
+    ZONE_LEFT = "zone.left"
+    ZONE_RETURNED = "zone.returned"
+    RISK_SITE_DWELL = "pledge.risk_site_dwell"
+    VIN_CONFLICT = "pledge.vin_conflict"
+    TRACKER_SEPARATION = "pledge.tracker_separation"
+    IMPOSSIBLE_TRAVEL = "gps.impossible_travel"
+    SHOCK = "shock"
+    TOW_SUSPECTED = "tow.suspected"
+    POWER_DISCONNECTED = "power.disconnected"
+    TAMPER = "tamper"
+    DEVICE_OFFLINE = "device.offline"
+    DEVICE_ONLINE = "device.online"
+    RISK_TIER_CHANGED = "risk.tier_changed"
+
+
+class Severity(StrEnum):
+    """How urgently an operator should look."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+SEVERITY: dict[AlertType, Severity] = {
+    AlertType.GEOFENCE_ENTER: Severity.INFO,
+    AlertType.GEOFENCE_EXIT: Severity.INFO,
+    AlertType.ZONE_LEFT: Severity.CRITICAL,
+    AlertType.ZONE_RETURNED: Severity.INFO,
+    AlertType.RISK_SITE_DWELL: Severity.CRITICAL,
+    AlertType.VIN_CONFLICT: Severity.CRITICAL,
+    AlertType.TRACKER_SEPARATION: Severity.CRITICAL,
+    AlertType.IMPOSSIBLE_TRAVEL: Severity.WARNING,
+    AlertType.SHOCK: Severity.WARNING,
+    AlertType.TOW_SUSPECTED: Severity.CRITICAL,
+    AlertType.POWER_DISCONNECTED: Severity.CRITICAL,
+    AlertType.TAMPER: Severity.CRITICAL,
+    AlertType.DEVICE_OFFLINE: Severity.WARNING,
+    AlertType.DEVICE_ONLINE: Severity.INFO,
+    AlertType.RISK_TIER_CHANGED: Severity.WARNING,
+}
+
+
+def alert_id(
+    subject: str, type_: AlertType, fence_id: str | None, ts_ms: int, extra: str = ""
+) -> str:
+    """Derive an alert id from what raised it, so a replay after a crash yields the same id."""
+    key = f"{subject}\x1f{type_.value}\x1f{fence_id or ''}\x1f{ts_ms}\x1f{extra}"
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+def iso_ms(ts_ms: int) -> str:
+    """Format epoch milliseconds as ISO-8601 UTC with a `Z`, keeping milliseconds when present."""
+    dt = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    if ts_ms % 1000:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert. `ts_ms` is the event time it is about; `detected_ms` when the engine saw it."""
+
+    id: str
+    type: AlertType
+    ts_ms: int
+    detected_ms: int
+    device_id: str | None
+    loan_id: str | None
+    vin: str | None
+    fence_id: str | None
+    lat: float | None
+    lon: float | None
+    details: dict[str, Detail] = field(default_factory=dict)
+
+    @property
+    def severity(self) -> Severity:
+        """The severity of this alert's type."""
+        return SEVERITY[self.type]
+
+    def to_json(self) -> dict[str, object]:
+        """The alert as the JSON object of DESIGN §4."""
+        return {
+            "id": self.id,
+            "type": self.type.value,
+            "severity": self.severity.value,
+            "ts": iso_ms(self.ts_ms),
+            "detected_at": iso_ms(self.detected_ms),
+            "device_id": self.device_id,
+            "loan_id": self.loan_id,
+            "vin": self.vin,
+            "fence_id": self.fence_id,
+            "lat": self.lat,
+            "lon": self.lon,
+            "details": self.details,
+        }

@@ -1,0 +1,228 @@
+"""The `pledgewatch` command line. Every flag also reads `PLEDGEWATCH_<FLAG>` from the env."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from alerts.model import Alert
+from devices.readings import Reject
+from engine.core.config import Config
+from engine.replay import Replay, reject_to_json
+from geofence.fence import FenceError, load_fences
+from geofence.index import FenceIndex
+from lending.model import LoanError, parse_loans
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+
+
+class CliError(Exception):
+    """A problem with the command's input, reported as one line and exit status 2."""
+
+
+def _env(flag: str) -> str | None:
+    return os.environ.get("PLEDGEWATCH_" + flag.lstrip("-").replace("-", "_").upper())
+
+
+def _option(parser: argparse.ArgumentParser, flag: str, **kwargs: object) -> None:
+    """Add an option whose default comes from `PLEDGEWATCH_<FLAG>` when set."""
+    env = _env(flag)
+    if env is not None:
+        kwargs["default"] = env
+        kwargs.pop("required", None)
+    parser.add_argument(flag, **kwargs)  # type: ignore[arg-type]  # argparse's kwargs are untyped
+
+
+def load_config(path: str | None) -> Config:
+    """Rules from a JSON file of `Config` field names (see README), or the defaults."""
+    if not path:
+        return Config()
+    doc = _read_json(path)
+    if not isinstance(doc, dict):
+        raise CliError(f"{path}: expected a JSON object of rule settings")
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise CliError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
+    try:
+        return Config(**doc)
+    except TypeError as exc:
+        raise CliError(f"{path}: {exc}") from exc
+
+
+def _read_json(path: str) -> object:
+    try:
+        return orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+    except orjson.JSONDecodeError as exc:
+        raise CliError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _lines(path: str) -> Iterator[bytes]:
+    if path == "-":
+        yield from sys.stdin.buffer
+        return
+    try:
+        with Path(path).open("rb") as f:
+            yield from f
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def run_replay(
+    readings: str,
+    fences: str | None,
+    loans: str | None,
+    config: Config,
+    on_alert: Callable[[Alert], None],
+    rejects_out: IO[bytes] | None = None,
+) -> Replay:
+    """Replay a readings file against fences and loans files; returns the finished replay."""
+    try:
+        index = FenceIndex.build(load_fences(fences) if fences else [])
+        loan_list = parse_loans(_read_json(loans)) if loans else []
+    except (FenceError, LoanError) as exc:
+        raise CliError(str(exc)) from exc
+
+    def on_reject(reject: Reject) -> None:
+        if rejects_out is not None:
+            _write_line(rejects_out, reject_to_json(reject))
+
+    replay = Replay(index, loan_list, config, on_alert, on_reject)
+    replay.feed(_lines(readings))
+    replay.finish()
+    return replay
+
+
+def _summary(replay: Replay, seconds: float) -> str:
+    c = replay.pipeline.counters
+    total = sum(c.readings.values())
+    rate = total / seconds if seconds > 0 else 0.0
+
+    def fmt(counter: dict[str, int]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in sorted(counter.items())) or "none"
+
+    return "\n".join(
+        [
+            (
+                f"replay: {replay.lines} lines, {total} readings accepted in {seconds:.2f} s "
+                f"({rate:,.0f} readings/s), {len(replay.pipeline.devices)} devices"
+            ),
+            f"  readings:   {fmt(dict(c.readings))}",
+            f"  late:       {fmt(dict(c.late))}",
+            f"  duplicates: {fmt(dict(c.duplicates))}",
+            f"  missing (seq gaps): {c.missing}",
+            f"  rejected:   {fmt(dict(c.rejected))}",
+            f"  alerts:     {fmt(dict(c.alerts))}",
+        ]
+    )
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """`pledgewatch replay`: alerts as JSON lines on stdout, summary on stderr."""
+    out = sys.stdout.buffer
+    rejects_out = Path(args.rejects).open("wb") if args.rejects else None  # noqa: SIM115  # closed below
+    started = time.perf_counter()
+    try:
+        replay = run_replay(
+            args.readings,
+            args.fences,
+            args.loans,
+            load_config(args.config),
+            lambda alert: _write_line(out, alert.to_json()),
+            rejects_out,
+        )
+    finally:
+        if rejects_out is not None:
+            rejects_out.close()
+    out.flush()
+    print(_summary(replay, time.perf_counter() - started), file=sys.stderr)
+    return 0
+
+
+def _write_line(out: IO[bytes], doc: dict[str, object]) -> None:
+    out.write(orjson.dumps(doc) + b"\n")
+
+
+def format_alert_row(alert: Alert) -> str:
+    """One alert as a line of the live table."""
+    j = alert.to_json()
+    where = (
+        f"{alert.lat:.5f},{alert.lon:.5f}"
+        if alert.lat is not None and alert.lon is not None
+        else "-"
+    )
+    return (
+        f"{j['ts']!s:<24} {alert.severity.value:<8} {alert.type.value:<26} "
+        f"{alert.loan_id or '-':<8} {alert.device_id or '-':<14} "
+        f"{alert.fence_id or '-':<18} {where}"
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """`pledgewatch demo`: replay the bundled example city and print its alerts as a table."""
+    example = EXAMPLES / "city"
+    print(f"pledgewatch demo: replaying the bundled example city ({example})", file=sys.stderr)
+    header = (
+        f"{'event time':<24} {'severity':<8} {'type':<26} {'loan':<8} "
+        f"{'device':<14} {'fence':<18} where"
+    )
+    print(header)
+    print("-" * len(header))
+    started = time.perf_counter()
+    replay = run_replay(
+        str(example / "readings.jsonl"),
+        str(example / "fences.geojson"),
+        str(example / "loans.json"),
+        load_config(args.config),
+        lambda alert: print(format_alert_row(alert)),
+    )
+    print(_summary(replay, time.perf_counter() - started), file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="pledgewatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rp = sub.add_parser("replay", help="run the detection core offline over recorded readings")
+    rp.add_argument(
+        "readings", help="readings JSONL ({'topic', 'payload'} per line), or - for stdin"
+    )
+    _option(rp, "--fences", help="GeoJSON FeatureCollection of fences (each feature with an id)")
+    _option(rp, "--loans", help="JSON array of loans, each with its loan_id")
+    _option(rp, "--rejects", help="write every rejected record with its reason to this JSONL file")
+    _option(rp, "--config", help="JSON object of rule settings overriding the defaults")
+    rp.set_defaults(func=cmd_replay)
+
+    demo = sub.add_parser("demo", help="replay the bundled example city and print alerts")
+    _option(demo, "--config", help="JSON object of rule settings overriding the defaults")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `pledgewatch` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except CliError as exc:
+        print(f"pledgewatch: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

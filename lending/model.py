@@ -1,0 +1,168 @@
+"""Loans secured by cars: which trackers sit in which car and where the car may stay."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+VIN_RE = re.compile(r"[A-HJ-NPR-Z0-9]{17}")
+LOAN_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+class LoanError(ValueError):
+    """A loan document that cannot be accepted; the message names the field."""
+
+
+class LoanStatus(StrEnum):
+    """Whether the loan is still secured by the car."""
+
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Vehicle:
+    """The pledged car as the lender recorded it; `value` is in the loan's currency."""
+
+    make: str | None = None
+    model: str | None = None
+    year: int | None = None
+    mileage_km: float | None = None
+    value: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Loan:
+    """A loan: the car's VIN, its trackers and the zones (fence ids) it may stay in."""
+
+    loan_id: str
+    vin: str
+    device_ids: tuple[str, ...]
+    zone_ids: tuple[str, ...]
+    status: LoanStatus = LoanStatus.ACTIVE
+    principal: float | None = None
+    vehicle: Vehicle | None = None
+
+    @property
+    def active(self) -> bool:
+        """True while the car secures an open loan."""
+        return self.status is LoanStatus.ACTIVE
+
+
+def _fail(loan_id: str, field: str, problem: str) -> LoanError:
+    return LoanError(f"loan {loan_id!r}: {field}: {problem}")
+
+
+def _str_list(
+    loan_id: str, doc: dict[str, object], field: str, pattern: re.Pattern[str]
+) -> tuple[str, ...]:
+    value = doc.get(field, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _fail(loan_id, field, "must be a list of strings")
+    items: list[str] = [v for v in value if isinstance(v, str)]
+    for item in items:
+        if not pattern.fullmatch(item):
+            raise _fail(loan_id, field, f"{item!r} is not a valid id ({pattern.pattern})")
+    if len(set(items)) != len(items):
+        raise _fail(loan_id, field, "lists an id twice")
+    return tuple(items)
+
+
+def _number(loan_id: str, doc: dict[str, object], field: str) -> float | None:
+    value = doc.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise _fail(loan_id, field, f"must be a non-negative number, got {value!r}")
+    return float(value)
+
+
+def _vehicle(loan_id: str, doc: object) -> Vehicle | None:
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise _fail(loan_id, "vehicle", "must be an object")
+    for key in ("make", "model"):
+        if doc.get(key) is not None and not isinstance(doc[key], str):
+            raise _fail(loan_id, f"vehicle.{key}", "must be a string")
+    year = doc.get("year")
+    if year is not None and (
+        isinstance(year, bool) or not isinstance(year, int) or not 1900 <= year <= 2100
+    ):
+        raise _fail(loan_id, "vehicle.year", f"must be a year between 1900 and 2100, got {year!r}")
+    return Vehicle(
+        make=doc.get("make"),
+        model=doc.get("model"),
+        year=year,
+        mileage_km=_number(loan_id, doc, "mileage_km"),
+        value=_number(loan_id, doc, "value"),
+    )
+
+
+def parse_loan(loan_id: str, doc: object) -> Loan:
+    """Validate a loan document (the body of `PUT /v1/loans/{loan_id}`)."""
+    if not LOAN_ID_RE.fullmatch(loan_id):
+        raise LoanError(f"loan id {loan_id!r} is not valid ({LOAN_ID_RE.pattern})")
+    if not isinstance(doc, dict):
+        raise LoanError(f"loan {loan_id!r}: the body must be a JSON object")
+    vin = doc.get("vin")
+    if not isinstance(vin, str) or not VIN_RE.fullmatch(vin.upper()):
+        raise _fail(
+            loan_id, "vin", f"{vin!r} is not a 17-character VIN (letters except I, O, Q; digits)"
+        )
+    device_ids = _str_list(loan_id, doc, "device_ids", DEVICE_ID_RE)
+    if not device_ids:
+        raise _fail(loan_id, "device_ids", "needs at least one tracker")
+    status = doc.get("status", LoanStatus.ACTIVE.value)
+    if status not in {s.value for s in LoanStatus}:
+        raise _fail(loan_id, "status", f"must be 'active' or 'closed', got {status!r}")
+    return Loan(
+        loan_id=loan_id,
+        vin=vin.upper(),
+        device_ids=device_ids,
+        zone_ids=_str_list(loan_id, doc, "zone_ids", LOAN_ID_RE),
+        status=LoanStatus(status),
+        principal=_number(loan_id, doc, "principal"),
+        vehicle=_vehicle(loan_id, doc.get("vehicle")),
+    )
+
+
+def parse_loans(doc: object) -> list[Loan]:
+    """Validate a JSON array of loans, each with its `loan_id`; all or nothing."""
+    if not isinstance(doc, list):
+        raise LoanError("loans: expected a JSON array of loan objects")
+    loans: list[Loan] = []
+    seen: set[str] = set()
+    for i, item in enumerate(doc):
+        loan_id = item.get("loan_id") if isinstance(item, dict) else None
+        if not isinstance(loan_id, str):
+            raise LoanError(f"loans[{i}]: missing string 'loan_id'")
+        if loan_id in seen:
+            raise LoanError(f"loans[{i}]: loan {loan_id!r} appears twice")
+        seen.add(loan_id)
+        loans.append(parse_loan(loan_id, item))
+    return loans
+
+
+def loan_to_json(loan: Loan) -> dict[str, object]:
+    """The loan as the JSON object of the API."""
+    out: dict[str, object] = {
+        "loan_id": loan.loan_id,
+        "vin": loan.vin,
+        "device_ids": list(loan.device_ids),
+        "zone_ids": list(loan.zone_ids),
+        "status": loan.status.value,
+        "principal": loan.principal,
+    }
+    if loan.vehicle is not None:
+        v = loan.vehicle
+        out["vehicle"] = {
+            "make": v.make,
+            "model": v.model,
+            "year": v.year,
+            "mileage_km": v.mileage_km,
+            "value": v.value,
+        }
+    return out
