@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import ClassVar
 
 
 class Stream(StrEnum):
@@ -18,6 +19,7 @@ class Stream(StrEnum):
 class GpsFix:
     """A position report. `lat`/`lon` are WGS84 degrees; `ts_ms` is epoch milliseconds."""
 
+    stream: ClassVar[Stream] = Stream.GPS
     device_id: str
     ts_ms: int
     lat: float
@@ -31,43 +33,30 @@ class GpsFix:
     seq: int | None = None
     accuracy_m: float | None = None
 
-    @property
-    def stream(self) -> Stream:
-        """The stream this reading arrived on."""
-        return Stream.GPS
-
 
 @dataclass(frozen=True, slots=True)
 class Vibration:
     """A vibration report: `g` is the peak acceleration in g."""
 
+    stream: ClassVar[Stream] = Stream.VIB
     device_id: str
     ts_ms: int
     g: float
     duration_ms: int | None = None
     ignition: bool | None = None
 
-    @property
-    def stream(self) -> Stream:
-        """The stream this reading arrived on."""
-        return Stream.VIB
-
 
 @dataclass(frozen=True, slots=True)
 class StatusReport:
     """A device status report. `vin` is 17 characters as read from the car, upper-cased."""
 
+    stream: ClassVar[Stream] = Stream.STATUS
     device_id: str
     ts_ms: int
     ext_power: bool | None = None
     battery_v: float | None = None
     tamper: bool | None = None
     vin: str | None = None
-
-    @property
-    def stream(self) -> Stream:
-        """The stream this reading arrived on."""
-        return Stream.STATUS
 
 
 Reading = GpsFix | Vibration | StatusReport

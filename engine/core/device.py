@@ -1,6 +1,7 @@
 """The per-device fold: `step(state, reading, ...) -> Step` and `tick(state, now_ms, ...)`.
 
-Pure: no I/O, no clock. Two clocks come in as arguments: a reading's own event time
+Pure: no I/O, no clock, and the state passed in is never changed (each call works on one
+clone and returns it). Two clocks come in as arguments: a reading's own event time
 (`ts_ms`, which drives fence, zone-grace and dwell rules) and `now_ms`, the runtime clock
 (wall clock live, the largest event time seen in a replay), which drives `device.offline`
 and fires the timers of a device that went silent.
@@ -9,7 +10,7 @@ and fires the timers of a device that went silent.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from alerts.model import Alert, AlertType, Detail
 from devices.readings import GpsFix, Reading, StatusReport, Stream, Vibration
@@ -55,58 +56,46 @@ def step(
     key = reading.ts_ms * 3 + stream_i
     if key in state.recent:
         return Step(state, (), wake_at(state, ctx), Outcome.DUPLICATE)
+    s = state.clone()
     keep = ctx.config.recent_readings_kept
-    recent = (*state.recent[-(keep - 1) :], key) if keep > 1 else (key,)
+    s.recent = (*state.recent[-(keep - 1) :], key) if keep > 1 else (key,)
     alerts: list[Alert] = []
-    if state.offline:
-        alerts.append(make_alert(AlertType.DEVICE_ONLINE, state, ctx, reading.ts_ms, now_ms))
-    arrived = max(state.arrived_ms, now_ms)
-    if reading.ts_ms <= state.last_ts[stream_i]:
-        late = replace(state, recent=recent, arrived_ms=arrived, offline=False)
-        return Step(late, tuple(alerts), wake_at(late, ctx), Outcome.LATE)
-    last_ts = list(state.last_ts)
+    if s.offline:
+        alerts.append(make_alert(AlertType.DEVICE_ONLINE, s, ctx, reading.ts_ms, now_ms))
+        s.offline = False
+    s.arrived_ms = max(s.arrived_ms, now_ms)
+    if reading.ts_ms <= s.last_ts[stream_i]:
+        return Step(s, tuple(alerts), wake_at(s, ctx), Outcome.LATE)
+    last_ts = list(s.last_ts)
     last_ts[stream_i] = reading.ts_ms
-    s = replace(
-        state,
-        recent=recent,
-        arrived_ms=arrived,
-        offline=False,
-        last_ts=(last_ts[0], last_ts[1], last_ts[2]),
-    )
+    s.last_ts = (last_ts[0], last_ts[1], last_ts[2])
     moved: Position | None = None
     missing = 0
     if isinstance(reading, GpsFix):
-        s, missing = _count_seq(s, reading)
-        s, moved = _on_fix(s, reading, hits, ctx, now_ms, alerts)
-    elif isinstance(reading, Vibration):
-        s = _fire_timers(_advance(s, reading.ts_ms), reading.ts_ms, ctx, now_ms, alerts)
-        s = _on_vibration(s, reading, ctx, now_ms, alerts)
-    elif isinstance(reading, StatusReport):
-        s = _fire_timers(_advance(s, reading.ts_ms), reading.ts_ms, ctx, now_ms, alerts)
-        s = _on_status(s, reading, ctx, now_ms, alerts)
+        missing = _count_seq(s, reading)
+        moved = _on_fix(s, reading, hits, ctx, now_ms, alerts)
+    else:
+        s.event_ms = max(s.event_ms, reading.ts_ms)
+        _fire_timers(s, reading.ts_ms, ctx, now_ms, alerts)
+        if isinstance(reading, Vibration):
+            _on_vibration(s, reading, ctx, now_ms, alerts)
+        elif isinstance(reading, StatusReport):
+            _on_status(s, reading, ctx, now_ms, alerts)
     return Step(s, tuple(alerts), wake_at(s, ctx), Outcome.ACCEPTED, moved, missing)
 
 
 def tick(state: DeviceState, now_ms: int, ctx: Context) -> Step:
     """Fire what is due on the runtime clock: offline, and the timers of a silent device."""
     alerts: list[Alert] = []
-    s = state
+    s = state.clone()
     cfg = ctx.config
     if s.arrived_ms >= 0 and not s.offline and now_ms >= s.arrived_ms + cfg.offline_s * 1000:
         due = s.arrived_ms + cfg.offline_s * 1000
-        alerts.append(
-            make_alert(
-                AlertType.DEVICE_OFFLINE,
-                s,
-                ctx,
-                due,
-                now_ms,
-                details={"last_arrival_ms": s.arrived_ms, "offline_s": cfg.offline_s},
-            )
-        )
-        s = replace(s, offline=True)
+        details: dict[str, Detail] = {"last_arrival_ms": s.arrived_ms, "offline_s": cfg.offline_s}
+        alerts.append(make_alert(AlertType.DEVICE_OFFLINE, s, ctx, due, now_ms, details=details))
+        s.offline = True
     if s.arrived_ms >= 0 and now_ms >= s.arrived_ms + cfg.zone_grace_s * 1000:
-        s = _fire_timers(s, now_ms, ctx, now_ms, alerts)
+        _fire_timers(s, now_ms, ctx, now_ms, alerts)
     return Step(s, tuple(alerts), wake_at(s, ctx), Outcome.ACCEPTED)
 
 
@@ -124,76 +113,78 @@ def wake_at(state: DeviceState, ctx: Context) -> int | None:
     return min(wakes) if wakes else None
 
 
+def _zone_due(s: DeviceState, ctx: Context) -> int | None:
+    """When zone grace runs out: outside all zones, not yet alerted, loan still active."""
+    if s.zone_out_ms is None or s.zone_alerted:
+        return None
+    loan = ctx.loan_for(s.device_id)
+    if loan is None or not loan.active:
+        return None
+    return s.zone_out_ms + ctx.config.zone_grace_s * 1000
+
+
 def _next_due(s: DeviceState, ctx: Context) -> int | None:
     dues = [d.due_ms for d in s.dwell if not d.alerted]
-    if _zone_pending(s, ctx):
-        assert s.zone_out_ms is not None
-        dues.append(s.zone_out_ms + ctx.config.zone_grace_s * 1000)
+    zone_due = _zone_due(s, ctx)
+    if zone_due is not None:
+        dues.append(zone_due)
     return min(dues) if dues else None
 
 
-def _zone_pending(s: DeviceState, ctx: Context) -> bool:
-    """A zone-grace timer runs: outside all zones, not yet alerted, loan still active."""
-    if s.zone_out_ms is None or s.zone_alerted:
-        return False
-    loan = ctx.loan_for(s.device_id)
-    return loan is not None and loan.active
-
-
-def _advance(s: DeviceState, ts_ms: int) -> DeviceState:
-    return replace(s, event_ms=ts_ms) if ts_ms > s.event_ms else s
-
-
-def _count_seq(s: DeviceState, fix: GpsFix) -> tuple[DeviceState, int]:
+def _count_seq(s: DeviceState, fix: GpsFix) -> int:
+    """Record the fix's `seq`; return how many readings the gap since the last one skipped."""
     if fix.seq is None:
-        return s, 0
+        return 0
     missing = fix.seq - s.seq - 1 if s.seq is not None and fix.seq > s.seq + 1 else 0
-    return replace(s, seq=fix.seq), missing
+    s.seq = fix.seq
+    return missing
 
 
 def _fire_timers(
     s: DeviceState, upto_ms: int, ctx: Context, now_ms: int, alerts: list[Alert]
-) -> DeviceState:
+) -> None:
     """Raise the zone-grace and dwell timers due at or before `upto_ms`, in due order."""
-    due: list[tuple[int, str, DwellTimer | None]] = []
-    loan = ctx.loan_for(s.device_id)
-    if _zone_pending(s, ctx):
-        assert s.zone_out_ms is not None
-        zone_due = s.zone_out_ms + ctx.config.zone_grace_s * 1000
-        if zone_due <= upto_ms:
-            due.append((zone_due, "", None))
-    due.extend((d.due_ms, d.fence_id, d) for d in s.dwell if not d.alerted and d.due_ms <= upto_ms)
+    due: list[tuple[int, str, DwellTimer | None]] = [
+        (d.due_ms, d.fence_id, d) for d in s.dwell if not d.alerted and d.due_ms <= upto_ms
+    ]
+    zone_due = _zone_due(s, ctx)
+    if zone_due is not None and zone_due <= upto_ms:
+        due.append((zone_due, "", None))
     if not due:
-        return s
+        return
     due.sort(key=lambda t: (t[0], t[1]))
     dwell = list(s.dwell)
     for ts, _, timer in due:
         if timer is None:
-            assert loan is not None
-            alerts.append(
-                make_alert(
-                    AlertType.ZONE_LEFT,
-                    s,
-                    ctx,
-                    ts,
-                    now_ms,
-                    fence_id=s.last_zone_id,
-                    details={
-                        "zone_ids": list(loan.zone_ids),
-                        "outside_since_ms": s.zone_out_ms,
-                        "grace_s": ctx.config.zone_grace_s,
-                    },
-                )
-            )
-            s = replace(s, zone_alerted=True)
+            alerts.append(_zone_left_alert(s, ts, ctx, now_ms))
+            s.zone_alerted = True
         else:
             alerts.append(_dwell_alert(s, timer, ctx, now_ms))
-            dwell[dwell.index(timer)] = replace(timer, alerted=True)
-    return replace(s, dwell=tuple(dwell))
+            alerted = DwellTimer(timer.fence_id, timer.since_ms, timer.due_ms, alerted=True)
+            dwell[dwell.index(timer)] = alerted
+    s.dwell = tuple(dwell)
+
+
+def _zone_left_alert(s: DeviceState, due_ms: int, ctx: Context, now_ms: int) -> Alert:
+    loan = ctx.loan_for(s.device_id)
+    details: dict[str, Detail] = {
+        "zone_ids": list(loan.zone_ids) if loan else [],
+        "outside_since_ms": s.zone_out_ms,
+        "grace_s": ctx.config.zone_grace_s,
+    }
+    return make_alert(
+        AlertType.ZONE_LEFT, s, ctx, due_ms, now_ms, fence_id=s.last_zone_id, details=details
+    )
 
 
 def _dwell_alert(s: DeviceState, timer: DwellTimer, ctx: Context, now_ms: int) -> Alert:
     fence = ctx.fences.get(timer.fence_id)
+    details: dict[str, Detail] = {
+        "category": fence.category if fence else None,
+        "name": fence.name if fence else None,
+        "inside_since_ms": timer.since_ms,
+        "dwell_s": (timer.due_ms - timer.since_ms) // 1000,
+    }
     return make_alert(
         AlertType.RISK_SITE_DWELL,
         s,
@@ -201,12 +192,7 @@ def _dwell_alert(s: DeviceState, timer: DwellTimer, ctx: Context, now_ms: int) -
         timer.due_ms,
         now_ms,
         fence_id=timer.fence_id,
-        details={
-            "category": fence.category if fence else None,
-            "name": fence.name if fence else None,
-            "inside_since_ms": timer.since_ms,
-            "dwell_s": (timer.due_ms - timer.since_ms) // 1000,
-        },
+        details=details,
     )
 
 
@@ -216,10 +202,8 @@ def _implied_kmh(a: Position, fix: GpsFix) -> float:
     return math.inf if dt_s <= 0 else dist_m / dt_s * 3.6
 
 
-def _screen_jump(
-    s: DeviceState, fix: GpsFix, ctx: Context, now_ms: int, alerts: list[Alert]
-) -> tuple[DeviceState, bool]:
-    """Check a fix against the last accepted one. Returns the state and whether to accept it.
+def _believe(s: DeviceState, fix: GpsFix, ctx: Context, now_ms: int, alerts: list[Alert]) -> bool:
+    """Whether to accept a fix, judged against the last accepted one.
 
     A fix implying more than `max_speed_kmh` raises `gps.impossible_travel` (once per
     episode) and is ignored. After `reanchor_fixes` consecutive impossible fixes that agree
@@ -227,12 +211,19 @@ def _screen_jump(
     """
     cfg = ctx.config
     if s.fix is None:
-        return s, True
+        return True
     speed = _implied_kmh(s.fix, fix)
     if speed <= cfg.max_speed_kmh:
-        return (replace(s, spoof=()) if s.spoof else s), True
+        s.spoof = ()
+        return True
     pos = Position(fix.ts_ms, fix.lat, fix.lon)
     if not s.spoof:
+        details: dict[str, Detail] = {
+            "implied_speed_kmh": round(speed, 1),
+            "from_lat": s.fix.lat,
+            "from_lon": s.fix.lon,
+            "from_ts_ms": s.fix.ts_ms,
+        }
         alerts.append(
             make_alert(
                 AlertType.IMPOSSIBLE_TRAVEL,
@@ -242,21 +233,19 @@ def _screen_jump(
                 now_ms,
                 lat=fix.lat,
                 lon=fix.lon,
-                details={
-                    "implied_speed_kmh": round(speed, 1),
-                    "from_lat": s.fix.lat,
-                    "from_lon": s.fix.lon,
-                    "from_ts_ms": s.fix.ts_ms,
-                },
+                details=details,
             )
         )
-        return replace(s, spoof=(pos,)), False
+        s.spoof = (pos,)
+        return False
     if _implied_kmh(s.spoof[-1], fix) > cfg.max_speed_kmh:
-        return replace(s, spoof=(pos,)), False
-    spoof = (*s.spoof, pos)
-    if len(spoof) >= cfg.reanchor_fixes:
-        return replace(s, spoof=()), True
-    return replace(s, spoof=spoof), False
+        s.spoof = (pos,)  # jumping around: still the same episode, start agreeing afresh
+        return False
+    s.spoof = (*s.spoof, pos)
+    if len(s.spoof) >= cfg.reanchor_fixes:
+        s.spoof = ()
+        return True
+    return False
 
 
 def _on_fix(
@@ -266,19 +255,21 @@ def _on_fix(
     ctx: Context,
     now_ms: int,
     alerts: list[Alert],
-) -> tuple[DeviceState, Position | None]:
-    s, accept = _screen_jump(s, fix, ctx, now_ms, alerts)
-    if not accept:
-        return s, None
+) -> Position | None:
+    if not _believe(s, fix, ctx, now_ms, alerts):
+        return None
     # Timers that fell due before this fix fire first, then the fix applies, then the
     # timers it started with no delay (zero dwell, zero grace).
-    s = _fire_timers(_advance(s, fix.ts_ms), fix.ts_ms, ctx, now_ms, alerts)
+    s.event_ms = max(s.event_ms, fix.ts_ms)
+    _fire_timers(s, fix.ts_ms, ctx, now_ms, alerts)
     pos = Position(fix.ts_ms, fix.lat, fix.lon)
-    s = _tow_by_fix(s, fix, pos, ctx, now_ms, alerts)
-    s = _update_fences(s, fix, hits, ctx, now_ms, alerts)
-    s = _update_zone(replace(s, fix=pos), fix, ctx, now_ms, alerts)
-    s = _fire_timers(s, fix.ts_ms, ctx, now_ms, alerts)
-    return _update_ignition(s, fix.ignition, pos), pos
+    _tow_by_fix(s, fix, ctx, now_ms, alerts)
+    _update_fences(s, fix, hits, ctx, now_ms, alerts)
+    s.fix = pos
+    _update_zone(s, fix, ctx, now_ms, alerts)
+    _fire_timers(s, fix.ts_ms, ctx, now_ms, alerts)
+    _update_ignition(s, fix.ignition)
+    return pos
 
 
 def _update_fences(
@@ -288,32 +279,21 @@ def _update_fences(
     ctx: Context,
     now_ms: int,
     alerts: list[Alert],
-) -> DeviceState:
+) -> None:
+    """Apply the fix's fence hits with hysteresis; raise enter/exit; start dwell timers."""
     fences = ctx.fences
-    first = s.fix is None
-    if first:
-        inside = frozenset(h.fence_id for h in hits if h.inside and h.fence_id in fences)
-        entered: list[str] = sorted(inside)
-        exited: list[str] = []
+    if s.fix is None:  # first fix: exact containment, no enter/exit
+        s.inside = frozenset(h.fence_id for h in hits if h.inside and h.fence_id in fences)
+        entered = sorted(s.inside)
     else:
-        by_id = {h.fence_id: h for h in hits}
-        now_inside: set[str] = set()
-        for fence_id in s.inside | by_id.keys():
-            if fence_id not in fences:
-                continue  # deleted fence: forget it without an exit
-            hit = by_id.get(fence_id)
-            if hit is None:
-                continue  # far outside
-            if hit.near:
-                if fence_id in s.inside:
-                    now_inside.add(fence_id)
-            elif hit.inside:
-                now_inside.add(fence_id)
-        inside = frozenset(now_inside)
+        inside: set[str] = set()
+        for h in hits:
+            if h.fence_id in fences and (h.fence_id in s.inside if h.near else h.inside):
+                inside.add(h.fence_id)
+        # fences in `s.inside` without a hit are far away now: exited (or deleted: forgotten)
         entered = sorted(inside - s.inside)
-        exited = sorted(s.inside - inside)
-    if not first:
-        crossings = [(AlertType.GEOFENCE_EXIT, f) for f in exited if f in fences]
+        exited = [f for f in sorted(s.inside - inside) if f in fences]
+        crossings = [(AlertType.GEOFENCE_EXIT, f) for f in exited]
         crossings += [(AlertType.GEOFENCE_ENTER, f) for f in entered]
         alerts.extend(
             make_alert(
@@ -329,12 +309,15 @@ def _update_fences(
             )
             for type_, fence_id in crossings
         )
-    dwell = [d for d in s.dwell if d.fence_id in inside]
+        if not entered and not exited and len(inside) == len(s.inside):
+            return
+        s.inside = frozenset(inside)
+    dwell = [d for d in s.dwell if d.fence_id in s.inside]
     for fence in (fences[f] for f in entered):
         if fence.kind is FenceKind.RISK_SITE:
             dwell_ms = ctx.config.dwell_s(fence.category, fence.dwell_s) * 1000
             dwell.append(DwellTimer(fence.fence_id, fix.ts_ms, fix.ts_ms + dwell_ms))
-    return replace(s, inside=inside, dwell=tuple(dwell))
+    s.dwell = tuple(dwell)
 
 
 def _fence_details(fence_id: str, ctx: Context) -> dict[str, Detail]:
@@ -344,42 +327,45 @@ def _fence_details(fence_id: str, ctx: Context) -> dict[str, Detail]:
 
 def _update_zone(
     s: DeviceState, fix: GpsFix, ctx: Context, now_ms: int, alerts: list[Alert]
-) -> DeviceState:
+) -> None:
+    """Start or end the zone-grace timer of an active loan's car."""
     loan = ctx.loan_for(s.device_id)
-    zones = (
-        [z for z in loan.zone_ids if z in ctx.fences] if loan is not None and loan.active else []
-    )
-    if not zones:
-        if s.zone_out_ms is not None or s.zone_alerted:
-            return replace(s, zone_out_ms=None, zone_alerted=False)
-        return s
+    if loan is None or not loan.active:
+        s.zone_out_ms, s.zone_alerted = None, False
+        return
+    zones = [z for z in loan.zone_ids if z in ctx.fences]
+    if not zones:  # no zone of this loan is known: nothing to judge against
+        s.zone_out_ms, s.zone_alerted = None, False
+        return
     in_zones = sorted(s.inside.intersection(zones))
-    if in_zones:
-        if s.zone_alerted:
-            alerts.append(
-                make_alert(
-                    AlertType.ZONE_RETURNED,
-                    s,
-                    ctx,
-                    fix.ts_ms,
-                    now_ms,
-                    fence_id=in_zones[0],
-                    details={"outside_since_ms": s.zone_out_ms},
-                )
+    if not in_zones:
+        if s.zone_out_ms is None:
+            s.zone_out_ms = fix.ts_ms
+        return
+    if s.zone_alerted:
+        alerts.append(
+            make_alert(
+                AlertType.ZONE_RETURNED,
+                s,
+                ctx,
+                fix.ts_ms,
+                now_ms,
+                fence_id=in_zones[0],
+                details={"outside_since_ms": s.zone_out_ms},
             )
-        return replace(s, zone_out_ms=None, zone_alerted=False, last_zone_id=in_zones[0])
-    return replace(s, zone_out_ms=fix.ts_ms) if s.zone_out_ms is None else s
+        )
+    s.zone_out_ms, s.zone_alerted, s.last_zone_id = None, False, in_zones[0]
 
 
-def _update_ignition(s: DeviceState, ignition: bool | None, pos: Position | None) -> DeviceState:
+def _update_ignition(s: DeviceState, ignition: bool | None) -> None:
     """Track parking: ignition off parks the car where it last was; ignition on ends it."""
     if ignition is None or ignition == s.ignition:
-        if s.ignition is False and s.parked is None and (pos or s.fix) is not None:
-            return replace(s, parked=pos or s.fix)  # parked before its first fix
-        return s
-    if ignition:
-        return replace(s, ignition=True, parked=None, tow_alerted=False)
-    return replace(s, ignition=False, parked=pos or s.fix, tow_alerted=False)
+        if s.ignition is False and s.parked is None:
+            s.parked = s.fix  # parked before its first fix: the spot is the first fix
+        return
+    s.ignition = ignition
+    s.parked = None if ignition else s.fix
+    s.tow_alerted = False
 
 
 def _tow_alert(
@@ -389,65 +375,56 @@ def _tow_alert(
     now_ms: int,
     alerts: list[Alert],
     reason: str,
-    lat: float | None,
-    lon: float | None,
     value: float,
-) -> DeviceState:
+    at: GpsFix | None = None,
+) -> None:
     parked = s.parked
     assert parked is not None
+    details: dict[str, Detail] = {
+        "reason": reason,
+        "value": round(value, 2),
+        "parked_lat": parked.lat,
+        "parked_lon": parked.lon,
+        "parked_since_ms": parked.ts_ms,
+    }
+    lat, lon = (at.lat, at.lon) if at is not None else (None, None)
     alerts.append(
         make_alert(
-            AlertType.TOW_SUSPECTED,
-            s,
-            ctx,
-            ts_ms,
-            now_ms,
-            lat=lat,
-            lon=lon,
-            details={
-                "reason": reason,
-                "value": round(value, 2),
-                "parked_lat": parked.lat,
-                "parked_lon": parked.lon,
-                "parked_since_ms": parked.ts_ms,
-            },
+            AlertType.TOW_SUSPECTED, s, ctx, ts_ms, now_ms, lat=lat, lon=lon, details=details
         )
     )
-    return replace(s, tow_alerted=True)
+    s.tow_alerted = True
 
 
 def _tow_by_fix(
-    s: DeviceState, fix: GpsFix, pos: Position, ctx: Context, now_ms: int, alerts: list[Alert]
-) -> DeviceState:
+    s: DeviceState, fix: GpsFix, ctx: Context, now_ms: int, alerts: list[Alert]
+) -> None:
     if s.ignition is not False or s.parked is None or s.tow_alerted or fix.ignition:
-        return s  # not parked, or this fix says the engine runs: the owner is driving
+        return  # not parked, or this fix says the engine runs: the owner is driving
     cfg = ctx.config
-    moved_m = haversine_m(s.parked.lat, s.parked.lon, pos.lat, pos.lon)
+    moved_m = haversine_m(s.parked.lat, s.parked.lon, fix.lat, fix.lon)
     if moved_m > cfg.tow_distance_m:
-        return _tow_alert(s, fix.ts_ms, ctx, now_ms, alerts, "moved_m", fix.lat, fix.lon, moved_m)
-    if fix.speed_kmh is not None and fix.speed_kmh > cfg.tow_speed_kmh:
-        return _tow_alert(
-            s, fix.ts_ms, ctx, now_ms, alerts, "speed_kmh", fix.lat, fix.lon, fix.speed_kmh
-        )
-    return s
+        _tow_alert(s, fix.ts_ms, ctx, now_ms, alerts, "moved_m", moved_m, fix)
+    elif fix.speed_kmh is not None and fix.speed_kmh > cfg.tow_speed_kmh:
+        _tow_alert(s, fix.ts_ms, ctx, now_ms, alerts, "speed_kmh", fix.speed_kmh, fix)
 
 
 def _on_vibration(
     s: DeviceState, vib: Vibration, ctx: Context, now_ms: int, alerts: list[Alert]
-) -> DeviceState:
+) -> None:
     if vib.g >= ctx.config.shock_g:
         details: dict[str, Detail] = {"g": vib.g}
         if vib.duration_ms is not None:
             details["duration_ms"] = vib.duration_ms
         alerts.append(make_alert(AlertType.SHOCK, s, ctx, vib.ts_ms, now_ms, details=details))
         if s.ignition is False and s.parked is not None and not s.tow_alerted:
-            s = _tow_alert(s, vib.ts_ms, ctx, now_ms, alerts, "shock_g", None, None, vib.g)
-    return _update_ignition(s, vib.ignition, None)
+            _tow_alert(s, vib.ts_ms, ctx, now_ms, alerts, "shock_g", vib.g)
+    _update_ignition(s, vib.ignition)
 
 
 def _on_status(
     s: DeviceState, st: StatusReport, ctx: Context, now_ms: int, alerts: list[Alert]
-) -> DeviceState:
+) -> None:
     if st.ext_power is not None:
         if st.ext_power is False and s.ext_power is not False:
             details: dict[str, Detail] = {}
@@ -456,31 +433,21 @@ def _on_status(
             alerts.append(
                 make_alert(AlertType.POWER_DISCONNECTED, s, ctx, st.ts_ms, now_ms, details=details)
             )
-        s = replace(s, ext_power=st.ext_power)
+        s.ext_power = st.ext_power
     if st.tamper is not None:
         if st.tamper and s.tamper is not True:
             alerts.append(make_alert(AlertType.TAMPER, s, ctx, st.ts_ms, now_ms))
-        s = replace(s, tamper=st.tamper)
+        s.tamper = st.tamper
     loan = ctx.loan_for(s.device_id)
-    if st.vin is not None and loan is not None and loan.active:
-        if st.vin == loan.vin:
-            if s.bad_vin is not None:
-                s = replace(s, bad_vin=None)
-        elif st.vin != s.bad_vin:
-            alerts.append(
-                make_alert(
-                    AlertType.VIN_CONFLICT,
-                    s,
-                    ctx,
-                    st.ts_ms,
-                    now_ms,
-                    extra=st.vin,
-                    details={
-                        "reason": "tracker_vin_mismatch",
-                        "reported_vin": st.vin,
-                        "loan_vin": loan.vin,
-                    },
-                )
+    if st.vin is None or loan is None or not loan.active:
+        return
+    if st.vin == loan.vin:
+        s.bad_vin = None
+    elif st.vin != s.bad_vin:
+        details = {"reason": "tracker_vin_mismatch", "reported_vin": st.vin, "loan_vin": loan.vin}
+        alerts.append(
+            make_alert(
+                AlertType.VIN_CONFLICT, s, ctx, st.ts_ms, now_ms, extra=st.vin, details=details
             )
-            s = replace(s, bad_vin=st.vin)
-    return s
+        )
+        s.bad_vin = st.vin
