@@ -21,7 +21,7 @@ Choices where DESIGN §2 is silent:
 - The first defect found wins, in field order (`ts` first; OwnTracks: `_type`, `lat`, `lon`,
   `tst`); the future check comes last, so a malformed reading is reported as malformed.
 - Should the decoder itself fail (a bug), the error is logged and the whole message becomes
-  one NOT_JSON reject whose detail starts "internal decoder error": no reason fits better.
+  one DECODER_ERROR reject, so the input is still counted and kept for a later fix.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def decode(topic: str, payload: bytes, now_ms: int | None) -> Decoded:
         detail = f"internal decoder error: {_show(exc)}"
         raw = _payload_raw(payload)
         safe_topic = topic if isinstance(topic, str) else _show(topic)
-        return Decoded([], [Reject(safe_topic, RejectReason.NOT_JSON, detail, raw)])
+        return Decoded([], [Reject(safe_topic, RejectReason.DECODER_ERROR, detail, raw)])
 
 
 def _decode(topic: str, payload: bytes, now_ms: int | None) -> Decoded:

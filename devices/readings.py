@@ -76,6 +76,7 @@ class RejectReason(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"  # ts is not epoch ms nor ISO-8601 with an offset
     FUTURE_TIMESTAMP = "future_timestamp"  # ts more than 5 minutes ahead of the reference clock
     UNSUPPORTED_MESSAGE = "unsupported_message"  # e.g. an OwnTracks message that is not a location
+    DECODER_ERROR = "decoder_error"  # the decoder itself failed (a bug): input kept for a retry
 
 
 RAW_KEEP_BYTES = 4096
