@@ -1,0 +1,428 @@
+"""Fences: GeoJSON in, validated `Fence` values out (DESIGN.md section 3, `PUT /v1/fences`).
+
+Geometry is WGS84 lon/lat degrees, x = lon, y = lat, as in GeoJSON. A fence is a Polygon, a
+MultiPolygon, or a Point with `properties.radius_m`, which becomes a geodesic circle.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import orjson
+import shapely
+from shapely import MultiPolygon, Polygon
+
+from geofence.geo import geodesic_circle
+
+FENCE_ID_PATTERN = r"[A-Za-z0-9_.:-]{1,128}"
+MAX_RADIUS_M = 50_000.0
+CIRCLE_SEGMENTS = 64
+
+_FENCE_ID_RE = re.compile(FENCE_ID_PATTERN)
+_REASON_RE = re.compile(r"(.+?)\[(\S+) (\S+)\]")
+_KNOWN_PROPERTIES = ("name", "kind", "category", "dwell_s", "radius_m")
+
+Json = dict[str, object]
+
+
+class FenceKind(StrEnum):
+    """What a fence means: where a car may be, or where it should not sit."""
+
+    ZONE = "zone"
+    RISK_SITE = "risk_site"
+
+
+_KINDS = frozenset(kind.value for kind in FenceKind)
+
+
+class FenceError(ValueError):
+    """A fence that cannot be accepted. The message names the defect and where it is.
+
+    `defect` is the message without the fence or feature prefix; `fence_id` and `index` (the
+    position in a FeatureCollection) are set when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        defect: str | None = None,
+        fence_id: str | None = None,
+        index: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.defect = message if defect is None else defect
+        self.fence_id = fence_id
+        self.index = index
+
+
+class _InvalidError(Exception):
+    """A defect found while parsing one fence; `parse_fence` adds the fence id."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A validated fence.
+
+    `geometry` is in lon/lat degrees and valid (shapely `is_valid`, non-zero area). Circles
+    keep `radius_m` (metres, geodesic) and `center` as (lat, lon). `feature` is the normalised
+    GeoJSON Feature returned by `GET /v1/fences`; it takes no part in equality or hashing.
+    """
+
+    fence_id: str
+    name: str
+    kind: FenceKind
+    category: str | None
+    dwell_s: int | None
+    geometry: Polygon | MultiPolygon
+    radius_m: float | None = None
+    center: tuple[float, float] | None = None
+    feature: Json = field(default_factory=dict, compare=False, repr=False)
+
+
+def parse_fence(fence_id: str, feature: object) -> Fence:
+    """Validate a GeoJSON Feature into a `Fence`; raise `FenceError` naming the defect."""
+    if not isinstance(fence_id, str) or not _FENCE_ID_RE.fullmatch(fence_id):
+        defect = f"fence id {fence_id!r} is invalid: it must match {FENCE_ID_PATTERN}"
+        raise FenceError(defect, defect=defect)
+    try:
+        return _parse(fence_id, feature)
+    except _InvalidError as exc:
+        defect = str(exc)
+        raise FenceError(
+            f"fence {fence_id!r}: {defect}", defect=defect, fence_id=fence_id
+        ) from None
+
+
+def parse_feature_collection(doc: object) -> list[Fence]:
+    """Validate a FeatureCollection whose features carry string ids; all or nothing."""
+    if not isinstance(doc, dict):
+        msg = f"expected a GeoJSON FeatureCollection object, got {_json_type(doc)}"
+        raise FenceError(msg)
+    if doc.get("type") != "FeatureCollection":
+        msg = f"expected a GeoJSON FeatureCollection, got type {_short(doc.get('type'))}"
+        raise FenceError(msg)
+    features = doc.get("features")
+    if not isinstance(features, list):
+        msg = f"FeatureCollection 'features' must be an array, got {_json_type(features)}"
+        raise FenceError(msg)
+    fences: list[Fence] = []
+    first_index: dict[str, int] = {}
+    for index, feature in enumerate(features):
+        raw_id = feature.get("id") if isinstance(feature, dict) else None
+        if not isinstance(raw_id, str):
+            defect = f"needs a string 'id', got {_short(raw_id)}"
+            msg = f"feature {index}: {defect}"
+            raise FenceError(msg, defect=defect, index=index)
+        if raw_id in first_index:
+            defect = f"duplicate id, first used by feature {first_index[raw_id]}"
+            msg = f"feature {index} (id {raw_id!r}): {defect}"
+            raise FenceError(msg, defect=defect, fence_id=raw_id, index=index)
+        first_index[raw_id] = index
+        try:
+            fences.append(parse_fence(raw_id, feature))
+        except FenceError as exc:
+            msg = f"feature {index} (id {raw_id!r}): {exc.defect}"
+            raise FenceError(msg, defect=exc.defect, fence_id=raw_id, index=index) from None
+    return fences
+
+
+def fence_to_feature(fence: Fence) -> Json:
+    """The fence as a normalised GeoJSON Feature (a fresh copy, safe to mutate)."""
+    if fence.feature:
+        feature: Json = _json_copy(fence.feature)
+        return feature
+    properties: Json = {
+        "name": fence.name,
+        "kind": fence.kind.value,
+        "category": fence.category,
+        "dwell_s": fence.dwell_s,
+    }
+    geometry: object
+    if fence.radius_m is not None and fence.center is not None:
+        properties["radius_m"] = fence.radius_m
+        geometry = {"type": "Point", "coordinates": [fence.center[1], fence.center[0]]}
+    else:
+        geometry = orjson.loads(shapely.to_geojson(fence.geometry))
+    return {"type": "Feature", "id": fence.fence_id, "geometry": geometry, "properties": properties}
+
+
+def load_fences(path: str | os.PathLike[str]) -> list[Fence]:
+    """Read and validate a GeoJSON FeatureCollection file; all or nothing."""
+    try:
+        doc = orjson.loads(Path(path).read_bytes())
+    except orjson.JSONDecodeError as exc:
+        msg = f"{os.fspath(path)}: not valid JSON: {exc}"
+        raise FenceError(msg) from None
+    try:
+        return parse_feature_collection(doc)
+    except FenceError as exc:
+        msg = f"{os.fspath(path)}: {exc}"
+        raise FenceError(msg, defect=exc.defect, fence_id=exc.fence_id, index=exc.index) from None
+
+
+def _parse(fence_id: str, feature: object) -> Fence:
+    if not isinstance(feature, dict):
+        msg = f"expected a GeoJSON Feature object, got {_json_type(feature)}"
+        raise _InvalidError(msg)
+    if feature.get("type") != "Feature":
+        msg = f"expected a GeoJSON Feature, got type {_short(feature.get('type'))}"
+        raise _InvalidError(msg)
+    feature_id = feature.get("id")
+    if feature_id is not None and feature_id != fence_id:
+        msg = f"the feature's id {_short(feature_id)} differs from the fence id"
+        raise _InvalidError(msg)
+    props = feature.get("properties")
+    if props is None:
+        props = {}
+    if not isinstance(props, dict):
+        msg = f"properties must be an object, got {_json_type(props)}"
+        raise _InvalidError(msg)
+    geometry = feature.get("geometry")
+    if geometry is None:
+        msg = "missing geometry: use a Polygon, a MultiPolygon, or a Point with radius_m"
+        raise _InvalidError(msg)
+    if not isinstance(geometry, dict):
+        msg = f"geometry must be an object, got {_json_type(geometry)}"
+        raise _InvalidError(msg)
+    kind = _kind(props.get("kind"))
+    name = _name(props.get("name"), fence_id)
+    category = _category(props.get("category"))
+    dwell_s = _dwell_s(props.get("dwell_s"))
+
+    gtype = geometry.get("type")
+    coordinates = geometry.get("coordinates")
+    if gtype not in ("Polygon", "MultiPolygon", "Point"):
+        msg = (
+            f"unsupported geometry type {_short(gtype)}: use Polygon, MultiPolygon, "
+            "or Point with properties.radius_m"
+        )
+        raise _InvalidError(msg)
+    if coordinates is None:
+        msg = f"{gtype} geometry has no coordinates"
+        raise _InvalidError(msg)
+    shape: Polygon | MultiPolygon
+    radius_m: float | None = None
+    center: tuple[float, float] | None = None
+    norm_coords: object
+    if gtype == "Point":
+        lon, lat = _position(coordinates, "point")
+        radius_m = _radius_m(props.get("radius_m"))
+        try:
+            shape = geodesic_circle(lat, lon, radius_m, CIRCLE_SEGMENTS)
+        except ValueError as exc:
+            raise _InvalidError(str(exc)) from None
+        center = (lat, lon)
+        norm_coords = (lon, lat)
+    else:
+        if props.get("radius_m") is not None:
+            msg = f"properties.radius_m is only for Point geometries (circles), not {gtype}"
+            raise _InvalidError(msg)
+        if gtype == "Polygon":
+            shape, norm_coords = _polygon(coordinates, "polygon ")
+        else:
+            shape, norm_coords = _multipolygon(coordinates)
+
+    # Coordinates are kept as tuples: the garbage collector stops tracking tuples of floats,
+    # where nested lists for thousands of fences would slow every later collection.
+    norm_props: Json = {"name": name, "kind": kind.value, "category": category, "dwell_s": dwell_s}
+    if radius_m is not None:
+        norm_props["radius_m"] = radius_m
+    for key, value in props.items():
+        if key not in _KNOWN_PROPERTIES:
+            norm_props[key] = _json_copy(value)
+    normalised: Json = {
+        "type": "Feature",
+        "id": fence_id,
+        "geometry": {"type": gtype, "coordinates": norm_coords},
+        "properties": norm_props,
+    }
+    return Fence(
+        fence_id=fence_id,
+        name=name,
+        kind=kind,
+        category=category,
+        dwell_s=dwell_s,
+        geometry=shape,
+        radius_m=radius_m,
+        center=center,
+        feature=normalised,
+    )
+
+
+def _kind(value: object) -> FenceKind:
+    if value is None:
+        msg = "properties.kind is required: 'zone' or 'risk_site'"
+        raise _InvalidError(msg)
+    if isinstance(value, str) and value in _KINDS:
+        return FenceKind(value)
+    msg = f"properties.kind must be 'zone' or 'risk_site', got {_short(value)}"
+    raise _InvalidError(msg)
+
+
+def _name(value: object, fence_id: str) -> str:
+    if value is None:
+        return fence_id
+    if not isinstance(value, str) or not value.strip():
+        msg = f"properties.name must be a non-empty string, got {_short(value)}"
+        raise _InvalidError(msg)
+    return value
+
+
+def _category(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        msg = (
+            "properties.category must be a non-empty string such as 'pawnshop', 'lender', "
+            f"'used_car_market', 'auction', 'impound' or 'border', got {_short(value)}"
+        )
+        raise _InvalidError(msg)
+    return value
+
+
+def _dwell_s(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        msg = f"properties.dwell_s must be an integer number of seconds >= 0, got {_short(value)}"
+        raise _InvalidError(msg)
+    return value
+
+
+def _radius_m(value: object) -> float:
+    if value is None:
+        msg = "a Point fence needs properties.radius_m (metres, > 0 and <= 50000)"
+        raise _InvalidError(msg)
+    radius = _number(value)
+    if radius is None or not 0.0 < radius <= MAX_RADIUS_M:
+        msg = f"properties.radius_m must be a number > 0 and <= 50000 metres, got {_short(value)}"
+        raise _InvalidError(msg)
+    return radius
+
+
+def _number(value: object) -> float | None:
+    """The value as a float if it is a JSON number (not a boolean), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def _position(value: object, where: str) -> tuple[float, float]:
+    if not isinstance(value, list | tuple) or len(value) not in (2, 3):
+        msg = f"{where}: a position must be [lon, lat], got {_short(value)}"
+        raise _InvalidError(msg)
+    lon, lat = _number(value[0]), _number(value[1])
+    if lon is None or lat is None or (len(value) == 3 and _number(value[2]) is None):
+        msg = f"coordinate {_short(value)} is not numeric at {where}"
+        raise _InvalidError(msg)
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        msg = f"coordinate [{lon!r}, {lat!r}] is not finite at {where}"
+        raise _InvalidError(msg)
+    if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
+        msg = f"coordinate [{lon!r}, {lat!r}] out of range (lon -180..180, lat -90..90) at {where}"
+        raise _InvalidError(msg)
+    return lon, lat
+
+
+def _ring(value: object, where: str) -> list[tuple[float, float]]:
+    if not isinstance(value, list | tuple):
+        msg = f"{where} must be an array of positions, got {_json_type(value)}"
+        raise _InvalidError(msg)
+    points = [_position(p, f"{where}, position {i}") for i, p in enumerate(value)]
+    if len(points) < 4:
+        msg = f"{where} has {len(points)} positions, need at least 4 (closed)"
+        raise _InvalidError(msg)
+    if points[0] != points[-1]:
+        msg = (
+            f"{where} is not closed: first position {list(points[0])} "
+            f"!= last position {list(points[-1])}"
+        )
+        raise _InvalidError(msg)
+    # The hull, not the ring: a self-intersecting bow tie has zero signed area too.
+    if shapely.area(shapely.convex_hull(shapely.multipoints(points))) == 0.0:
+        msg = f"{where} has zero area (its positions are collinear)"
+        raise _InvalidError(msg)
+    return points
+
+
+_Ring = tuple[tuple[float, float], ...]
+
+
+def _polygon(value: object, prefix: str) -> tuple[Polygon, tuple[_Ring, ...]]:
+    """A valid polygon and its normalised coordinates; `prefix` names it in messages."""
+    if not isinstance(value, list | tuple) or not value:
+        msg = f"{prefix}has no rings: expected an array of linear rings"
+        raise _InvalidError(msg)
+    rings = [_ring(r, f"{prefix}ring {i}") for i, r in enumerate(value)]
+    polygon = Polygon(rings[0], rings[1:])
+    reason = shapely.is_valid_reason(polygon)
+    if reason != "Valid Geometry":
+        where = prefix.strip()
+        msg = _reason_text(reason) if where == "polygon" else f"{where}: {_reason_text(reason)}"
+        raise _InvalidError(msg)
+    return polygon, tuple(tuple(ring) for ring in rings)
+
+
+def _multipolygon(value: object) -> tuple[MultiPolygon, tuple[tuple[_Ring, ...], ...]]:
+    if not isinstance(value, list | tuple) or not value:
+        msg = "MultiPolygon has no polygons: expected an array of polygons"
+        raise _InvalidError(msg)
+    parts = [_polygon(p, f"polygon {i} ") for i, p in enumerate(value)]
+    multi = MultiPolygon([polygon for polygon, _ in parts])
+    reason = shapely.is_valid_reason(multi)
+    if reason != "Valid Geometry":
+        msg = f"the polygons overlap or share an edge: {_reason_text(reason)}"
+        raise _InvalidError(msg)
+    return multi, tuple(coords for _, coords in parts)
+
+
+def _json_copy(value: object) -> Any:
+    """A fresh copy with arrays as lists (stored coordinates are tuples: see `_parse`)."""
+    if isinstance(value, dict):
+        return {key: _json_copy(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_copy(item) for item in value]
+    if value is None or isinstance(value, str | int | float):
+        return value
+    return copy.deepcopy(value)
+
+
+def _reason_text(reason: str) -> str:
+    """GEOS 'Self-intersection[121.47 31.23]' -> 'self-intersection at (121.47, 31.23)'."""
+    match = _REASON_RE.fullmatch(reason)
+    if match is None:
+        return reason[:1].lower() + reason[1:]
+    text = match[1]
+    return f"{text[:1].lower()}{text[1:]} at ({match[2]}, {match[3]})"
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
