@@ -139,21 +139,57 @@ def _decode(topic: str, payload: bytes, now_ms: int | None) -> Decoded:
     data, lenient, error = _parse(payload)
     if error is not None:
         return _refuse(topic, payload, device_id, RejectReason.NOT_JSON, error)
+    return _judge_value(topic, route, data, now_ms, lenient, payload)
+
+
+def decode_value(topic: str, value: object, now_ms: int | None, lenient: bool = False) -> Decoded:
+    """Like `decode`, for a payload already parsed from JSON (a replay line); never raises.
+
+    The 256 KiB size rule is the caller's to apply, as only it saw the bytes. `lenient`
+    says the value came from the stdlib parser (it may hold NaN or Infinity).
+    """
+    try:
+        route = _route(topic)
+        if isinstance(route, BadTopic):
+            raw = _element_raw(value, lenient=lenient)
+            return _refuse(topic, raw, route.device_id, RejectReason.BAD_TOPIC, route.detail)
+        return _judge_value(topic, route, value, now_ms, lenient, None)
+    except Exception as exc:  # noqa: BLE001 - a decoder bug must not stop the engine
+        _log.exception("decoder error on topic %r", topic)
+        detail = f"internal decoder error: {_show(exc)}"
+        raw = _element_raw(value, lenient=lenient)
+        return Decoded([], [Reject(topic, RejectReason.DECODER_ERROR, detail, raw)])
+
+
+def _judge_value(
+    topic: str,
+    route: TopicRoute,
+    data: object,
+    now_ms: int | None,
+    lenient: bool,
+    payload: bytes | None,
+) -> Decoded:
+    """Judge a parsed payload; `payload` is its bytes when known, kept whole on a refusal."""
+    device_id = route.device_id
+
+    def refuse(reason: RejectReason, detail: str) -> Decoded:
+        raw = payload if payload is not None else _element_raw(data, lenient=lenient)
+        return _refuse(topic, raw, device_id, reason, detail)
 
     if isinstance(data, dict):
         judged = _judge(data, route, now_ms)
         if isinstance(judged, _Fault):
-            return _refuse(topic, payload, device_id, judged.reason, judged.detail)
+            return refuse(judged.reason, judged.detail)
         return Decoded([judged], [])
     if not isinstance(data, list):
         detail = f"payload is a JSON {_json_type(data)}; expected an object or an array of objects"
-        return _refuse(topic, payload, device_id, RejectReason.NOT_OBJECT, detail)
+        return refuse(RejectReason.NOT_OBJECT, detail)
     if not data:
         detail = f"payload is an empty array; expected 1 to {MAX_ARRAY_ELEMENTS} objects"
-        return _refuse(topic, payload, device_id, RejectReason.NOT_OBJECT, detail)
+        return refuse(RejectReason.NOT_OBJECT, detail)
     if len(data) > MAX_ARRAY_ELEMENTS:
         detail = f"payload is an array of {len(data)} elements; at most {MAX_ARRAY_ELEMENTS}"
-        return _refuse(topic, payload, device_id, RejectReason.TOO_MANY_ELEMENTS, detail)
+        return refuse(RejectReason.TOO_MANY_ELEMENTS, detail)
 
     readings: list[Reading] = []
     rejects: list[Reject] = []

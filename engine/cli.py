@@ -16,6 +16,7 @@ import orjson
 from alerts.model import Alert
 from devices.readings import Reject
 from engine.core.config import Config
+from engine.gc_policy import tune_gc
 from engine.replay import Replay, reject_to_json
 from geofence.fence import FenceError, load_fences
 from geofence.index import FenceIndex
@@ -98,6 +99,7 @@ def run_replay(
             _write_line(rejects_out, reject_to_json(reject))
 
     replay = Replay(index, loan_list, config, on_alert, on_reject)
+    tune_gc()
     replay.feed(_lines(readings))
     replay.finish()
     return replay

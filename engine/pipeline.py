@@ -17,7 +17,7 @@ import numpy as np
 from alerts.model import Alert
 from devices.readings import GpsFix, Reading
 from engine.core.config import Config
-from engine.core.context import Context, Outcome, index_loans
+from engine.core.context import Context, Outcome
 from engine.core.device import Step, new_state, step, tick, wake_at
 from engine.core.loan import step_loan, vin_conflict
 from engine.core.state import (
@@ -48,13 +48,18 @@ class Counters:
     def as_json(self) -> dict[str, object]:
         """The counters as a JSON object."""
         return {
-            "readings": dict(self.readings),
-            "rejected": dict(self.rejected),
-            "duplicates": dict(self.duplicates),
-            "late": dict(self.late),
+            "readings": _plain(self.readings),
+            "rejected": _plain(self.rejected),
+            "duplicates": _plain(self.duplicates),
+            "late": _plain(self.late),
             "readings_missing": self.missing,
-            "alerts": dict(self.alerts),
+            "alerts": _plain(self.alerts),
         }
+
+
+def _plain(counter: Counter[str]) -> dict[str, int]:
+    """Counter keys may be StrEnum members (cheaper in the hot path): make them plain str."""
+    return {str(k): v for k, v in counter.items()}
 
 
 class Pipeline:
@@ -64,11 +69,14 @@ class Pipeline:
         self.config = config or Config()
         self.index = index
         self.loans: dict[str, Loan] = {}
-        self.ctx = Context(self.config, index.by_id, {})
+        self._by_device: dict[str, Loan] = {}  # the context's view, kept up to date in place
+        self._loan_ids_by_device: dict[str, set[str]] = {}
+        self._loan_ids_by_vin: dict[str, set[str]] = {}
+        self.ctx = Context(self.config, index.by_id, self._by_device)
         self.devices: dict[str, DeviceState] = {}
         self.loan_states: dict[str, LoanState] = {}
         self.counters = Counters()
-        self._wakes: dict[str, int] = {}
+        self._scheduled: dict[str, int] = {}  # device -> its live heap entry
         self._heap: list[tuple[int, str]] = []
 
     def set_fences(self, index: FenceIndex) -> None:
@@ -78,9 +86,24 @@ class Pipeline:
 
     def put_loan(self, loan: Loan, ts_ms: int, now_ms: int) -> list[Alert]:
         """Add or replace a loan; raises `pledge.vin_conflict` if its VIN is on another."""
+        old = self.loans.get(loan.loan_id)
         self.loans[loan.loan_id] = loan
-        self.ctx = Context(self.config, self.ctx.fences, index_loans(self.loans))
-        conflict = vin_conflict(loan, self.loans.values(), ts_ms, now_ms)
+        if old is not None:
+            self._loan_ids_by_vin[old.vin].discard(old.loan_id)
+            for device_id in old.device_ids:
+                self._loan_ids_by_device[device_id].discard(old.loan_id)
+        self._loan_ids_by_vin.setdefault(loan.vin, set()).add(loan.loan_id)
+        for device_id in loan.device_ids:
+            self._loan_ids_by_device.setdefault(device_id, set()).add(loan.loan_id)
+        for device_id in {*loan.device_ids, *(old.device_ids if old else ())}:
+            # a tracker moved between loans belongs to its active loan (ties: the larger id)
+            claimants = [self.loans[i] for i in self._loan_ids_by_device[device_id]]
+            if claimants:
+                self._by_device[device_id] = max(claimants, key=lambda ln: (ln.active, ln.loan_id))
+            else:
+                del self._by_device[device_id]
+        same_vin = [self.loans[i] for i in self._loan_ids_by_vin[loan.vin]]
+        conflict = vin_conflict(loan, same_vin, ts_ms, now_ms)
         return self._count([conflict] if conflict else [])
 
     def hits_for(self, readings: Sequence[Reading]) -> list[tuple[FenceHit, ...]]:
@@ -111,13 +134,17 @@ class Pipeline:
         heap = self._heap
         while heap and heap[0][0] <= now_ms:
             due, device_id = heapq.heappop(heap)
-            if self._wakes.get(device_id) != due:
-                continue  # superseded by a later step
-            del self._wakes[device_id]
-            result = tick(self.devices[device_id], now_ms, self.ctx)
-            if result.wake_at is not None and result.wake_at <= now_ms:
-                # tick fires everything due, so this cannot happen; never spin if it does
-                result = Step(result.state, result.alerts, None, result.outcome)
+            if self._scheduled.get(device_id) != due:
+                continue  # superseded by an earlier wake-up
+            del self._scheduled[device_id]
+            state = self.devices[device_id]
+            wake = wake_at(state, self.ctx)
+            if wake is None:
+                continue
+            if wake != due:  # the device reported since: take its turn at the new time
+                self._schedule(device_id, wake)
+                continue
+            result = tick(state, now_ms, self.ctx)
             self._apply(result)
             alerts.extend(result.alerts)
         return self._count(alerts)
@@ -126,7 +153,7 @@ class Pipeline:
         device_id = reading.device_id
         state = self.devices.get(device_id) or new_state(device_id)
         result = step(state, reading, self.ctx, now_ms, hits)
-        stream = reading.stream.value
+        stream = reading.stream
         if result.outcome is Outcome.DUPLICATE:
             self.counters.duplicates[stream] += 1
             return []
@@ -147,16 +174,21 @@ class Pipeline:
     def _apply(self, result: Step) -> None:
         device_id = result.state.device_id
         self.devices[device_id] = result.state
-        wake = result.wake_at
-        if wake is None:
-            self._wakes.pop(device_id, None)
-        elif self._wakes.get(device_id) != wake:
-            self._wakes[device_id] = wake
+        if result.wake_at is not None:
+            self._schedule(device_id, result.wake_at)
+
+    def _schedule(self, device_id: str, wake: int) -> None:
+        # Lazy timers: a device keeps one live heap entry, its earliest; a later wake-up is
+        # found when that entry pops and the state is asked again (`advance`). So a device
+        # that reports every few seconds costs no heap push per reading.
+        scheduled = self._scheduled.get(device_id)
+        if scheduled is None or wake < scheduled:
+            self._scheduled[device_id] = wake
             heapq.heappush(self._heap, (wake, device_id))
 
     def _count(self, alerts: list[Alert]) -> list[Alert]:
         for alert in alerts:
-            self.counters.alerts[alert.type.value] += 1
+            self.counters.alerts[alert.type] += 1
         return alerts
 
     def count_rejects(self, reasons: Iterable[str]) -> None:
@@ -185,11 +217,11 @@ class Pipeline:
             raise ValueError(msg)  # noqa: TRY004  # a malformed document, not a type error
         self.devices = {s.device_id: s for s in map(device_from_json, devices)}
         self.loan_states = {s.loan_id: s for s in map(loan_from_json, loans)}
-        self._wakes.clear()
+        self._scheduled.clear()
         self._heap.clear()
         for device_id, state in self.devices.items():
             wake = wake_at(state, self.ctx)
             if wake is not None:
-                self._wakes[device_id] = wake
+                self._scheduled[device_id] = wake
                 self._heap.append((wake, device_id))
         heapq.heapify(self._heap)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 import orjson
 
 from alerts.model import Alert
-from devices.decode import decode
+from devices.decode import MAX_PAYLOAD_BYTES, Decoded, decode, decode_value
 from devices.readings import RAW_KEEP_BYTES, Reading, Reject, RejectReason
 from engine.core.config import Config
 from engine.pipeline import Pipeline
@@ -25,33 +24,30 @@ BATCH_LINES = 4096
 """Lines decoded before one vectorized fence lookup; any size gives the same alerts."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Line:
-    topic: str
-    payload: bytes
-
-
-def _parse_line(line: bytes, lineno: int) -> _Line | Reject:
+def decode_line(line: bytes, lineno: int, now_ms: int | None) -> Decoded:
+    """Decode one replay line (1-based `lineno`): its payload as the MQTT message it stands for."""
+    lenient = False
     try:
         doc = orjson.loads(line)
     except orjson.JSONDecodeError:
         try:
             doc = json.loads(line)  # tolerates NaN and Infinity, which trackers do send
+            lenient = True
         except ValueError:
-            return Reject(
-                "", RejectReason.NOT_JSON, f"line {lineno}: not JSON", line[:RAW_KEEP_BYTES]
-            )
+            raw = line[:RAW_KEEP_BYTES]
+            return Decoded([], [Reject("", RejectReason.NOT_JSON, f"line {lineno}: not JSON", raw)])
     topic = doc.get("topic") if isinstance(doc, dict) else None
     if not isinstance(topic, str) or "payload" not in doc:
         detail = f"line {lineno}: expected an object with 'topic' (string) and 'payload'"
-        return Reject("", RejectReason.BAD_TOPIC, detail, line[:RAW_KEEP_BYTES])
+        return Decoded([], [Reject("", RejectReason.BAD_TOPIC, detail, line[:RAW_KEEP_BYTES])])
     payload = doc["payload"]
-    if isinstance(payload, str):
-        return _Line(topic, payload.encode("utf-8", "surrogateescape"))
-    try:
-        return _Line(topic, orjson.dumps(payload))
-    except TypeError:  # NaN or Infinity parsed by the fallback: keep them as the tracker wrote
-        return _Line(topic, json.dumps(payload).encode())
+    if isinstance(payload, str):  # raw bytes, as the tracker sent them
+        return decode(topic, payload.encode("utf-8", "surrogateescape"), now_ms)
+    if len(line) > MAX_PAYLOAD_BYTES:  # only then can the payload be too large: measure it
+        dumps = json.dumps if lenient else orjson.dumps
+        encoded = dumps(payload)
+        return decode(topic, encoded.encode() if isinstance(encoded, str) else encoded, now_ms)
+    return decode_value(topic, payload, now_ms, lenient=lenient)
 
 
 class Replay:
@@ -89,11 +85,7 @@ class Replay:
         clocks: list[int] = []
         for line in lines:
             self.lines += 1
-            parsed = _parse_line(line, self.lines)
-            if isinstance(parsed, Reject):
-                self._reject(parsed)
-                continue
-            decoded = decode(parsed.topic, parsed.payload, self.watermark)
+            decoded = decode_line(line, self.lines, self.watermark)
             for reject in decoded.rejects:
                 self._reject(reject)
             for reading in decoded.readings:

@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 import numpy as np
 import shapely
@@ -31,9 +31,11 @@ _SLACK = 1e-9
 _ORIGIN = Point(0.0, 0.0)
 
 
-@dataclass(frozen=True, slots=True)
-class FenceHit:
-    """A fence a point is inside of, or within the margin of (`near` its boundary), or both."""
+class FenceHit(NamedTuple):
+    """A fence a point is inside of, or within the margin of (`near` its boundary), or both.
+
+    A named tuple rather than a dataclass: one is built per (fix, fence) pair in the hot path.
+    """
 
     fence_id: str
     inside: bool

@@ -347,3 +347,17 @@ def test_config_dwell_override() -> None:
     assert config.dwell_s("pawnshop", 5) == 5
     assert config.dwell_s(None, None) == 900
     assert DeviceState("x").inside == frozenset()
+
+
+def test_loan_updates_remap_trackers() -> None:
+    fleet = Fleet([HOME_ZONE], [loan("L-1", ["a", "b"], vin=VIN)])
+    p = fleet.pipeline
+    p.put_loan(loan("L-1", ["a"], vin=VIN, status=LoanStatus.CLOSED), T0, T0)
+    assert p.ctx.loan_for("b") is None
+    assert p.ctx.loan_for("a") is not None
+    p.put_loan(loan("L-0", ["a"], vin=OTHER_VIN), T0, T0)
+    assert p.ctx.loan_for("a").loan_id == "L-0"  # the active loan wins over the closed one
+    out = p.put_loan(loan("L-2", ["c"], vin=OTHER_VIN), T0, T0)
+    assert [a.details["other_loan_ids"] for a in out] == [["L-0"]]
+    assert p.put_loan(loan("L-1", ["a"], vin=VIN), T0, T0) == []  # reopened: VIN is unique
+    assert p.ctx.loan_for("a").loan_id == "L-1"  # two active loans: the larger id, stable

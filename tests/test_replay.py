@@ -39,14 +39,19 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
     loans = [{"loan_id": "L-1", "vin": VIN, "device_ids": ["trk-1"], "zone_ids": ["home"]}]
     readings = [
         line("telematics/trk-1/gps", gps("trk-1", 0, HOME, seq=1)),
-        line("telematics/trk-1/gps", [gps("trk-1", 60, FAR, seq=2), {"ts": T0, "lat": 95, "lon": 1}]),
+        line(
+            "telematics/trk-1/gps", [gps("trk-1", 60, FAR, seq=2), {"ts": T0, "lat": 95, "lon": 1}]
+        ),
         line("telematics/trk-1/gps", gps("trk-1", 60, FAR, seq=2)),  # duplicate
         b'{"topic": "telematics/trk-1/gps", "payload": {"ts": 1, "lat": NaN, "lon": 1}}',
         line("telematics/trk-1/gps", "this is not json"),
         line("telematics/bad id/gps", gps("x", 0, HOME)),
         line("telematics/trk-1/gps", gps("trk-1", 4000, FAR)),  # over 5 min past the watermark
         b"not a line of json",
-        line("owntracks/alice/phone", {"_type": "location", "lat": 31.0, "lon": 121.0, "tst": T0 // 1000 + 90}),
+        line(
+            "owntracks/alice/phone",
+            {"_type": "location", "lat": 31.0, "lon": 121.0, "tst": T0 // 1000 + 90},
+        ),
         *(line("telematics/trk-1/gps", gps("trk-1", t, FAR, seq=t)) for t in range(120, 480, 60)),
         line("telematics/trk-1/vib", {"ts": T0 + 500_000, "g": 3.1}),
     ]

@@ -26,15 +26,6 @@ class Context:
         return self.loans_by_device.get(device_id)
 
 
-def index_loans(loans: Mapping[str, Loan]) -> dict[str, Loan]:
-    """Map each tracker to its loan; an active loan wins over a closed one for a reused tracker."""
-    by_device: dict[str, Loan] = {}
-    for loan in sorted(loans.values(), key=lambda ln: (ln.active, ln.loan_id)):
-        for device_id in loan.device_ids:
-            by_device[device_id] = loan
-    return by_device
-
-
 class Outcome(StrEnum):
     """What became of a reading."""
 

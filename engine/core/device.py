@@ -10,7 +10,7 @@ and fires the timers of a device that went silent.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from alerts.model import Alert, AlertType, Detail
 from devices.readings import GpsFix, Reading, StatusReport, Stream, Vibration
@@ -21,14 +21,15 @@ from geofence.geo import haversine_m
 from geofence.index import FenceHit
 
 _STREAM_INDEX = {Stream.GPS: 0, Stream.VIB: 1, Stream.STATUS: 2}
+_ACCEPTED, _LATE, _DUPLICATE = Outcome.ACCEPTED, Outcome.LATE, Outcome.DUPLICATE
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(NamedTuple):
     """The result of one step: new state, alerts raised, and when to wake the device next.
 
     `wake_at` is on the runtime clock; `moved` is the accepted fix that moved the car (for
     the loan stage and position index); `missing` counts readings skipped in the `seq`.
+    A named tuple: one is built per reading.
     """
 
     state: DeviceState
@@ -55,7 +56,7 @@ def step(
     stream_i = _STREAM_INDEX[reading.stream]
     key = reading.ts_ms * 3 + stream_i
     if key in state.recent:
-        return Step(state, (), wake_at(state, ctx), Outcome.DUPLICATE)
+        return Step(state, (), wake_at(state, ctx), _DUPLICATE)
     s = state.clone()
     keep = ctx.config.recent_readings_kept
     s.recent = (*state.recent[-(keep - 1) :], key) if keep > 1 else (key,)
@@ -65,10 +66,14 @@ def step(
         s.offline = False
     s.arrived_ms = max(s.arrived_ms, now_ms)
     if reading.ts_ms <= s.last_ts[stream_i]:
-        return Step(s, tuple(alerts), wake_at(s, ctx), Outcome.LATE)
-    last_ts = list(s.last_ts)
-    last_ts[stream_i] = reading.ts_ms
-    s.last_ts = (last_ts[0], last_ts[1], last_ts[2])
+        return Step(s, tuple(alerts), wake_at(s, ctx), _LATE)
+    gps_ts, vib_ts, status_ts = s.last_ts
+    if stream_i == 0:
+        s.last_ts = (reading.ts_ms, vib_ts, status_ts)
+    elif stream_i == 1:
+        s.last_ts = (gps_ts, reading.ts_ms, status_ts)
+    else:
+        s.last_ts = (gps_ts, vib_ts, reading.ts_ms)
     moved: Position | None = None
     missing = 0
     if isinstance(reading, GpsFix):
@@ -81,7 +86,7 @@ def step(
             _on_vibration(s, reading, ctx, now_ms, alerts)
         elif isinstance(reading, StatusReport):
             _on_status(s, reading, ctx, now_ms, alerts)
-    return Step(s, tuple(alerts), wake_at(s, ctx), Outcome.ACCEPTED, moved, missing)
+    return Step(s, tuple(alerts), wake_at(s, ctx), _ACCEPTED, moved, missing)
 
 
 def tick(state: DeviceState, now_ms: int, ctx: Context) -> Step:
@@ -96,7 +101,7 @@ def tick(state: DeviceState, now_ms: int, ctx: Context) -> Step:
         s.offline = True
     if s.arrived_ms >= 0 and now_ms >= s.arrived_ms + cfg.zone_grace_s * 1000:
         _fire_timers(s, now_ms, ctx, now_ms, alerts)
-    return Step(s, tuple(alerts), wake_at(s, ctx), Outcome.ACCEPTED)
+    return Step(s, tuple(alerts), wake_at(s, ctx), _ACCEPTED)
 
 
 def wake_at(state: DeviceState, ctx: Context) -> int | None:
@@ -104,13 +109,13 @@ def wake_at(state: DeviceState, ctx: Context) -> int | None:
     if state.arrived_ms < 0:
         return None
     cfg = ctx.config
-    wakes: list[int] = []
-    if not state.offline:
-        wakes.append(state.arrived_ms + cfg.offline_s * 1000)
-    due = _next_due(state, ctx)
-    if due is not None:
-        wakes.append(max(due, state.arrived_ms + cfg.zone_grace_s * 1000))
-    return min(wakes) if wakes else None
+    wake = None if state.offline else state.arrived_ms + cfg.offline_s * 1000
+    if state.dwell or (state.zone_out_ms is not None and not state.zone_alerted):
+        due = _next_due(state, ctx)
+        if due is not None:
+            timers = max(due, state.arrived_ms + cfg.zone_grace_s * 1000)
+            wake = timers if wake is None else min(wake, timers)
+    return wake
 
 
 def _zone_due(s: DeviceState, ctx: Context) -> int | None:
@@ -144,6 +149,8 @@ def _fire_timers(
     s: DeviceState, upto_ms: int, ctx: Context, now_ms: int, alerts: list[Alert]
 ) -> None:
     """Raise the zone-grace and dwell timers due at or before `upto_ms`, in due order."""
+    if not s.dwell and (s.zone_out_ms is None or s.zone_alerted):
+        return  # nothing pending: the common case
     due: list[tuple[int, str, DwellTimer | None]] = [
         (d.due_ms, d.fence_id, d) for d in s.dwell if not d.alerted and d.due_ms <= upto_ms
     ]
@@ -281,15 +288,20 @@ def _update_fences(
     alerts: list[Alert],
 ) -> None:
     """Apply the fix's fence hits with hysteresis; raise enter/exit; start dwell timers."""
+    if not hits and not s.inside:
+        return  # the common case: nowhere near any fence, before or now
     fences = ctx.fences
     if s.fix is None:  # first fix: exact containment, no enter/exit
         s.inside = frozenset(h.fence_id for h in hits if h.inside and h.fence_id in fences)
         entered = sorted(s.inside)
     else:
-        inside: set[str] = set()
-        for h in hits:
-            if h.fence_id in fences and (h.fence_id in s.inside if h.near else h.inside):
-                inside.add(h.fence_id)
+        inside = {
+            h.fence_id
+            for h in hits
+            if (h.fence_id in s.inside if h.near else h.inside) and h.fence_id in fences
+        }
+        if inside == s.inside:
+            return  # no crossing: the common case for a car near or in its fences
         # fences in `s.inside` without a hit are far away now: exited (or deleted: forgotten)
         entered = sorted(inside - s.inside)
         exited = [f for f in sorted(s.inside - inside) if f in fences]
@@ -309,8 +321,6 @@ def _update_fences(
             )
             for type_, fence_id in crossings
         )
-        if not entered and not exited and len(inside) == len(s.inside):
-            return
         s.inside = frozenset(inside)
     dwell = [d for d in s.dwell if d.fence_id in s.inside]
     for fence in (fences[f] for f in entered):
@@ -330,31 +340,31 @@ def _update_zone(
 ) -> None:
     """Start or end the zone-grace timer of an active loan's car."""
     loan = ctx.loan_for(s.device_id)
-    if loan is None or not loan.active:
-        s.zone_out_ms, s.zone_alerted = None, False
-        return
-    zones = [z for z in loan.zone_ids if z in ctx.fences]
-    if not zones:  # no zone of this loan is known: nothing to judge against
-        s.zone_out_ms, s.zone_alerted = None, False
-        return
-    in_zones = sorted(s.inside.intersection(zones))
-    if not in_zones:
-        if s.zone_out_ms is None:
-            s.zone_out_ms = fix.ts_ms
-        return
-    if s.zone_alerted:
-        alerts.append(
-            make_alert(
-                AlertType.ZONE_RETURNED,
-                s,
-                ctx,
-                fix.ts_ms,
-                now_ms,
-                fence_id=in_zones[0],
-                details={"outside_since_ms": s.zone_out_ms},
+    zone_id = None
+    if loan is not None and loan.active:
+        # `inside` holds known fences only (fresh from `_update_fences`)
+        zone_id = next((z for z in loan.zone_ids if z in s.inside), None)
+        if zone_id is None and any(z in ctx.fences for z in loan.zone_ids):
+            if s.zone_out_ms is None:
+                s.zone_out_ms = fix.ts_ms  # outside all its zones: grace starts
+            return
+    if zone_id is not None:
+        if s.zone_alerted:
+            alerts.append(
+                make_alert(
+                    AlertType.ZONE_RETURNED,
+                    s,
+                    ctx,
+                    fix.ts_ms,
+                    now_ms,
+                    fence_id=zone_id,
+                    details={"outside_since_ms": s.zone_out_ms},
+                )
             )
-        )
-    s.zone_out_ms, s.zone_alerted, s.last_zone_id = None, False, in_zones[0]
+        s.last_zone_id = zone_id
+    # back in a zone, or nothing to judge (no loan, closed, or none of its zones is known)
+    if s.zone_out_ms is not None or s.zone_alerted:
+        s.zone_out_ms, s.zone_alerted = None, False
 
 
 def _update_ignition(s: DeviceState, ignition: bool | None) -> None:

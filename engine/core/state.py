@@ -7,6 +7,7 @@ is the runtime clock (wall clock live, the largest event time seen in a replay).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 SNAPSHOT_VERSION = 1
 
@@ -15,9 +16,11 @@ class SnapshotError(ValueError):
     """A snapshot that this version cannot restore."""
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
-    """A point in time and space: the last fix, a parking spot, a spoofed jump."""
+class Position(NamedTuple):
+    """A point in time and space: the last fix, a parking spot, a spoofed jump.
+
+    A named tuple rather than a dataclass: one is built per accepted fix.
+    """
 
     ts_ms: int
     lat: float

@@ -1,0 +1,1 @@
+"""Seeded, reproducible benchmarks that compare methods side by side in one run."""

@@ -1,0 +1,86 @@
+"""The benchmarks run at tiny sizes, and the correctness checks inside them pass.
+
+No timing is asserted: rates on a shared machine say nothing in a test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from benchmarks import bench_fences, bench_replay
+
+
+def _load(path: Path) -> dict[str, object]:
+    doc = orjson.loads(path.read_bytes())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def test_bench_fences_tiny(tmp_path: Path, capsys) -> None:
+    status = bench_fences.main(
+        [
+            "--sizes",
+            "200",
+            "--points",
+            "2000",
+            "--repeat",
+            "1",
+            "--naive-work",
+            "100000",
+            "--margin-check-points",
+            "100",
+            "--no-postgis",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
+    doc = _load(tmp_path / "bench_fences.json")
+    assert status == 0
+    assert doc["checks_passed"] is True
+    (size,) = doc["sizes"]
+    methods = size["methods"]
+    for name in ("naive_loop", "raw_strtree", "fenceindex_lookup", "fenceindex_lookup_margin"):
+        assert methods[name]["check"] == "ok", methods[name]
+        assert methods[name]["points_per_s"] > 0
+    assert methods["raw_strtree"]["pairs"] == methods["fenceindex_lookup"]["pairs"] > 0
+    assert size["postgis"]["available"] is False
+    assert doc["machine"]["cpu_count"] >= 1
+    assert "FenceIndex.lookup" in capsys.readouterr().out
+
+
+def test_bench_replay_tiny(tmp_path: Path, capsys) -> None:
+    status = bench_replay.main(
+        [
+            "--devices",
+            "200",
+            "--fences",
+            "200",
+            "--readings",
+            "2000",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
+    doc = _load(tmp_path / "bench_replay.json")
+    assert status == 0
+    assert doc["checks_passed"] is True
+    timings = {t["method"]: t for t in doc["timings"]}
+    assert set(timings) == {"baseline", "replay", "replay_feed", "cli"}
+    assert all(t["check"] == "ok" for t in timings.values()), timings
+    assert timings["replay"]["readings"] == doc["input"]["lines"] > 2000
+    assert sum(doc["alerts_by_type"].values()) == timings["replay"]["alerts"] > 0
+    profile = (tmp_path / "replay_profile.txt").read_text()
+    assert profile.count("by cumulative") == 2
+    assert "Replay in-process" in capsys.readouterr().out
+
+
+def test_vins_are_valid_and_distinct() -> None:
+    import numpy as np
+
+    from lending.model import VIN_RE
+
+    vins = bench_replay.random_vins(np.random.default_rng(1), 500)
+    assert len(set(vins)) == 500
+    assert all(VIN_RE.fullmatch(v) for v in vins)
