@@ -25,7 +25,11 @@ FENCES = [
 LOANS = [loan("L-1", ["a", "b"], ["home", "work"]), loan("L-2", ["c"], ["home"])]
 DEVICES = ["a", "b", "c", "d"]
 
-PROPS = settings(max_examples=int(os.environ.get("PW_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(
+    max_examples=int(os.environ.get("PW_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @st.composite
