@@ -45,7 +45,9 @@ def test_errors_name_the_field(patch: dict[str, object], field: str) -> None:
 
 
 def test_loans_file_is_all_or_nothing() -> None:
-    assert [ln.loan_id for ln in parse_loans([{**GOOD, "loan_id": "A"}, {**GOOD, "loan_id": "B"}])] == [
+    assert [
+        ln.loan_id for ln in parse_loans([{**GOOD, "loan_id": "A"}, {**GOOD, "loan_id": "B"}])
+    ] == [
         "A",
         "B",
     ]

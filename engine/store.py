@@ -1,0 +1,209 @@
+"""The storage port: one interface, two backends (`sqlite_store.py`, `postgres_store.py`).
+
+Everything the engine, the dispatcher and the API persist goes through `Store`. The
+engine's `commit_batch` writes telemetry, dead letters, alerts with their outbox rows and
+the state checkpoint in ONE transaction (DESIGN §5, §6): after it returns, the batch's MQTT
+messages may be acknowledged. Times are epoch milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Generic, Protocol, TypeVar
+
+from alerts.model import Alert
+from devices.readings import Reading, Reject
+from engine.core.state import DeviceState, LoanState
+from geofence.fence import Fence
+from lending.model import Loan
+
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """A storage failure the caller may retry (connection lost, database locked)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A webhook endpoint. `types` None means every alert type."""
+
+    hook_id: str
+    url: str
+    secret: str
+    types: frozenset[str] | None = None
+
+    def wants(self, alert_type: str) -> bool:
+        """Whether alerts of this type go to this endpoint."""
+        return self.types is None or alert_type in self.types
+
+
+class DeliveryState(StrEnum):
+    """Where a delivery of one alert to one webhook stands."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"  # gave up after the maximum age; shown by the API, can be redelivered
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One alert to one webhook. Deliveries with the same (hook, `order_key`) go in id order."""
+
+    delivery_id: int
+    hook_id: str
+    alert_id: str
+    alert_type: str
+    order_key: str  # the loan id, else the device id: per-loan order (DESIGN §5)
+    body: bytes  # the alert JSON exactly as signed and sent
+    state: DeliveryState
+    attempts: int
+    created_ms: int
+    next_at_ms: int
+    last_error: str | None = None
+    last_status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one engine batch commits atomically."""
+
+    now_ms: int
+    readings: Sequence[Reading] = ()  # accepted readings (late ones included): telemetry
+    rejects: Sequence[Reject] = ()  # dead letters
+    alerts: Sequence[Alert] = ()  # to the alerts table and, per matching webhook, the outbox
+    devices: Sequence[DeviceState] = ()  # changed device states: the checkpoint
+    loans: Sequence[LoanState] = ()  # changed loan states
+
+
+@dataclass(frozen=True, slots=True)
+class AlertQuery:
+    """Filters of `GET /v1/alerts`; results newest first (ts, then id)."""
+
+    type: str | None = None
+    loan_id: str | None = None
+    device_id: str | None = None
+    since_ms: int | None = None
+    limit: int = 100
+    cursor: str | None = None  # opaque, from the previous page
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAlert:
+    """An alert as stored, with the operator's acknowledgement."""
+
+    alert: dict[str, object]  # the DESIGN §4 JSON
+    acked_ms: int | None = None
+    ack_note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list endpoint: `{"items": [...], "next": cursor or null}`."""
+
+    items: list[T] = field(default_factory=list)
+    next: str | None = None
+
+
+class Store(Protocol):
+    """Persistence of pledgewatch. Implementations are safe to call from several threads."""
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema; idempotent; runs on start."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    # fences, loans and webhooks: written by the API, read by the engine
+    def put_fences(self, fences: Sequence[Fence]) -> None:
+        """Insert or replace fences, all in one transaction."""
+
+    def delete_fence(self, fence_id: str) -> bool:
+        """Delete a fence; False if there was none."""
+
+    def get_fence(self, fence_id: str) -> Fence | None:
+        """One fence, or None."""
+
+    def list_fences(self, cursor: str | None, limit: int) -> Page[Fence]:
+        """Fences by id."""
+
+    def all_fences(self) -> list[Fence]:
+        """Every fence (the engine builds its index from these)."""
+
+    def put_loan(self, loan: Loan, alerts: Sequence[Alert], now_ms: int) -> None:
+        """Insert or replace a loan, with the alerts that change raised, in one transaction."""
+
+    def get_loan(self, loan_id: str) -> Loan | None:
+        """One loan, or None."""
+
+    def list_loans(self, cursor: str | None, limit: int) -> Page[Loan]:
+        """Loans by id."""
+
+    def all_loans(self) -> list[Loan]:
+        """Every loan."""
+
+    def loans_with_vin(self, vin: str) -> list[Loan]:
+        """Loans whose car has this VIN (any status)."""
+
+    def put_webhook(self, hook: Webhook) -> None:
+        """Insert or replace a webhook."""
+
+    def get_webhook(self, hook_id: str) -> Webhook | None:
+        """One webhook, or None."""
+
+    def list_webhooks(self) -> list[Webhook]:
+        """Every webhook."""
+
+    def delete_webhook(self, hook_id: str) -> bool:
+        """Delete a webhook and its pending deliveries; False if there was none."""
+
+    # the engine
+    def commit_batch(self, batch: Batch) -> None:
+        """Write a batch atomically: telemetry, dead letters, alerts + outbox, checkpoint.
+
+        An alert id already stored is skipped, and so are its deliveries (a replay after a
+        crash raises the same ids): delivery stays at least once, never twice from here.
+        """
+
+    def load_checkpoint(self) -> tuple[list[DeviceState], list[LoanState]]:
+        """The last committed state of every device and loan."""
+
+    # the outbox
+    def due_deliveries(self, hook_id: str, now_ms: int, limit: int) -> list[Delivery]:
+        """Pending deliveries to one webhook that are due, oldest first, at most one per
+        `order_key`: the head of each loan's queue (a later one waits for it)."""
+
+    def mark_delivered(self, delivery_id: int, now_ms: int, status: int) -> None:
+        """Record a 2xx."""
+
+    def mark_failed(
+        self, delivery_id: int, now_ms: int, error: str, status: int | None, retry_at_ms: int | None
+    ) -> None:
+        """Record a failed attempt; retry at `retry_at_ms`, or None to move it to DEAD."""
+
+    def outbox_pending(self) -> int:
+        """How many deliveries are pending (`pledgewatch_outbox_pending`)."""
+
+    def list_dead(self, cursor: str | None, limit: int) -> Page[Delivery]:
+        """Deliveries that gave up, newest first."""
+
+    def redeliver(self, delivery_id: int, now_ms: int) -> bool:
+        """Move a DEAD delivery back to PENDING, due now; False if it is not dead."""
+
+    # queries of the API
+    def list_alerts(self, query: AlertQuery) -> Page[StoredAlert]:
+        """Alerts, newest first."""
+
+    def get_alert(self, alert_id: str) -> StoredAlert | None:
+        """One alert, or None."""
+
+    def ack_alert(self, alert_id: str, note: str | None, now_ms: int) -> bool:
+        """Record an operator's acknowledgement; False if there is no such alert."""
+
+    def list_rejects(self, cursor: str | None, limit: int) -> Page[Reject]:
+        """Dead letters (rejected input), newest first."""
+
+    def count_telemetry(self, device_id: str | None = None) -> int:
+        """Stored readings (all, or of one device)."""
