@@ -77,6 +77,8 @@ class Pipeline:
         self.loan_states: dict[str, LoanState] = {}
         self.counters = Counters()
         self._scheduled: dict[str, int] = {}  # device -> its live heap entry
+        self.dirty: set[str] = set()  # devices changed since the last checkpoint
+        self.dirty_loans: set[str] = set()  # loans changed since the last checkpoint
         self._heap: list[tuple[int, str]] = []
 
     def set_fences(self, index: FenceIndex) -> None:
@@ -116,16 +118,23 @@ class Pipeline:
         return self.index.hits(lats, lons, self.config.hysteresis_m)
 
     def process(
-        self, readings: Sequence[Reading], clocks: Sequence[int], fire_timers: bool = True
+        self,
+        readings: Sequence[Reading],
+        clocks: Sequence[int],
+        accepted: list[Reading] | None = None,
     ) -> list[Alert]:
-        """Step each reading at its runtime clock (firing due timers before it, if asked)."""
+        """Step each reading at its runtime clock, firing the timers due before it.
+
+        Readings that were not duplicates are appended to `accepted` when given (the
+        telemetry a runtime stores).
+        """
         hits = iter(self.hits_for(readings))
         alerts: list[Alert] = []
         for reading, now_ms in zip(readings, clocks, strict=True):
-            if fire_timers:
-                alerts.extend(self.advance(now_ms))
+            alerts.extend(self.advance(now_ms))
             fix_hits = next(hits) if isinstance(reading, GpsFix) else ()
-            alerts.extend(self._step(reading, now_ms, fix_hits))
+            if self._step(reading, now_ms, fix_hits, alerts) and accepted is not None:
+                accepted.append(reading)
         return alerts
 
     def advance(self, now_ms: int) -> list[Alert]:
@@ -149,31 +158,37 @@ class Pipeline:
             alerts.extend(result.alerts)
         return self._count(alerts)
 
-    def _step(self, reading: Reading, now_ms: int, hits: tuple[FenceHit, ...]) -> list[Alert]:
+    def _step(
+        self, reading: Reading, now_ms: int, hits: tuple[FenceHit, ...], alerts: list[Alert]
+    ) -> bool:
+        """Step one reading, appending its alerts; False if it was a duplicate."""
         device_id = reading.device_id
         state = self.devices.get(device_id) or new_state(device_id)
         result = step(state, reading, self.ctx, now_ms, hits)
         stream = reading.stream
         if result.outcome is Outcome.DUPLICATE:
             self.counters.duplicates[stream] += 1
-            return []
+            return False
         self.counters.readings[stream] += 1
         if result.outcome is Outcome.LATE:
             self.counters.late[stream] += 1
         self.counters.missing += result.missing
         self._apply(result)
-        alerts = list(result.alerts)
+        raised = list(result.alerts)
         loan = self.ctx.loan_for(device_id)
         if result.moved is not None and loan is not None and len(loan.device_ids) > 1:
             ls = self.loan_states.get(loan.loan_id) or LoanState(loan.loan_id)
             ls, loan_alerts = step_loan(ls, device_id, result.moved, loan, self.config, now_ms)
             self.loan_states[loan.loan_id] = ls
-            alerts.extend(loan_alerts)
-        return self._count(alerts)
+            self.dirty_loans.add(loan.loan_id)
+            raised.extend(loan_alerts)
+        alerts.extend(self._count(raised))
+        return True
 
     def _apply(self, result: Step) -> None:
         device_id = result.state.device_id
         self.devices[device_id] = result.state
+        self.dirty.add(device_id)
         if result.wake_at is not None:
             self._schedule(device_id, result.wake_at)
 
@@ -190,6 +205,27 @@ class Pipeline:
         for alert in alerts:
             self.counters.alerts[alert.type] += 1
         return alerts
+
+    def take_dirty(self) -> tuple[list[DeviceState], list[LoanState]]:
+        """The states changed since the last call: what a checkpoint must write."""
+        devices = [self.devices[d] for d in sorted(self.dirty)]
+        loans = [self.loan_states[ln] for ln in sorted(self.dirty_loans)]
+        self.dirty.clear()
+        self.dirty_loans.clear()
+        return devices, loans
+
+    def restore_states(self, devices: Iterable[DeviceState], loans: Iterable[LoanState]) -> None:
+        """Take states from a checkpoint; timers are recomputed from them."""
+        self.devices = {s.device_id: s for s in devices}
+        self.loan_states = {s.loan_id: s for s in loans}
+        self._scheduled.clear()
+        self._heap.clear()
+        for device_id, state in self.devices.items():
+            wake = wake_at(state, self.ctx)
+            if wake is not None:
+                self._scheduled[device_id] = wake
+                self._heap.append((wake, device_id))
+        heapq.heapify(self._heap)
 
     def count_rejects(self, reasons: Iterable[str]) -> None:
         """Count rejected inputs by reason."""
@@ -215,13 +251,4 @@ class Pipeline:
         if not isinstance(devices, list) or not isinstance(loans, list):
             msg = "pipeline snapshot needs 'devices' and 'loans' lists"
             raise ValueError(msg)  # noqa: TRY004  # a malformed document, not a type error
-        self.devices = {s.device_id: s for s in map(device_from_json, devices)}
-        self.loan_states = {s.loan_id: s for s in map(loan_from_json, loans)}
-        self._scheduled.clear()
-        self._heap.clear()
-        for device_id, state in self.devices.items():
-            wake = wake_at(state, self.ctx)
-            if wake is not None:
-                self._scheduled[device_id] = wake
-                self._heap.append((wake, device_id))
-        heapq.heapify(self._heap)
+        self.restore_states(map(device_from_json, devices), map(loan_from_json, loans))

@@ -1,0 +1,295 @@
+"""The live runtime: MQTT batches through the core, one transaction per batch, then acks.
+
+One engine thread owns the pipeline. Each turn it applies pending fence and loan changes,
+takes a batch of messages, decodes them, steps the core (readings, then timers due on the
+wall clock), and commits telemetry, dead letters, alerts with their outbox rows and the
+changed states in one transaction. Only then are the batch's messages acknowledged to the
+broker (DESIGN §6): a crash at any point loses nothing, because what was not committed was
+not acked and comes again, and alert ids do not depend on when they were raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from alerts.model import Alert
+from devices.decode import decode
+from devices.mqtt_source import Message, MqttSource, backoff_s
+from devices.readings import Reading, Reject
+from engine.core.config import Config
+from engine.core.loan import vin_conflict
+from engine.core.state import DeviceState
+from engine.metrics import Histogram, counter_lines, gauge_lines
+from engine.pipeline import Pipeline
+from engine.store import Batch, Store, StoreError
+from geofence.fence import Fence
+from geofence.index import FenceIndex
+from geofence.positions import PositionIndex
+from lending.model import Loan
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """How the engine batches. `max_batch` must stay below the broker's Receive Maximum."""
+
+    max_batch: int = 1000
+    max_wait_s: float = 0.05
+    commit_retry_cap_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class _PutFences:
+    fences: tuple[Fence, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _DeleteFence:
+    fence_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _PutLoan:
+    loan: Loan
+
+
+_Change = _PutFences | _DeleteFence | _PutLoan
+
+
+class Engine:
+    """The engine thread and what the API may ask of it."""
+
+    def __init__(
+        self,
+        store: Store,
+        source: MqttSource | None,
+        config: Config | None = None,
+        settings: EngineSettings | None = None,
+        clock: Callable[[], float] = time.time,
+        on_commit: Callable[[Sequence[Alert]], None] = lambda _: None,
+    ) -> None:
+        self.store = store
+        self.source = source
+        self.settings = settings or EngineSettings()
+        self._clock = clock
+        self.on_commit = on_commit
+        self.pipeline = Pipeline(FenceIndex(), config)
+        self.positions = PositionIndex()
+        self.positions_lock = threading.Lock()
+        self.batch_seconds = Histogram()
+        self.batches = 0
+        self._changes: queue.Queue[_Change] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
+
+    def now_ms(self) -> int:
+        """The wall clock, epoch milliseconds."""
+        return int(self._clock() * 1000)
+
+    # -- life cycle
+    def load(self) -> None:
+        """Read fences, loans and the last checkpoint from the store."""
+        self.pipeline.set_fences(FenceIndex.build(self.store.all_fences()))
+        for loan in self.store.all_loans():
+            self.pipeline.put_loan(loan, 0, 0)  # its VIN check ran when it was PUT
+        self.pipeline.counters.alerts.clear()
+        devices, loans = self.store.load_checkpoint()
+        self.pipeline.restore_states(devices, loans)
+        with self.positions_lock:
+            for state in devices:
+                if state.fix is not None:
+                    self.positions.update(state.device_id, state.fix.lat, state.fix.lon)
+        _log.info(
+            "engine loaded %d fences, %d loans, %d device states",
+            len(self.pipeline.index),
+            len(self.pipeline.loans),
+            len(devices),
+        )
+
+    def start(self) -> None:
+        """Load state and run the engine thread (and the MQTT source, if any)."""
+        self.load()
+        if self.source is not None:
+            self.source.start()
+        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Finish the batch in hand, commit it, ack it, and stop (SIGTERM lands here)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        if self.source is not None:
+            self.source.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether the engine thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.turn()
+        except BaseException as exc:
+            # A failure we cannot retry: stop rather than go on with state the store lacks.
+            # Nothing uncommitted was acked; a restart resumes from the checkpoint.
+            self.failure = exc
+            _log.exception("engine stopped on an unexpected error")
+            raise
+
+    # -- one turn
+    def turn(self) -> list[Alert]:
+        """One batch: changes, messages, timers, commit, ack. Returns the alerts raised."""
+        self._apply_changes()
+        messages: list[Message] = []
+        if self.source is not None:
+            messages = self.source.get_batch(self.settings.max_batch, self.settings.max_wait_s)
+        else:
+            self._stop.wait(self.settings.max_wait_s)
+        started = time.perf_counter()
+        alerts = self.process(messages)
+        self.batch_seconds.observe(time.perf_counter() - started)
+        if self.source is not None and messages:
+            self.source.ack(messages)
+        return alerts
+
+    def process(self, messages: Sequence[Message]) -> list[Alert]:
+        """Decode, step and commit messages (and the timers due now) as one batch."""
+        readings: list[Reading] = []
+        clocks: list[int] = []
+        rejects: list[Reject] = []
+        for m in messages:
+            decoded = decode(m.topic, m.payload, m.arrived_ms)
+            readings += decoded.readings
+            clocks += [m.arrived_ms] * len(decoded.readings)
+            rejects += decoded.rejects
+        now = self.now_ms()
+        accepted: list[Reading] = []
+        alerts = self.pipeline.process(readings, clocks, accepted)
+        alerts += self.pipeline.advance(now)
+        self.pipeline.count_rejects(r.reason for r in rejects)
+        devices, loans = self.pipeline.take_dirty()
+        if accepted or rejects or alerts or devices or loans:
+            self._commit(Batch(now, accepted, rejects, alerts, devices, loans))
+            self._track_positions(devices)
+            self.batches += 1
+        if alerts:
+            self.on_commit(alerts)
+        return alerts
+
+    def _commit(self, batch: Batch) -> None:
+        attempt = 0
+        while True:
+            try:
+                self.store.commit_batch(batch)
+            except StoreError as exc:
+                delay = min(backoff_s(attempt), self.settings.commit_retry_cap_s)
+                attempt += 1
+                _log.warning("commit failed (%s); retrying in %.1f s", exc, delay)
+                if self._stop.wait(delay) and attempt > 3:
+                    raise  # shutting down and the store stays away: nothing is acked
+                continue
+            return
+
+    def _track_positions(self, devices: Sequence[DeviceState]) -> None:
+        with self.positions_lock:
+            for state in devices:
+                if state.fix is not None:
+                    self.positions.update(state.device_id, state.fix.lat, state.fix.lon)
+
+    # -- changes from the API, applied by the engine thread between batches
+    def put_fences(self, fences: Sequence[Fence]) -> None:
+        """Take added or replaced fences into the next batch's index."""
+        self._changes.put(_PutFences(tuple(fences)))
+
+    def delete_fence(self, fence_id: str) -> None:
+        """Drop a fence from the next batch's index."""
+        self._changes.put(_DeleteFence(fence_id))
+
+    def put_loan(self, loan: Loan) -> None:
+        """Take a new or changed loan into the next batch."""
+        self._changes.put(_PutLoan(loan))
+
+    def _apply_changes(self) -> None:
+        index = self.pipeline.index
+        changed_index = False
+        while True:
+            try:
+                change = self._changes.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(change, _PutFences):
+                index, changed_index = index.with_fences(change.fences), True
+            elif isinstance(change, _DeleteFence):
+                index, changed_index = index.without([change.fence_id]), True
+            else:
+                now = self.now_ms()
+                self.pipeline.put_loan(change.loan, now, now)  # the API stored its alerts
+        if changed_index:
+            self.pipeline.set_fences(index)
+
+    # -- what the API reads
+    def vin_conflict_for(self, loan: Loan, now_ms: int) -> Alert | None:
+        """The `pledge.vin_conflict` a PUT of this loan raises, judged on the store."""
+        return vin_conflict(loan, self.store.loans_with_vin(loan.vin), now_ms, now_ms)
+
+    def devices_inside(self, fence: Fence) -> list[str]:
+        """Devices whose last fix is inside the fence."""
+        with self.positions_lock:
+            return self.positions.inside(fence)
+
+    def devices_near(self, lat: float, lon: float, radius_m: float) -> list[tuple[str, float]]:
+        """Devices whose last fix is within `radius_m`, nearest first."""
+        with self.positions_lock:
+            return self.positions.near(lat, lon, radius_m)
+
+    def metrics(self) -> list[str]:
+        """This engine's part of `/metrics`."""
+        c = self.pipeline.counters
+        online = sum(1 for s in list(self.pipeline.devices.values()) if not s.offline)
+        return [
+            *counter_lines(
+                "pledgewatch_readings_total",
+                "Accepted readings (late included).",
+                "stream",
+                {str(k): v for k, v in c.readings.items()},
+            ),
+            *counter_lines(
+                "pledgewatch_rejected_total",
+                "Rejected input, by reason.",
+                "reason",
+                {str(k): v for k, v in c.rejected.items()},
+            ),
+            *counter_lines(
+                "pledgewatch_duplicates_total",
+                "Duplicate readings dropped.",
+                "stream",
+                {str(k): v for k, v in c.duplicates.items()},
+            ),
+            *counter_lines(
+                "pledgewatch_late_total",
+                "Readings older than the device's last.",
+                "stream",
+                {str(k): v for k, v in c.late.items()},
+            ),
+            "# HELP pledgewatch_readings_missing_total Gaps in devices' seq numbers.",
+            "# TYPE pledgewatch_readings_missing_total counter",
+            f"pledgewatch_readings_missing_total {c.missing}",
+            *counter_lines(
+                "pledgewatch_alerts_total",
+                "Alerts raised, by type.",
+                "type",
+                {str(k): v for k, v in c.alerts.items()},
+            ),
+            *self.batch_seconds.render("pledgewatch_batch_seconds", "Engine batch latency."),
+            *gauge_lines("pledgewatch_devices_online", "Devices reporting.", online),
+            *gauge_lines("pledgewatch_devices", "Devices known.", len(self.pipeline.devices)),
+        ]

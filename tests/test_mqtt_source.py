@@ -1,0 +1,129 @@
+"""The MQTT source against a real Mosquitto: batches, manual acks, redelivery, restarts."""
+
+from __future__ import annotations
+
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.mqtt_source import BrokerAddress, Message, MqttSource, backoff_s
+from tests.brokers import Broker, broker  # noqa: F401  # the fixture
+
+pytestmark = pytest.mark.mqtt
+
+
+def publisher(b: Broker) -> mqtt.Client:
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="test-pub")
+    client.connect("127.0.0.1", b.port)
+    client.loop_start()
+    return client
+
+
+def publish(client: mqtt.Client, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        info = client.publish(f"telematics/d{i % 7}/gps", f'{{"ts": {i}}}', qos=1)
+        info.wait_for_publish(5)
+
+
+def drain(
+    source: MqttSource, until: int, timeout_s: float = 10.0, ack: bool = True, start: int = 0
+) -> list[Message]:
+    """Take messages until all of `start..until-1` arrived (redeliveries may repeat some)."""
+    want = set(range(start, until))
+    got: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    while not want <= ids(got) and time.monotonic() < deadline:
+        batch = source.get_batch(200, 0.2)
+        got += batch
+        if ack:
+            source.ack(batch)
+    return got
+
+
+def ids(messages: list[Message]) -> set[int]:
+    return {int(m.payload.split(b":")[1].strip(b" }")) for m in messages}
+
+
+def test_unacked_messages_come_back_after_a_crash(broker: Broker) -> None:  # noqa: F811
+    first = MqttSource(broker.url, "engine-a")
+    first.start()
+    assert first.wait_connected(5)
+    pub = publisher(broker)
+    publish(pub, 600)
+    acked = drain(first, 300, ack=False)[:300]
+    first.ack(acked)
+    time.sleep(0.3)  # let the acks go out
+    first._acks.queue.clear()  # the crash: nothing else is acked
+    first._stop.set()
+    first._thread.join(5)  # type: ignore[union-attr]
+
+    second = MqttSource(broker.url, "engine-a")
+    second.start()
+    assert second.wait_connected(5)
+    rest = drain(second, 600, timeout_s=5)
+    assert ids(acked) | ids(rest) == set(range(600))
+    assert len(ids(rest) & ids(acked)) <= 50  # few acked ones come again
+    second.stop()
+    pub.loop_stop()
+
+
+def test_messages_published_while_the_engine_is_down_are_kept(broker: Broker) -> None:  # noqa: F811
+    source = MqttSource(broker.url, "engine-b")
+    source.start()
+    assert source.wait_connected(5)
+    source.stop()  # subscribed once: the broker now keeps a session for it
+    pub = publisher(broker)
+    publish(pub, 3000)  # over Mosquitto's default max_queued_messages of 1000
+    again = MqttSource(broker.url, "engine-b")
+    again.start()
+    assert again.wait_connected(5)
+    got = drain(again, 3000, timeout_s=15)
+    assert ids(got) == set(range(3000))
+    again.stop()
+    pub.loop_stop()
+
+
+def test_broker_restart_loses_nothing(broker: Broker) -> None:  # noqa: F811
+    source = MqttSource(broker.url, "engine-c")
+    source.start()
+    assert source.wait_connected(5)
+    pub = publisher(broker)
+    publish(pub, 200)
+    got = drain(source, 200)
+    broker.restart()
+    pub.loop_stop()
+    pub = publisher(broker)
+    assert source.wait_connected(10)
+    time.sleep(0.5)
+    publish(pub, 200, start=200)
+    got += drain(source, 400, start=200)
+    assert ids(got) == set(range(400))
+    assert source.reconnects >= 1
+    source.stop()
+    pub.loop_stop()
+
+
+def test_receive_maximum_lets_a_batching_consumer_take_thousands(broker: Broker) -> None:  # noqa: F811
+    source = MqttSource(broker.url, "engine-d", receive_maximum=2000)
+    source.start()
+    assert source.wait_connected(5)
+    pub = publisher(broker)
+    publish(pub, 1500)
+    time.sleep(0.5)
+    batch = source.get_batch(1500, 2.0)  # nothing acked yet: all of them are in flight
+    assert len(batch) >= 1000
+    source.ack(batch)
+    source.stop()
+    pub.loop_stop()
+
+
+def test_url_parsing_and_backoff() -> None:
+    assert BrokerAddress.parse("mqtt://u:p@broker:1884") == BrokerAddress("broker", 1884, "u", "p")
+    assert BrokerAddress.parse("mqtt://localhost").port == 1883
+    with pytest.raises(ValueError, match="expected mqtt://"):
+        BrokerAddress.parse("http://x")
+    delays = [backoff_s(a) for a in range(12) for _ in range(20)]
+    assert all(0 <= d <= 30 for d in delays)
+    assert max(backoff_s(10) for _ in range(50)) > 1  # it does grow
