@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -40,6 +43,12 @@ def _option(parser: argparse.ArgumentParser, flag: str, **kwargs: object) -> Non
         kwargs["default"] = env
         kwargs.pop("required", None)
     parser.add_argument(flag, **kwargs)  # type: ignore[arg-type]  # argparse's kwargs are untyped
+
+
+def _flag(parser: argparse.ArgumentParser, flag: str, help_: str) -> None:
+    """A boolean flag, also on when `PLEDGEWATCH_<FLAG>` is 1, true or yes."""
+    env = (_env(flag) or "").strip().lower()
+    parser.add_argument(flag, action="store_true", default=env in {"1", "true", "yes"}, help=help_)
 
 
 def load_config(path: str | None) -> Config:
@@ -171,7 +180,14 @@ def format_alert_row(alert: Alert) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """`pledgewatch demo`: replay the bundled example city and print its alerts as a table."""
+    """`pledgewatch demo`: the live system with the example city, or `--offline` its replay."""
+    if not args.offline:
+        from engine.demo import DemoError, run_demo  # noqa: PLC0415  # heavy
+
+        try:
+            return run_demo(args.mqtt_url, args.http, args.play_s, args.duration)
+        except DemoError as exc:
+            raise CliError(str(exc)) from exc
     example = EXAMPLES / "city"
     print(f"pledgewatch demo: replaying the bundled example city ({example})", file=sys.stderr)
     header = (
@@ -192,6 +208,79 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """`pledgewatch run`: the engine, the API and the dispatcher until SIGTERM or SIGINT."""
+    from alerts.dispatcher import RetryPolicy  # noqa: PLC0415  # heavy: httpx
+    from engine.service import Service, ServiceSettings, parse_http  # noqa: PLC0415  # heavy
+
+    if not args.api_token and not args.insecure_dev:
+        raise CliError(
+            "refusing to start without an API token: pass --api-token or set "
+            "PLEDGEWATCH_API_TOKEN (or --insecure-dev for a trial on this machine)"
+        )
+    try:
+        host, port = parse_http(args.http)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = ServiceSettings(
+        mqtt_url=args.mqtt_url,
+        db_url=args.db_url,
+        http_host=host,
+        http_port=port,
+        api_token=args.api_token or None,
+        client_id=args.client_id,
+        config=load_config(args.config),
+        retry=RetryPolicy(
+            base_s=args.webhook_retry_base_s,
+            max_age_s=args.webhook_max_age_s,
+            timeout_s=args.webhook_timeout_s,
+        ),
+    )
+    service = Service(settings)
+    service.start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5) and service.healthy():
+        pass
+    healthy = service.healthy()
+    service.stop()
+    return 0 if healthy else 1
+
+
+def _service_options(parser: argparse.ArgumentParser) -> None:
+    _option(parser, "--mqtt-url", default="mqtt://127.0.0.1:1883", help="the MQTT broker")
+    _option(
+        parser,
+        "--db-url",
+        default="sqlite:///pledgewatch.db",
+        help="sqlite:///PATH (default) or postgresql://...",
+    )
+    _option(parser, "--http", default="127.0.0.1:8080", help="HOST:PORT the API listens on")
+    _option(parser, "--api-token", help="bearer token the API requires")
+    _option(parser, "--client-id", default="pledgewatch-engine", help="MQTT client id (session)")
+    _option(parser, "--config", help="JSON object of rule settings overriding the defaults")
+    _option(parser, "--webhook-timeout-s", type=float, default=5.0, help="per POST")
+    _option(
+        parser,
+        "--webhook-retry-base-s",
+        type=float,
+        default=1.0,
+        help="first retry delay; doubles per attempt, with jitter, up to 300 s",
+    )
+    _option(
+        parser,
+        "--webhook-max-age-s",
+        type=float,
+        default=86400.0,
+        help="give up (dead-letter) a delivery this long after its alert",
+    )
+    _flag(parser, "--insecure-dev", "serve the API without a token (local trials only)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="pledgewatch", description=__doc__)
@@ -207,8 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
     _option(rp, "--config", help="JSON object of rule settings overriding the defaults")
     rp.set_defaults(func=cmd_replay)
 
-    demo = sub.add_parser("demo", help="replay the bundled example city and print alerts")
-    _option(demo, "--config", help="JSON object of rule settings overriding the defaults")
+    run = sub.add_parser("run", help="the engine, HTTP API and webhook dispatcher")
+    _service_options(run)
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="everything on this machine, with the example city")
+    _option(demo, "--mqtt-url", default="mqtt://127.0.0.1:1883", help="broker (else a private one)")
+    _option(demo, "--http", default="127.0.0.1:8080", help="HOST:PORT of the demo's API")
+    _option(demo, "--play-s", type=float, default=60.0, help="seconds to play the city's day in")
+    _option(demo, "--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+    _option(demo, "--config", help="with --offline: rule settings overriding the defaults")
+    _flag(demo, "--offline", "replay the example city offline and print its alerts instead")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,0 +1,286 @@
+"""`pledgewatch demo`: the whole system on this machine with the embedded defaults.
+
+It starts a private Mosquitto when none answers, runs the engine, API and dispatcher on a
+SQLite file, loads the bundled example city through the API, registers a webhook receiver
+of its own, drives the city's simulated cars over MQTT (their recorded day moved to end
+now, played fast), then keeps the reporting cars' heartbeats going, and prints every alert
+the webhook receives, as a table, until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from alerts.signing import verify
+from devices.mqtt_source import BrokerAddress
+from engine.core.config import Config
+from engine.service import Service, ServiceSettings
+
+EXAMPLE = Path(__file__).resolve().parent / "examples" / "city"
+MOSQUITTO_CONF = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto.conf"
+HEARTBEAT_S = 20.0
+HEADER = f"{'event time':<24} {'severity':<8} {'type':<26} {'loan':<8} {'device':<14} fence"
+
+
+class DemoError(Exception):
+    """Something the demo needs is missing; the message says how to get it."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def broker(url: str, workdir: Path) -> Iterator[str]:
+    """The broker at `url` if it answers, else a private Mosquitto with our settings."""
+    address = BrokerAddress.parse(url)
+    if _answers(address.host, address.port):
+        yield url
+        return
+    binary = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if binary is None:
+        msg = (
+            f"no MQTT broker answers at {url} and Mosquitto is not installed.\n"
+            "  Debian/Ubuntu: sudo apt-get install mosquitto    macOS: brew install mosquitto\n"
+            "  or point the demo at a broker: pledgewatch demo --mqtt-url mqtt://HOST:PORT"
+        )
+        raise DemoError(msg)
+    port = _free_port()
+    conf = MOSQUITTO_CONF.read_text().replace(
+        "listener 1883 127.0.0.1", f"listener {port} 127.0.0.1"
+    )
+    conf += f"\npersistence_location {workdir}/\nlog_dest file {workdir}/mosquitto.log\n"
+    if os.geteuid() == 0:
+        conf += "user root\n"  # else it switches to `mosquitto`, who cannot write here
+    (workdir / "mosquitto.conf").write_text(conf)
+    proc = subprocess.Popen([binary, "-c", str(workdir / "mosquitto.conf")])  # noqa: S603
+    try:
+        deadline = time.monotonic() + 10
+        while not _answers("127.0.0.1", port):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                msg = f"the private Mosquitto did not start; see {workdir}/mosquitto.log"
+                raise DemoError(msg)
+            time.sleep(0.05)
+        print(f"started a private Mosquitto on 127.0.0.1:{port} (none answered at {url})")
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class _Printer:
+    """The demo's own webhook receiver: verifies signatures and prints each alert once."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.seen: set[str] = set()
+        self.count = 0
+        self.lock = threading.Lock()
+        self.port = _free_port()
+        printer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # the http.server API
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                ok = verify(
+                    printer.secret,
+                    int(self.headers.get("X-Pledgewatch-Timestamp", "0")),
+                    body,
+                    self.headers.get("X-Pledgewatch-Signature", ""),
+                    time.time(),
+                )
+                self.send_response(200 if ok else 401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                if ok:
+                    printer.show(orjson.loads(body))
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def show(self, alert: dict[str, object]) -> None:
+        with self.lock:
+            if alert["id"] in self.seen:
+                return  # at least once: receivers deduplicate on the id
+            self.seen.add(str(alert["id"]))
+            self.count += 1
+            print(
+                f"{alert['ts']!s:<24} {alert['severity']!s:<8} {alert['type']!s:<26} "
+                f"{alert['loan_id'] or '-'!s:<8} {alert['device_id'] or '-'!s:<14} "
+                f"{alert['fence_id'] or '-'}",
+                flush=True,
+            )
+
+
+def _shift_ts(payload: object, offset_ms: int) -> object:
+    """Move a recorded payload's timestamps by `offset_ms` (epoch ms, ISO, or OwnTracks s)."""
+    if isinstance(payload, list):
+        return [_shift_ts(p, offset_ms) for p in payload]
+    if not isinstance(payload, dict):
+        return payload
+    out = dict(payload)
+    ts = out.get("ts")
+    if isinstance(ts, int) and not isinstance(ts, bool):
+        out["ts"] = ts + offset_ms
+    elif isinstance(ts, str):
+        with contextlib.suppress(ValueError):
+            moved = datetime.fromisoformat(ts) + timedelta(milliseconds=offset_ms)
+            out["ts"] = moved.isoformat(timespec="milliseconds")
+    tst = out.get("tst")
+    if isinstance(tst, int) and not isinstance(tst, bool):
+        out["tst"] = tst + offset_ms // 1000
+    return out
+
+
+def _recorded_ts(payload: object) -> int | None:
+    first = payload[0] if isinstance(payload, list) and payload else payload
+    if not isinstance(first, dict):
+        return None
+    ts, tst = first.get("ts"), first.get("tst")
+    if isinstance(ts, int) and not isinstance(ts, bool):
+        return ts
+    if isinstance(ts, str):
+        with contextlib.suppress(ValueError):
+            return int(datetime.fromisoformat(ts).timestamp() * 1000)
+    return tst * 1000 if isinstance(tst, int) and not isinstance(tst, bool) else None
+
+
+def _drive(client: mqtt.Client, play_s: float, stop: threading.Event) -> set[str]:
+    """Publish the example city, moved to end now, over `play_s` seconds. Returns the gps
+    topics of the cars still reporting at the end (they get heartbeats)."""
+    lines = [orjson.loads(x) for x in (EXAMPLE / "readings.jsonl").read_bytes().splitlines() if x]
+    stamps = [t for t in (_recorded_ts(x["payload"]) for x in lines) if t is not None]
+    first, last = min(stamps), max(stamps)
+    offset = int(time.time() * 1000) - 1000 - last
+    pace = play_s / max((last - first) / 1000, 1.0)
+    started = time.monotonic()
+    last_seen: dict[str, int] = {}
+    for line in lines:
+        if stop.is_set():
+            break
+        payload, topic = line["payload"], line["topic"]
+        recorded = _recorded_ts(payload)
+        if recorded is not None:
+            wait = started + (recorded - first) / 1000 * pace - time.monotonic()
+            if wait > 0:
+                stop.wait(wait)
+            last_seen[topic] = recorded
+        data = (
+            payload.encode("utf-8", "surrogateescape")
+            if isinstance(payload, str)
+            else orjson.dumps(_shift_ts(payload, offset))
+        )
+        client.publish(topic, data, qos=1)
+    quiet_after = last - 10 * 60 * 1000
+    return {
+        t.rsplit("/", 1)[0] + "/status"
+        for t, ts in last_seen.items()
+        if ts >= quiet_after and t.startswith("telematics/") and t.endswith("/gps")
+    }
+
+
+def _heartbeats(client: mqtt.Client, topics: set[str], stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_S):
+        now = int(time.time() * 1000)
+        for topic in sorted(topics):
+            client.publish(topic, orjson.dumps({"ts": now, "ext_power": True}), qos=1)
+
+
+def run_demo(mqtt_url: str, http: str, play_s: float, duration_s: float | None) -> int:
+    """Run the demo until Ctrl-C (or `duration_s`); returns the exit status."""
+    workdir = Path(tempfile.mkdtemp(prefix="pledgewatch-demo-"))
+    token = secrets.token_urlsafe(16)
+    secret = secrets.token_urlsafe(16)
+    host, _, port_text = http.rpartition(":")
+    port = (
+        int(port_text) if _answers(host or "127.0.0.1", int(port_text)) is False else _free_port()
+    )
+    with broker(mqtt_url, workdir) as broker_url:
+        settings = ServiceSettings(
+            mqtt_url=broker_url,
+            db_url=f"sqlite:///{workdir}/demo.db",
+            http_host=host,
+            http_port=port,
+            api_token=token,
+            client_id=f"pledgewatch-demo-{os.getpid()}",
+            config=Config(offline_s=90),  # the demo is short: a silent car shows in 90 s
+        )
+        service = Service(settings)
+        service.start()
+        printer = _Printer(secret)
+        api = httpx.Client(
+            base_url=f"http://{settings.http_host}:{port}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        imported = api.post("/v1/fences:import", content=(EXAMPLE / "fences.geojson").read_bytes())
+        imported.raise_for_status()
+        for loan in orjson.loads((EXAMPLE / "loans.json").read_bytes()):
+            api.put(f"/v1/loans/{loan['loan_id']}", json=loan).raise_for_status()
+        hook = {"url": f"http://127.0.0.1:{printer.port}/alerts", "secret": secret}
+        api.put("/v1/webhooks/demo-console", json=hook).raise_for_status()
+        print(f"API http://{settings.http_host}:{port}  token {token}")
+        print(f"MQTT {broker_url}   store {settings.db_url}")
+        print(f"playing the example city's recorded day over {play_s:.0f} s; Ctrl-C to stop\n")
+        print(HEADER)
+        print("-" * len(HEADER), flush=True)
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"demo-fleet-{os.getpid()}"
+        )
+        address = BrokerAddress.parse(broker_url)
+        client.connect(address.host, address.port)
+        client.loop_start()
+        stop = threading.Event()
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        try:
+            topics = _drive(client, play_s, stop)
+            beats = threading.Thread(target=_heartbeats, args=(client, topics, stop), daemon=True)
+            beats.start()
+            while deadline is None or time.monotonic() < deadline:
+                if not service.healthy():
+                    print("the engine stopped; see the log above", file=sys.stderr)
+                    return 1
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop.set()
+            client.loop_stop()
+            service.stop()
+            api.close()
+            printer.server.shutdown()
+        print(f"\n{printer.count} alerts. The demo's database stays at {workdir}/demo.db")
+    return 0

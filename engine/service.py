@@ -1,0 +1,119 @@
+"""`pledgewatch run`: the engine, the HTTP API and the webhook dispatcher in one process.
+
+This is the composition root: it opens the store, runs migrations, wires the MQTT source
+into the engine, starts the dispatcher and the API server, and on SIGTERM or SIGINT stops
+them in the order that loses nothing: the engine first (it commits and acks the batch in
+hand), then the dispatcher (it finishes the requests in flight), then the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from alerts.dispatcher import Dispatcher, RetryPolicy
+from devices.mqtt_source import MqttSource
+from engine.core.config import Config
+from engine.gc_policy import tune_gc
+from engine.runtime import Engine, EngineSettings
+from engine.store import Store
+from engine.stores import open_store
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """Everything `pledgewatch run` takes from flags and `PLEDGEWATCH_*` variables."""
+
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    db_url: str = "sqlite:///pledgewatch.db"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    api_token: str | None = None  # None only with insecure_dev
+    client_id: str = "pledgewatch-engine"
+    config: Config = field(default_factory=Config)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def parse_http(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (or `:PORT`) into its parts; ValueError naming what is wrong."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        msg = f"--http {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8080"
+        raise ValueError(msg)
+    return host or "127.0.0.1", int(port)
+
+
+class Service:
+    """The running process."""
+
+    def __init__(self, settings: ServiceSettings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or open_store(settings.db_url)
+        self.store.migrate()
+        self.dispatcher = Dispatcher(self.store, settings.retry)
+        self.source = MqttSource(
+            settings.mqtt_url,
+            settings.client_id,
+            receive_maximum=max(2 * settings.engine.max_batch, 100),
+        )
+        self.engine = Engine(
+            self.store,
+            self.source,
+            settings.config,
+            settings.engine,
+            on_commit=lambda _alerts: self.dispatcher.wake(),
+        )
+        self._server: uvicorn.Server | None = None
+        self._http_thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start every part; returns once the API answers."""
+        from engine.http_api import create_app  # noqa: PLC0415  # keeps replay free of FastAPI
+
+        self.engine.start()
+        tune_gc()
+        self.dispatcher.start()
+        app = create_app(self.engine, self.store, self.dispatcher, self.settings.api_token)
+        config = uvicorn.Config(
+            app,
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            log_level="warning",
+            access_log=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._http_thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+        self._http_thread.start()
+        while not self._server.started:
+            if not self._http_thread.is_alive():
+                where = f"{self.settings.http_host}:{self.settings.http_port}"
+                msg = f"the HTTP API could not listen on {where}"
+                raise RuntimeError(msg)
+            threading.Event().wait(0.05)
+        _log.info(
+            "pledgewatch running: MQTT %s, store %s, API http://%s:%d",
+            self.settings.mqtt_url,
+            self.settings.db_url,
+            self.settings.http_host,
+            self.settings.http_port,
+        )
+
+    def healthy(self) -> bool:
+        """Whether the engine thread still runs."""
+        return self.engine.running
+
+    def stop(self) -> None:
+        """Stop in the order that loses nothing; the store is closed last."""
+        self.engine.stop()
+        self.dispatcher.stop()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._http_thread is not None:
+            self._http_thread.join(10)
+        self.store.close()

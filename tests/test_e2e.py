@@ -1,0 +1,289 @@
+"""End to end: `pledgewatch run` as a process, a real Mosquitto, a real webhook receiver,
+SQLite and PostgreSQL. Readings go in over MQTT; signed webhooks come out."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from engine.core.config import Config
+from engine.replay import Replay
+from geofence.fence import parse_fence
+from geofence.index import FenceIndex
+from lending.model import parse_loan
+from tests.brokers import Broker, broker  # noqa: F401  # the fixture
+from tests.factories import HOME, offset
+from tests.live import SECRET, EngineProcess, Publisher, Receiver, receiver  # noqa: F401
+
+pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
+
+NOW_MS = int(time.time() * 1000)
+T0 = NOW_MS - 3 * 3600 * 1000  # event times in the past: the wall-clock future check passes
+FAR = offset(*HOME, 2000, 0)
+HOME_FENCE = {
+    "type": "Feature",
+    "geometry": {"type": "Point", "coordinates": [HOME[1], HOME[0]]},
+    "properties": {"name": "Home", "kind": "zone", "radius_m": 1000},
+}
+VINS = [f"LSVAB4182E2{n:06d}" for n in range(100)]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/pw.db"
+        return
+    import psycopg
+
+    schema = f"e2e_{time.time_ns()}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def gps(t_s: float, at: tuple[float, float], **kw: object) -> dict[str, object]:
+    return {"ts": T0 + round(t_s * 1000), "lat": at[0], "lon": at[1], **kw}
+
+
+def setup_engine(engine: EngineProcess, receiver: Receiver, n_cars: int = 1) -> None:  # noqa: F811
+    with engine.client() as api:
+        assert api.put("/v1/fences/home", json=HOME_FENCE).status_code in {200, 201}
+        for i in range(n_cars):
+            loan = {"vin": VINS[i], "device_ids": [f"trk-{i}"], "zone_ids": ["home"]}
+            r = api.put(f"/v1/loans/L-{i}", json=loan)
+            assert r.status_code in {200, 201}, r.text
+        hook = {"url": receiver.url, "secret": SECRET}
+        assert api.put("/v1/webhooks/ops", json=hook).status_code in {200, 201}
+    time.sleep(0.5)  # the engine takes changes between batches
+
+
+def leave_and_return(car: int, start_s: float = 0) -> list[tuple[str, dict[str, object]]]:
+    """A car at home, out for 8 minutes, back: exit, zone.left, enter, zone.returned."""
+    topic = f"telematics/trk-{car}/gps"
+    out = [(topic, gps(start_s, HOME, seq=0))]
+    out += [(topic, gps(start_s + 60 * k, FAR, seq=k)) for k in range(1, 9)]
+    out += [(topic, gps(start_s + 60 * k, HOME, seq=k)) for k in range(9, 12)]
+    return out
+
+
+def expected_ids(messages: list[tuple[str, dict[str, object]]], n_cars: int) -> set[str]:
+    """The alert ids the offline replay raises for the same readings (event-time rules)."""
+    fences = [parse_fence("home", HOME_FENCE)]
+    loans = [
+        parse_loan(f"L-{i}", {"vin": VINS[i], "device_ids": [f"trk-{i}"], "zone_ids": ["home"]})
+        for i in range(n_cars)
+    ]
+    ids: list[str] = []
+    replay = Replay(FenceIndex.build(fences), loans, Config(), on_alert=lambda a: ids.append(a.id))
+    replay.feed(orjson.dumps({"topic": t, "payload": p}) for t, p in messages)
+    return set(ids)
+
+
+def test_readings_in_signed_webhooks_out(
+    broker: Broker,  # noqa: F811
+    receiver: Receiver,  # noqa: F811
+    db_url: str,
+    tmp_path: Path,
+) -> None:
+    engine = EngineProcess(broker, db_url, tmp_path)
+    engine.start()
+    try:
+        setup_engine(engine, receiver)
+        pub = Publisher(broker)
+        for topic, payload in leave_and_return(0):
+            pub.send(topic, payload)
+        pub.send("telematics/trk-0/vib", {"ts": T0 + 800_000, "g": 3.2})
+        want = {"geofence.exit", "zone.left", "geofence.enter", "zone.returned", "shock"}
+        assert receiver.wait_for(lambda rs: {r.alert["type"] for r in rs} >= want, 20), (
+            [r.alert["type"] for r in receiver.received],
+            engine.log.read_text()[-2000:],
+        )
+        for r in receiver.received:
+            assert r.signature_ok
+            assert r.headers["X-Pledgewatch-Id"] == r.alert["id"]
+            assert r.headers["X-Pledgewatch-Type"] == r.alert["type"]
+            assert r.alert["loan_id"] == "L-0"
+            assert r.alert["vin"] == VINS[0]
+        left = next(r.alert for r in receiver.received if r.alert["type"] == "zone.left")
+        assert left["fence_id"] == "home"
+        with engine.client() as api:
+            listed = api.get("/v1/alerts", params={"loan_id": "L-0"}).json()
+            assert {a["type"] for a in listed["items"]} >= want
+            device = api.get("/v1/devices/trk-0").json()
+            assert "home" in device["inside"]
+            metrics = api.get("/metrics").text
+            assert 'pledgewatch_readings_total{stream="gps"} 12' in metrics
+            assert 'pledgewatch_deliveries_total{result="delivered"}' in metrics
+        pub.close()
+    finally:
+        assert engine.terminate() == 0
+
+
+def test_kill_9_loses_nothing_and_keeps_ids(
+    broker: Broker,  # noqa: F811
+    receiver: Receiver,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    n_cars = 30
+    engine = EngineProcess(broker, f"sqlite:///{tmp_path}/pw.db", tmp_path)
+    engine.start()
+    setup_engine(engine, receiver, n_cars)
+    messages = [m for car in range(n_cars) for m in leave_and_return(car, start_s=car)]
+    messages.sort(key=lambda m: (m[1]["ts"], m[0]))
+    want = expected_ids(messages, n_cars)
+    assert len(want) == 4 * n_cars
+    pub = Publisher(broker)
+    done = threading.Event()
+
+    def publish_all() -> None:
+        for topic, payload in messages:
+            pub.send(topic, payload)
+            time.sleep(0.004)
+        done.set()
+
+    thread = threading.Thread(target=publish_all)
+    thread.start()
+    time.sleep(0.6)  # mid-stream
+    engine.kill9()
+    time.sleep(0.5)
+    engine.start()
+    thread.join(30)
+    assert done.is_set()
+    assert receiver.wait_for(lambda rs: {str(r.alert["id"]) for r in rs} >= want, 40), (
+        len(set(receiver.ids()) & want),
+        engine.log.read_text()[-3000:],
+    )
+    assert set(receiver.ids()) == want  # nothing lost, nothing with a new id
+    assert all(r.signature_ok for r in receiver.received)
+    pub.close()
+    assert engine.terminate() == 0
+
+
+def test_broker_restart_mid_stream(
+    broker: Broker,  # noqa: F811
+    receiver: Receiver,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    n_cars = 10
+    engine = EngineProcess(broker, f"sqlite:///{tmp_path}/pw.db", tmp_path)
+    engine.start()
+    setup_engine(engine, receiver, n_cars)
+    messages = [m for car in range(n_cars) for m in leave_and_return(car, start_s=car)]
+    messages.sort(key=lambda m: (m[1]["ts"], m[0]))
+    want = expected_ids(messages, n_cars)
+    pub = Publisher(broker)
+    half = len(messages) // 2
+    for topic, payload in messages[:half]:
+        pub.send(topic, payload)
+    pub.close()
+    broker.restart()
+    pub = Publisher(broker)
+    for topic, payload in messages[half:]:
+        pub.send(topic, payload)
+    assert receiver.wait_for(lambda rs: {str(r.alert["id"]) for r in rs} >= want, 40), (
+        len(set(receiver.ids()) & want),
+        engine.log.read_text()[-3000:],
+    )
+    assert set(receiver.ids()) == want
+    pub.close()
+    assert engine.terminate() == 0
+
+
+def test_failing_receiver_gets_everything_in_order_per_loan(
+    broker: Broker,  # noqa: F811
+    receiver: Receiver,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # 500s first, then two stalls past the sender's timeout, then healthy
+    receiver.behave = lambda n: 500 if n <= 6 else (2.5 if n <= 8 else 200)
+    engine = EngineProcess(broker, f"sqlite:///{tmp_path}/pw.db", tmp_path)
+    engine.extra_args = ["--webhook-timeout-s", "1", "--webhook-retry-base-s", "0.2"]
+    engine.start()
+    n_cars = 3
+    setup_engine(engine, receiver, n_cars)
+    messages = [m for car in range(n_cars) for m in leave_and_return(car, start_s=car)]
+    messages.sort(key=lambda m: (m[1]["ts"], m[0]))
+    want = expected_ids(messages, n_cars)
+    pub = Publisher(broker)
+    for topic, payload in messages:
+        pub.send(topic, payload)
+    assert receiver.wait_for(lambda rs: {str(r.alert["id"]) for r in rs} >= want, 60), (
+        receiver.requests,
+        engine.log.read_text()[-3000:],
+    )
+    for car in range(n_cars):
+        firsts: dict[str, float] = {}
+        for r in receiver.received:
+            if r.alert["loan_id"] == f"L-{car}":
+                firsts.setdefault(str(r.alert["id"]), r.at)
+        by_arrival = sorted(firsts, key=firsts.__getitem__)
+        by_event = sorted(
+            (r.alert for r in receiver.received if r.alert["loan_id"] == f"L-{car}"),
+            key=lambda a: (
+                str(a["ts"]),
+                ["geofence.exit", "zone.left", "geofence.enter", "zone.returned"].index(
+                    str(a["type"])
+                ),
+            ),
+        )
+        assert by_arrival == list(dict.fromkeys(str(a["id"]) for a in by_event))
+    pub.close()
+    assert engine.terminate() == 0
+
+
+def test_bad_input_is_counted_and_kept_while_valid_traffic_flows(
+    broker: Broker,  # noqa: F811
+    receiver: Receiver,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    engine = EngineProcess(broker, f"sqlite:///{tmp_path}/pw.db", tmp_path)
+    engine.start()
+    setup_engine(engine, receiver)
+    pub = Publisher(broker)
+    bad: list[tuple[str, object]] = [
+        ("telematics/trk-0/gps", b"not json"),
+        ("telematics/trk-0/gps", b"{" + b" " * (300 * 1024) + b"}"),
+        ("telematics/trk-0/gps", {"ts": T0, "lat": 91, "lon": 0}),
+        ("telematics/trk-0/gps", b'{"ts": 1796000000000, "lat": NaN, "lon": 0}'),
+        ("telematics/trk-0/gps", {"lat": 1, "lon": 2}),
+        ("telematics/trk-0/gps", {"ts": NOW_MS + 3_600_000, "lat": 1, "lon": 2}),
+        ("telematics/bad id!/gps", {"ts": T0, "lat": 1, "lon": 2}),
+        ("telematics/trk-0/gps", {"ts": "yesterday", "lat": 1, "lon": 2}),
+        ("telematics/trk-0/gps", {"ts": T0, "lat": "1", "lon": 2}),
+        ("telematics/trk-0/gps", [gps(5, HOME), {"ts": T0, "lat": 200, "lon": 0}]),
+    ]
+    good = leave_and_return(0, start_s=10)
+    for (topic, payload), (gtopic, gpayload) in zip(bad, good, strict=False):
+        pub.send(topic, payload)
+        pub.send(gtopic, gpayload)
+    for gtopic, gpayload in good[len(bad) :]:
+        pub.send(gtopic, gpayload)
+    want = {"geofence.exit", "zone.left", "geofence.enter", "zone.returned"}
+    assert receiver.wait_for(lambda rs: {r.alert["type"] for r in rs} >= want, 20)
+    with engine.client() as api:
+        metrics = api.get("/metrics").text
+        for reason in [
+            "not_json",
+            "too_large",
+            "out_of_range",
+            "missing_field",
+            "future_timestamp",
+            "bad_topic",
+            "bad_timestamp",
+            "wrong_type",
+        ]:
+            assert f'pledgewatch_rejected_total{{reason="{reason}"}}' in metrics, reason
+        rejects = api.get("/v1/rejects", params={"limit": 100}).json()["items"]
+        assert len(rejects) == len(bad)  # one each; the array keeps its good element
+        assert any("lat" in r["detail"] for r in rejects)
+    pub.close()
+    assert engine.terminate() == 0
