@@ -1,0 +1,670 @@
+"""The HTTP API over real connections: uvicorn on 127.0.0.1, a real SqliteStore, a running
+Engine and Dispatcher. Readings reach the engine through a queue standing in for the MQTT
+source, so the engine thread alone steps the pipeline (decode, step, commit, ack)."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+
+from alerts.dispatcher import Dispatcher, RetryPolicy
+from devices.mqtt_source import Message
+from engine.http_api import create_app
+from engine.runtime import Engine, EngineSettings
+from engine.sqlite_store import SqliteStore
+from tests.factories import OTHER_VIN, VIN, offset
+
+TOKEN = "s3cret-api-token"
+PROBLEMS = "https://pledgewatch.dev/problems/"
+LOT = (31.2000, 121.5000)  # an impound lot, a square about 220 m across
+DESIGN_METRICS = (
+    "pledgewatch_readings_total",
+    "pledgewatch_rejected_total",
+    "pledgewatch_readings_missing_total",
+    "pledgewatch_alerts_total",
+    "pledgewatch_outbox_pending",
+    "pledgewatch_deliveries_total",
+    "pledgewatch_batch_seconds",
+)
+
+
+class QueueSource:
+    """The MqttSource surface the engine uses, fed by the test instead of a broker."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Message] = queue.Queue()
+        self.acked: list[Message] = []
+        self.mid = 0
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        pass
+
+    def get_batch(self, max_messages: int, max_wait_s: float) -> list[Message]:
+        try:
+            batch = [self.queue.get(timeout=max_wait_s)]
+        except queue.Empty:
+            return []
+        while len(batch) < max_messages:
+            try:
+                batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def ack(self, messages: list[Message]) -> None:
+        self.acked += messages
+
+    def publish(self, topic: str, payload: object) -> None:
+        """Queue one message and wait until the engine has committed and acked it."""
+        raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        self.mid += 1
+        want = len(self.acked) + 1
+        self.queue.put(Message(topic, raw, 1, self.mid, int(time.time() * 1000), 1))
+        wait_for(lambda: len(self.acked) >= want, "the engine to commit the message")
+
+
+def wait_for(check: Callable[[], object], what: str, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+class Server:
+    """A uvicorn server on a free port of 127.0.0.1, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(app, log_level="critical", access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        wait_for(lambda: self.server.started, "uvicorn to start")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+@dataclass
+class Live:
+    engine: Engine
+    store: SqliteStore
+    source: QueueSource
+    dispatcher: Dispatcher
+    url: str
+    http: httpx.Client  # with the bearer token
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    store = SqliteStore(tmp_path_factory.mktemp("api") / "pledgewatch.db")
+    store.migrate()
+    source = QueueSource()
+    settings = EngineSettings(max_wait_s=0.01)
+    engine = Engine(store, source, settings=settings)  # type: ignore[arg-type]  # duck-typed source
+    engine.start()
+    # Retries an hour apart: a failed delivery stays put while a test looks at it.
+    dispatcher = Dispatcher(store, RetryPolicy(base_s=3600.0, timeout_s=1.0), poll_s=0.05)
+    dispatcher.start()
+    app = create_app(engine, store, dispatcher, TOKEN)
+    with (
+        Server(app) as server,
+        httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+        ) as http,
+    ):
+        yield Live(engine, store, source, dispatcher, server.url, http)
+    dispatcher.stop()
+    engine.stop()
+    store.close()
+
+
+def square(center: tuple[float, float], half_m: float) -> list[list[float]]:
+    """A closed ring of [lon, lat] around `center` (lat, lon)."""
+    corners = [(-half_m, -half_m), (-half_m, half_m), (half_m, half_m), (half_m, -half_m)]
+    ring = [offset(*center, n, e) for n, e in corners]
+    ring.append(ring[0])
+    return [[lon, lat] for lat, lon in ring]
+
+
+def polygon_feature(center: tuple[float, float] = LOT, half_m: float = 110.0, **props: Any) -> Any:
+    return {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [square(center, half_m)]},
+        "properties": {"kind": "zone", **props},
+    }
+
+
+def loan_doc(devices: list[str], vin: str = VIN, zones: list[str] | None = None) -> Any:
+    return {"vin": vin, "device_ids": devices, "zone_ids": zones or [], "status": "active"}
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str, *words: str) -> Any:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["type"] == PROBLEMS + slug
+    assert body["status"] == status
+    assert body["title"]
+    assert body["instance"] == response.request.url.path
+    for word in words:
+        assert word in body["detail"], body["detail"]
+    return body
+
+
+# -- auth and health
+
+
+def test_auth_is_required_everywhere_but_healthz(live: Live) -> None:
+    with httpx.Client(base_url=live.url, timeout=5) as anon:
+        missing = anon.get("/v1/fences")
+        assert_problem(missing, 401, "unauthorized", "Authorization")
+        assert missing.headers["www-authenticate"].startswith("Bearer")
+        wrong = anon.get("/v1/fences", headers={"Authorization": "Bearer nope"})
+        assert_problem(wrong, 401, "unauthorized", "not valid")
+        assert 'error="invalid_token"' in wrong.headers["www-authenticate"]
+        basic = anon.get("/v1/fences", headers={"Authorization": "Basic dXNlcjpwdw=="})
+        assert_problem(basic, 401, "unauthorized", "Bearer")
+        assert_problem(anon.get("/metrics"), 401, "unauthorized")
+        assert_problem(anon.get("/openapi.json"), 401, "unauthorized")
+        assert_problem(anon.get("/no/such/route"), 401, "unauthorized")
+        health = anon.get("/healthz")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "engine_alive": True, "mqtt_connected": True}
+    assert live.http.get("/v1/fences").status_code == 200
+
+
+# -- fences
+
+
+def test_fence_put_get_list_delete(live: Live) -> None:
+    created = live.http.put("/v1/fences/crud-lot", json=polygon_feature(name="Lot"))
+    assert created.status_code == 201, created.text
+    assert created.headers["location"] == "/v1/fences/crud-lot"
+    assert created.json()["id"] == "crud-lot"
+    assert created.json()["properties"]["name"] == "Lot"
+    replaced = live.http.put("/v1/fences/crud-lot", json=polygon_feature(name="Lot 2"))
+    assert replaced.status_code == 200
+    got = live.http.get("/v1/fences/crud-lot").json()
+    assert got["properties"]["name"] == "Lot 2"
+    assert got["geometry"]["type"] == "Polygon"
+    ids = [f["id"] for f in live.http.get("/v1/fences", params={"limit": 1000}).json()["items"]]
+    assert "crud-lot" in ids
+    assert live.http.delete("/v1/fences/crud-lot").status_code == 204
+    assert_problem(live.http.get("/v1/fences/crud-lot"), 404, "not-found", "crud-lot")
+    assert_problem(live.http.delete("/v1/fences/crud-lot"), 404, "not-found", "crud-lot")
+
+
+def test_circle_fence(live: Live) -> None:
+    circle = {
+        "type": "Feature",
+        "geometry": {"type": "Point", "coordinates": [121.45, 31.21]},
+        "properties": {"kind": "risk_site", "category": "pawnshop", "radius_m": 150},
+    }
+    response = live.http.put("/v1/fences/pawn-circle", json=circle)
+    assert response.status_code == 201, response.text
+    assert response.json()["properties"]["radius_m"] == 150
+
+
+def test_fence_change_reaches_the_engine_without_restart(live: Live) -> None:
+    assert live.http.put("/v1/fences/hot-1", json=polygon_feature()).status_code == 201
+    wait_for(lambda: "hot-1" in live.engine.pipeline.index.by_id, "the fence in the index", 1.0)
+    assert live.http.delete("/v1/fences/hot-1").status_code == 204
+    wait_for(lambda: "hot-1" not in live.engine.pipeline.index.by_id, "the fence gone", 1.0)
+
+
+def test_self_intersecting_polygon_is_422_naming_the_defect(live: Live) -> None:
+    bow_tie = [[121.0, 31.0], [121.1, 31.1], [121.1, 31.0], [121.0, 31.1], [121.0, 31.0]]
+    feature = {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [bow_tie]},
+        "properties": {"kind": "zone"},
+    }
+    response = live.http.put("/v1/fences/bow-tie", json=feature)
+    body = assert_problem(response, 422, "validation-error", "self-intersection")
+    assert body["errors"][0]["field"] == "geometry"
+    assert "self-intersection" in body["errors"][0]["message"]
+    assert live.http.get("/v1/fences/bow-tie").status_code == 404
+
+
+def test_bad_fence_kind_names_the_property(live: Live) -> None:
+    response = live.http.put("/v1/fences/bad-kind", json=polygon_feature(kind="parking"))
+    body = assert_problem(response, 422, "validation-error", "properties.kind")
+    assert body["errors"][0]["field"] == "properties.kind"
+
+
+def test_import_is_all_or_nothing(live: Live) -> None:
+    good = [{**polygon_feature(), "id": f"imp-{i}"} for i in range(2)]
+    bad = {**polygon_feature(), "id": "imp-bad"}
+    bad["geometry"] = {"type": "Polygon", "coordinates": [[[121.0, 31.0], [121.1, 31.0]]]}
+    collection = {"type": "FeatureCollection", "features": [*good, bad]}
+    response = live.http.post("/v1/fences:import", json=collection)
+    body = assert_problem(response, 422, "validation-error", "feature 2", "imp-bad")
+    assert body["errors"][0]["field"] == "features[2].geometry"
+    for i in range(2):
+        assert live.http.get(f"/v1/fences/imp-{i}").status_code == 404
+    no_id = {"type": "FeatureCollection", "features": [polygon_feature()]}
+    assert_problem(live.http.post("/v1/fences:import", json=no_id), 422, "validation-error", "id")
+
+    response = live.http.post("/v1/fences:import", json={**collection, "features": good})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"imported": 2, "fence_ids": ["imp-0", "imp-1"]}
+    for i in range(2):
+        assert live.http.get(f"/v1/fences/imp-{i}").status_code == 200
+    wait_for(lambda: "imp-1" in live.engine.pipeline.index.by_id, "imported fences in the index")
+
+
+def test_list_pages_follow_next(live: Live) -> None:
+    features = [{**polygon_feature(), "id": f"page-{i}"} for i in range(5)]
+    collection = {"type": "FeatureCollection", "features": features}
+    assert live.http.post("/v1/fences:import", json=collection).status_code == 200
+    seen: list[str] = []
+    cursor = None
+    for _ in range(100):
+        params = {"limit": 2} if cursor is None else {"limit": 2, "cursor": cursor}
+        page = live.http.get("/v1/fences", params=params).json()
+        assert set(page) == {"items", "next"}
+        assert len(page["items"]) <= 2
+        seen += [f["id"] for f in page["items"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert [s for s in seen if s.startswith("page-")] == [f"page-{i}" for i in range(5)]
+    assert seen == sorted(seen)
+    bad_cursor = live.http.get("/v1/fences", params={"cursor": "garbage"})
+    assert assert_problem(bad_cursor, 400, "invalid-parameter")["errors"][0]["field"] == "cursor"
+    for limit in ("0", "abc", "1001"):
+        bad_limit = live.http.get("/v1/fences", params={"limit": limit})
+        body = assert_problem(bad_limit, 400, "invalid-parameter", "limit")
+        assert body["errors"][0]["field"] == "limit"
+
+
+# -- loans and alerts
+
+
+def test_loan_put_get_list(live: Live) -> None:
+    doc = {
+        **loan_doc(["loan-trk-1"], zones=["home"]),
+        "principal": 50000,
+        "vehicle": {"make": "SAIC", "model": "MG5", "year": 2022, "mileage_km": 30000},
+    }
+    created = live.http.put("/v1/loans/LN-1", json=doc)
+    assert created.status_code == 201, created.text
+    assert created.json()["alerts"] == []
+    assert live.http.put("/v1/loans/LN-1", json=doc).status_code == 200
+    got = live.http.get("/v1/loans/LN-1").json()
+    assert got["vin"] == VIN
+    assert got["device_ids"] == ["loan-trk-1"]
+    assert got["vehicle"]["model"] == "MG5"
+    assert got["risk"] == {"score": None, "tier": None, "reasons": [], "price": None}
+    listed = live.http.get("/v1/loans").json()
+    assert "LN-1" in [loan["loan_id"] for loan in listed["items"]]
+    assert_problem(live.http.get("/v1/loans/LN-none"), 404, "not-found", "LN-none")
+    wait_for(lambda: "LN-1" in live.engine.pipeline.loans, "the loan in the engine", 1.0)
+
+
+def test_bad_vin_is_422_naming_the_field(live: Live) -> None:
+    response = live.http.put("/v1/loans/LN-bad", json=loan_doc(["t"], vin="NOT-A-VIN"))
+    body = assert_problem(response, 422, "validation-error", "vin", "NOT-A-VIN")
+    assert body["errors"] == [{"field": "vin", "message": body["detail"]}]
+    no_devices = live.http.put("/v1/loans/LN-bad", json=loan_doc([]))
+    assert assert_problem(no_devices, 422, "validation-error")["errors"][0]["field"] == "device_ids"
+    assert live.http.get("/v1/loans/LN-bad").status_code == 404
+
+
+def test_vin_on_another_active_loan_raises_vin_conflict(live: Live) -> None:
+    assert live.http.put("/v1/loans/VC-1", json=loan_doc(["vc-a"], OTHER_VIN)).status_code == 201
+    response = live.http.put("/v1/loans/VC-2", json=loan_doc(["vc-b"], OTHER_VIN))
+    assert response.status_code == 201
+    [raised] = response.json()["alerts"]
+    assert raised["type"] == "pledge.vin_conflict"
+    assert raised["details"]["other_loan_ids"] == ["VC-1"]
+    page = live.http.get("/v1/alerts", params={"type": "pledge.vin_conflict", "loan_id": "VC-2"})
+    assert page.status_code == 200
+    [alert] = page.json()["items"]
+    assert alert["id"] == raised["id"]
+    assert alert["vin"] == OTHER_VIN
+    assert alert["ack"] is None
+    assert live.http.get(f"/v1/alerts/{alert['id']}").json()["id"] == alert["id"]
+    again = live.http.put("/v1/loans/VC-2", json=loan_doc(["vc-b", "vc-c"], OTHER_VIN))
+    assert again.status_code == 200
+    assert again.json()["alerts"] == []  # the same conflict is not reported twice
+
+
+def test_alert_filters_and_ack(live: Live) -> None:
+    live.http.put("/v1/loans/ACK-1", json=loan_doc(["ack-a"], "1HGCM82633A004352"))
+    response = live.http.put("/v1/loans/ACK-2", json=loan_doc(["ack-b"], "1HGCM82633A004352"))
+    alert_id = response.json()["alerts"][0]["id"]
+    since_ms = int(time.time() * 1000) - 60_000
+    for since in (str(since_ms), "2020-01-01T00:00:00Z", "2020-01-01T08:00:00+08:00"):
+        page = live.http.get("/v1/alerts", params={"since": since, "loan_id": "ACK-2"}).json()
+        assert [a["id"] for a in page["items"]] == [alert_id], since
+    future = live.http.get("/v1/alerts", params={"since": "2100-01-01T00:00:00Z"}).json()
+    assert future["items"] == []
+    assert live.http.get("/v1/alerts", params={"device_id": "nobody"}).json()["items"] == []
+
+    acked = live.http.post(f"/v1/alerts/{alert_id}/ack", json={"note": "called the borrower"})
+    assert acked.status_code == 200, acked.text
+    assert acked.json()["ack"]["note"] == "called the borrower"
+    assert live.http.get(f"/v1/alerts/{alert_id}").json()["ack"]["note"] == "called the borrower"
+    assert live.http.post(f"/v1/alerts/{alert_id}/ack").status_code == 200  # no body
+    bad_note = live.http.post(f"/v1/alerts/{alert_id}/ack", json={"note": 5})
+    assert assert_problem(bad_note, 422, "validation-error", "note")["errors"][0]["field"] == "note"
+    assert_problem(live.http.post("/v1/alerts/nope/ack"), 404, "not-found", "nope")
+    assert_problem(live.http.get("/v1/alerts/nope"), 404, "not-found", "nope")
+
+
+def test_bad_alert_query_parameters_are_400_naming_them(live: Live) -> None:
+    for params, name in (
+        ({"since": "yesterday"}, "since"),
+        ({"since": "2026-11-29T08:15:00"}, "since"),  # no offset: ambiguous
+        ({"since": "-5"}, "since"),
+        ({"type": "zone.wandered"}, "type"),
+        ({"limit": "-1"}, "limit"),
+        ({"cursor": "x"}, "cursor"),
+    ):
+        response = live.http.get("/v1/alerts", params=params)
+        body = assert_problem(response, 400, "invalid-parameter", name)
+        assert body["errors"][0]["field"] == name
+
+
+# -- webhooks
+
+
+def test_webhooks_never_show_their_secret(live: Live) -> None:
+    doc = {"url": "https://lender.example/hooks", "secret": "whsec-1", "types": ["zone.left"]}
+    created = live.http.put("/v1/webhooks/servicing", json=doc)
+    assert created.status_code == 201, created.text
+    assert created.json() == {
+        "hook_id": "servicing",
+        "url": "https://lender.example/hooks",
+        "types": ["zone.left"],
+    }
+    assert live.http.put("/v1/webhooks/servicing", json=doc).status_code == 200
+    listed = live.http.get("/v1/webhooks")
+    assert "whsec-1" not in listed.text
+    assert "servicing" in [h["hook_id"] for h in listed.json()["items"]]
+    assert listed.json()["next"] is None
+    assert "secret" not in live.http.get("/v1/webhooks/servicing").json()
+    assert live.http.delete("/v1/webhooks/servicing").status_code == 204
+    assert_problem(live.http.delete("/v1/webhooks/servicing"), 404, "not-found", "servicing")
+
+
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        ({"url": "ftp://lender.example/x", "secret": "s"}, "url"),
+        ({"url": "https://", "secret": "s"}, "url"),
+        ({"url": 5, "secret": "s"}, "url"),
+        ({"url": "https://lender.example/x"}, "secret"),
+        ({"url": "https://lender.example/x", "secret": "  "}, "secret"),
+        ({"url": "https://lender.example/x", "secret": "s", "types": ["zone.gone"]}, "types"),
+        ({"url": "https://lender.example/x", "secret": "s", "types": "zone.left"}, "types"),
+    ],
+)
+def test_bad_webhook_is_422_naming_the_field(live: Live, doc: Any, field: str) -> None:
+    response = live.http.put("/v1/webhooks/bad", json=doc)
+    body = assert_problem(response, 422, "validation-error", field)
+    assert body["errors"][0]["field"] == field
+    assert live.http.get("/v1/webhooks/bad").status_code == 404
+
+
+def test_dead_delivery_is_listed_and_redelivered(live: Live) -> None:
+    with socket.socket() as closed:  # a port nobody listens on: every POST fails at once
+        closed.bind(("127.0.0.1", 0))
+        dead_url = f"http://127.0.0.1:{closed.getsockname()[1]}/hook"
+    hook = {"url": dead_url, "secret": "whsec", "types": ["pledge.vin_conflict"]}
+    assert live.http.put("/v1/webhooks/dead-end", json=hook).status_code == 201
+    live.http.put("/v1/loans/DL-1", json=loan_doc(["dl-a"], "JH4KA8260MC000001"))
+    alert = live.http.put("/v1/loans/DL-2", json=loan_doc(["dl-b"], "JH4KA8260MC000001"))
+    alert_id = alert.json()["alerts"][0]["id"]
+
+    def first_attempt_failed() -> bool:
+        pending = live.store.due_deliveries("dead-end", 2**62, 10)
+        return any(d.alert_id == alert_id and d.attempts >= 1 for d in pending)
+
+    wait_for(first_attempt_failed, "the dispatcher's first attempt")
+    [delivery] = live.store.due_deliveries("dead-end", 2**62, 10)
+    now = int(time.time() * 1000)
+    live.store.mark_failed(delivery.delivery_id, now, "gave up", None, None)  # past max age
+
+    dead = live.http.get("/v1/deliveries/dead").json()
+    [item] = [d for d in dead["items"] if d["delivery_id"] == delivery.delivery_id]
+    assert item["state"] == "dead"
+    assert item["alert_id"] == alert_id
+    assert item["alert"]["type"] == "pledge.vin_conflict"
+    redelivered = live.http.post(f"/v1/deliveries/{delivery.delivery_id}:redeliver")
+    assert redelivered.status_code == 202, redelivered.text
+    assert redelivered.json() == {"delivery_id": delivery.delivery_id, "state": "pending"}
+    again = live.http.post(f"/v1/deliveries/{delivery.delivery_id}:redeliver")
+    assert_problem(again, 404, "not-found", str(delivery.delivery_id))
+    assert live.http.delete("/v1/webhooks/dead-end").status_code == 204
+    counts = live.dispatcher.counters.snapshot()
+    assert counts.get("failed", 0) >= 1
+
+
+# -- devices and rejects
+
+
+def test_devices_inside_and_near(live: Live) -> None:
+    assert live.http.put("/v1/fences/impound-1", json=polygon_feature()).status_code == 201
+    live.http.put("/v1/loans/DEV-1", json=loan_doc(["dev-in"], "WDB1240221J000001"))
+    wait_for(lambda: "impound-1" in live.engine.pipeline.index.by_id, "the lot in the index")
+    now = int(time.time() * 1000)
+    outside = offset(*LOT, 1000.0, 0.0)
+    live.source.publish("telematics/dev-in/gps", {"ts": now, "lat": LOT[0], "lon": LOT[1]})
+    live.source.publish("telematics/dev-out/gps", {"ts": now, "lat": outside[0], "lon": outside[1]})
+    live.source.publish(
+        "telematics/dev-in/status", {"ts": now + 1, "ext_power": False, "tamper": False}
+    )
+
+    device = live.http.get("/v1/devices/dev-in").json()
+    assert device["device_id"] == "dev-in"
+    assert device["loan_id"] == "DEV-1"
+    assert device["online"] is True
+    assert device["last_fix"]["lat"] == LOT[0]
+    assert device["last_fix"]["lon"] == LOT[1]
+    assert device["last_status"]["ext_power"] is False
+    assert "impound-1" in device["inside"]
+    assert live.http.get("/v1/devices/dev-out").json()["inside"] == []
+
+    inside = live.http.get("/v1/devices", params={"inside": "impound-1"}).json()
+    assert [d["device_id"] for d in inside["items"]] == ["dev-in"]
+    assert inside["next"] is None
+    near = live.http.get("/v1/devices", params={"near": f"{LOT[0]},{LOT[1]},2000"}).json()
+    assert [d["device_id"] for d in near["items"]] == ["dev-in", "dev-out"]
+    assert near["items"][0]["distance_m"] == 0
+    assert 990 < near["items"][1]["distance_m"] < 1010
+    close = live.http.get("/v1/devices", params={"near": f"{LOT[0]},{LOT[1]},500"}).json()
+    assert [d["device_id"] for d in close["items"]] == ["dev-in"]
+
+    assert_problem(live.http.get("/v1/devices/ghost"), 404, "not-found", "ghost")
+    assert_problem(live.http.get("/v1/devices"), 400, "invalid-parameter", "exactly one")
+    both = live.http.get("/v1/devices", params={"inside": "impound-1", "near": "31,121,10"})
+    assert_problem(both, 400, "invalid-parameter", "exactly one")
+    for near_value in ("31,121", "a,b,c", "91,121,10", "31,121,0", "31,121,nan"):
+        bad = live.http.get("/v1/devices", params={"near": near_value})
+        assert assert_problem(bad, 400, "invalid-parameter", "near")["errors"][0]["field"] == "near"
+    absent = live.http.get("/v1/devices", params={"inside": "no-such-fence"})
+    assert_problem(absent, 404, "not-found", "no-such-fence")
+
+
+def test_rejected_input_is_listed_with_raw_text(live: Live) -> None:
+    live.source.publish("telematics/rej-1/gps", b"\xff{not json\n")
+    page = live.http.get("/v1/rejects", params={"limit": 5}).json()
+    [item] = [r for r in page["items"] if r["topic"] == "telematics/rej-1/gps"]
+    assert item["reason"] == "not_json"
+    assert item["raw"] == "\\xff{not json\n"
+    assert item["detail"]
+
+
+# -- errors the framework raises, and limits
+
+
+def test_unknown_route_and_wrong_method_are_problems(live: Live) -> None:
+    assert_problem(live.http.get("/v1/nothing"), 404, "not-found", "/v1/nothing")
+    wrong = live.http.get("/v1/fences:import")
+    assert_problem(wrong, 405, "method-not-allowed", "GET")
+    assert wrong.headers["allow"] == "POST"
+    loans = live.http.delete("/v1/loans/LN-1")
+    assert_problem(loans, 405, "method-not-allowed", "DELETE")
+    assert loans.headers["allow"] == "GET, PUT"
+
+
+def test_framework_validation_error_is_a_problem(live: Live) -> None:
+    response = live.http.post("/v1/deliveries/abc:redeliver")
+    body = assert_problem(response, 422, "validation-error", "delivery_id")
+    assert body["errors"][0]["field"] == "delivery_id"
+
+
+def test_malformed_json_and_media_type(live: Live) -> None:
+    headers = {"content-type": "application/json"}
+    broken = live.http.put("/v1/fences/x", content=b"{", headers=headers)
+    assert_problem(broken, 400, "malformed-request", "not valid JSON")
+    empty = live.http.put("/v1/fences/x", content=b"", headers=headers)
+    assert_problem(empty, 400, "malformed-request", "empty")
+    xml = live.http.put("/v1/fences/x", content=b"<a/>", headers={"content-type": "text/xml"})
+    assert_problem(xml, 415, "unsupported-media-type", "text/xml")
+    geojson = live.http.put(
+        "/v1/fences/geo-json",
+        content=orjson.dumps(polygon_feature()),
+        headers={"content-type": "application/geo+json"},
+    )
+    assert geojson.status_code == 201
+
+
+def test_body_limits_are_413_before_the_body_is_read(live: Live) -> None:
+    big = b" " * (1024 * 1024 + 1)
+    declared = live.http.put("/v1/fences/big", content=big)
+    body = assert_problem(declared, 413, "payload-too-large", "1048576")
+    assert body["limit_bytes"] == 1024 * 1024
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+        for _ in range(20):
+            yield b" " * (64 * 1024)
+
+    streamed = live.http.put("/v1/loans/big", content=chunks())
+    assert "content-length" not in streamed.request.headers
+    assert_problem(streamed, 413, "payload-too-large")
+
+    # The import endpoint takes up to 8 MiB: 2 MiB passes the limit (and then fails as JSON).
+    two_mib = live.http.post("/v1/fences:import", content=b"[" + b" " * (2 * 1024 * 1024))
+    assert_problem(two_mib, 400, "malformed-request")
+    over = live.http.post("/v1/fences:import", content=b" " * (8 * 1024 * 1024 + 1))
+    assert_problem(over, 413, "payload-too-large", "8 MiB")
+
+
+# -- metrics and the OpenAPI document
+
+
+def test_metrics_carry_the_design_names(live: Live) -> None:
+    response = live.http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = response.text
+    for name in DESIGN_METRICS:
+        assert f"# TYPE {name} " in text, name
+    assert "pledgewatch_outbox_pending " in text
+    assert "pledgewatch_batch_seconds_bucket{" in text
+
+
+def test_openapi_lists_every_route(live: Live) -> None:
+    doc = live.http.get("/openapi.json").json()
+    routes = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops}
+    expected = {
+        ("PUT", "/v1/fences/{fence_id}"),
+        ("GET", "/v1/fences/{fence_id}"),
+        ("DELETE", "/v1/fences/{fence_id}"),
+        ("GET", "/v1/fences"),
+        ("POST", "/v1/fences:import"),
+        ("PUT", "/v1/loans/{loan_id}"),
+        ("GET", "/v1/loans/{loan_id}"),
+        ("GET", "/v1/loans"),
+        ("PUT", "/v1/webhooks/{hook_id}"),
+        ("GET", "/v1/webhooks/{hook_id}"),
+        ("GET", "/v1/webhooks"),
+        ("DELETE", "/v1/webhooks/{hook_id}"),
+        ("GET", "/v1/alerts"),
+        ("GET", "/v1/alerts/{alert_id}"),
+        ("POST", "/v1/alerts/{alert_id}/ack"),
+        ("GET", "/v1/devices/{device_id}"),
+        ("GET", "/v1/devices"),
+        ("GET", "/v1/deliveries/dead"),
+        ("POST", "/v1/deliveries/{delivery_id}:redeliver"),
+        ("GET", "/v1/rejects"),
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+    }
+    assert routes == expected
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert len(op["summary"]) > 10, (method, path)
+    put_fence = doc["paths"]["/v1/fences/{fence_id}"]["put"]
+    assert "application/json" in put_fence["requestBody"]["content"]
+    assert "422" in put_fence["responses"]
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert doc["paths"]["/healthz"]["get"]["security"] == []
+    alerts = doc["paths"]["/v1/alerts"]["get"]
+    assert {p["name"] for p in alerts["parameters"]} == {
+        "type",
+        "loan_id",
+        "device_id",
+        "since",
+        "limit",
+        "cursor",
+    }
+
+
+# -- a second app: insecure dev mode, a dead engine, a crashing store
+
+
+class CrashingStore:
+    """A store whose reads fail with an unexpected error."""
+
+    def get_fence(self, fence_id: str) -> None:
+        msg = "a secret internal detail"
+        raise RuntimeError(msg)
+
+
+def test_dev_mode_dead_engine_and_crash(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "second.db")
+    store.migrate()
+    engine = Engine(store, source=None)  # never started: its thread is not alive
+    app = create_app(engine, CrashingStore(), None, None)  # type: ignore[arg-type]  # one method
+    with Server(app) as server, httpx.Client(base_url=server.url, timeout=5) as anon:
+        health = anon.get("/healthz")
+        body = assert_problem(health, 503, "engine-down", "engine")
+        assert body["engine_alive"] is False
+        assert body["mqtt_connected"] is None
+        crash = anon.get("/v1/fences/any")  # no token needed in dev mode
+        body = assert_problem(crash, 500, "internal-error")
+        assert "secret" not in crash.text
+        assert "Traceback" not in crash.text
+        assert "securitySchemes" not in anon.get("/openapi.json").json()["components"]
+    store.close()
