@@ -832,8 +832,8 @@ def _device_routes(app: FastAPI, api: _Api) -> None:
     engine = api.engine
 
     def summary(device_id: str) -> dict[str, object]:
-        state = engine.pipeline.devices.get(device_id)
-        loan = engine.pipeline.ctx.loan_for(device_id)
+        state = engine.device(device_id)
+        loan = engine.loan_for(device_id)
         return {
             "device_id": device_id,
             "loan_id": loan.loan_id if loan else None,
@@ -849,8 +849,8 @@ def _device_routes(app: FastAPI, api: _Api) -> None:
     )
     def get_device(device_id: str) -> Response:
         """What the engine knows of a tracker now; `inside` holds its last fix exactly."""
-        state = engine.pipeline.devices.get(device_id)
-        loan = engine.pipeline.ctx.loan_for(device_id)
+        state = engine.device(device_id)
+        loan = engine.loan_for(device_id)
         if state is None and loan is None:
             raise not_found(f"device {device_id!r} has not reported and is on no loan")
         inside: list[str] = []

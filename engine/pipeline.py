@@ -86,8 +86,9 @@ class Pipeline:
         self.index = index
         self.ctx = Context(self.config, index.by_id, self.ctx.loans_by_device)
 
-    def put_loan(self, loan: Loan, ts_ms: int, now_ms: int) -> list[Alert]:
-        """Add or replace a loan; raises `pledge.vin_conflict` if its VIN is on another."""
+    def put_loan(self, loan: Loan, ts_ms: int, now_ms: int, check_vin: bool = True) -> list[Alert]:
+        """Add or replace a loan; raises `pledge.vin_conflict` if its VIN is on another
+        (unless the caller judged that already: `check_vin=False`)."""
         old = self.loans.get(loan.loan_id)
         self.loans[loan.loan_id] = loan
         if old is not None:
@@ -104,6 +105,8 @@ class Pipeline:
                 self._by_device[device_id] = max(claimants, key=lambda ln: (ln.active, ln.loan_id))
             else:
                 del self._by_device[device_id]
+        if not check_vin:
+            return []
         same_vin = [self.loans[i] for i in self._loan_ids_by_vin[loan.vin]]
         conflict = vin_conflict(loan, same_vin, ts_ms, now_ms)
         return self._count([conflict] if conflict else [])

@@ -16,10 +16,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from alerts.model import Alert
 from devices.decode import decode
-from devices.mqtt_source import Message, MqttSource, backoff_s
+from devices.mqtt_source import Message, backoff_s
 from devices.readings import Reading, Reject
 from engine.core.config import Config
 from engine.core.loan import vin_conflict
@@ -33,6 +34,26 @@ from geofence.positions import PositionIndex
 from lending.model import Loan
 
 _log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    """Where messages come from (`devices.mqtt_source.MqttSource`, or a test's queue)."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether messages can arrive now."""
+
+    def start(self) -> None:
+        """Begin receiving."""
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop receiving; send what acks are queued."""
+
+    def get_batch(self, max_messages: int, max_wait_s: float) -> list[Message]:
+        """Up to `max_messages`, waiting at most `max_wait_s` for the first."""
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        """Acknowledge messages whose batch is committed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +89,7 @@ class Engine:
     def __init__(
         self,
         store: Store,
-        source: MqttSource | None,
+        source: Source | None,
         config: Config | None = None,
         settings: EngineSettings | None = None,
         clock: Callable[[], float] = time.time,
@@ -98,8 +119,7 @@ class Engine:
         """Read fences, loans and the last checkpoint from the store."""
         self.pipeline.set_fences(FenceIndex.build(self.store.all_fences()))
         for loan in self.store.all_loans():
-            self.pipeline.put_loan(loan, 0, 0)  # its VIN check ran when it was PUT
-        self.pipeline.counters.alerts.clear()
+            self.pipeline.put_loan(loan, 0, 0, check_vin=False)  # checked when it was PUT
         devices, loans = self.store.load_checkpoint()
         self.pipeline.restore_states(devices, loans)
         with self.positions_lock:
@@ -232,11 +252,20 @@ class Engine:
                 index, changed_index = index.without([change.fence_id]), True
             else:
                 now = self.now_ms()
-                self.pipeline.put_loan(change.loan, now, now)  # the API stored its alerts
+                # the API judged the VIN against the store and stored its alert with the loan
+                self.pipeline.put_loan(change.loan, now, now, check_vin=False)
         if changed_index:
             self.pipeline.set_fences(index)
 
     # -- what the API reads
+    def device(self, device_id: str) -> DeviceState | None:
+        """A device's latest committed-or-about-to-be state, or None if never seen."""
+        return self.pipeline.devices.get(device_id)
+
+    def loan_for(self, device_id: str) -> Loan | None:
+        """The loan a tracker belongs to, as the engine sees it now."""
+        return self.pipeline.ctx.loan_for(device_id)
+
     def vin_conflict_for(self, loan: Loan, now_ms: int) -> Alert | None:
         """The `pledge.vin_conflict` a PUT of this loan raises, judged on the store."""
         return vin_conflict(loan, self.store.loans_with_vin(loan.vin), now_ms, now_ms)

@@ -127,7 +127,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     store.migrate()
     source = QueueSource()
     settings = EngineSettings(max_wait_s=0.01)
-    engine = Engine(store, source, settings=settings)  # type: ignore[arg-type]  # duck-typed source
+    engine = Engine(store, source, settings=settings)
     engine.start()
     # Retries an hour apart: a failed delivery stays put while a test looks at it.
     dispatcher = Dispatcher(store, RetryPolicy(base_s=3600.0, timeout_s=1.0), poll_s=0.05)
