@@ -1,0 +1,903 @@
+"""`Store` on PostgreSQL: psycopg 3, a connection pool, binary COPY for telemetry.
+
+Telemetry layout, chosen when `migrate()` first creates the table:
+- the `timescaledb` extension is available (`pg_available_extensions`) and loads: a
+  hypertable in one-day chunks on `ts_ms`, compressed after `compress_after_days` (default
+  7, segmented by device) and dropped after `retain_days` (default 400; None keeps all);
+- otherwise native declarative RANGE partitioning by UTC day on `ts_ms`. Each batch creates
+  the partitions of the days it touches before its transaction (a partition is created in
+  its own short transaction: `CREATE TABLE ... PARTITION OF` locks the parent, which must
+  not be held for a whole batch); `drop_partitions_before(ts_ms)` or
+  `enforce_retention(now_ms)` is the retention.
+
+Time is epoch milliseconds (`bigint`) everywhere, as in the rest of pledgewatch: no per-row
+datetime conversion on the hot path. Every table lives in one schema (the `schema` argument,
+else the DSN's `search_path` option, else `public`), set as each connection's
+`search_path`; tests use a throwaway schema.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Literal
+
+import orjson
+import psycopg
+import psycopg_pool
+from psycopg import errors, sql
+from psycopg.rows import TupleRow
+
+from alerts.model import Alert
+from devices.readings import Reading, Reject
+from engine.core.state import DeviceState, LoanState, device_from_json, loan_from_json
+from engine.store import (
+    AlertQuery,
+    Batch,
+    Delivery,
+    DeliveryState,
+    Page,
+    StoredAlert,
+    StoreError,
+    Webhook,
+)
+from engine.stores import (
+    DAY_MS,
+    REJECT_COLUMNS,
+    TELEMETRY_COLUMNS,
+    StoreConfigError,
+    alert_row,
+    check_limit,
+    decode_cursor,
+    delivery_from_row,
+    delivery_rows,
+    device_state_rows,
+    encode_alerts,
+    encode_cursor,
+    fence_from_row,
+    fence_row,
+    loan_from_row,
+    loan_row,
+    loan_state_rows,
+    make_page,
+    reject_from_row,
+    reject_row,
+    stored_alert_from_row,
+    telemetry_row,
+    webhook_from_row,
+    webhook_row,
+)
+from geofence.fence import Fence
+from lending.model import Loan
+
+log = logging.getLogger(__name__)
+
+Cursor = psycopg.Cursor[TupleRow]
+Layout = Literal["hypertable", "partitioned", "plain"]
+
+_SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_PARTITION_RE = re.compile(r"telemetry_p(\d{8})")
+_SEARCH_PATH_RE = re.compile(r"-c\s*search_path\s*=\s*([^\s,]+)")
+
+_TELEMETRY_TYPES = [
+    "text",  # device_id
+    "text",  # stream
+    "int8",  # ts_ms
+    "float8",  # lat
+    "float8",  # lon
+    "float8",  # speed_kmh
+    "float8",  # heading_deg
+    "float8",  # hdop
+    "int8",  # sats
+    "bool",  # ignition
+    "float8",  # odometer_km
+    "int8",  # seq
+    "float8",  # accuracy_m
+    "float8",  # g
+    "int8",  # duration_ms
+    "bool",  # ext_power
+    "float8",  # battery_v
+    "bool",  # tamper
+    "text",  # vin
+]
+_REJECT_TYPES = ["text", "text", "text", "text", "int4", "bytea", "int8"]
+
+# The decoder admits any finite double and any integer up to 2**63 - 1 (devices/decode.py),
+# so the columns are double precision and bigint: a narrower type would fail a whole batch
+# on one odd reading, forever.
+_TELEMETRY_DDL = """CREATE TABLE telemetry (
+    device_id text NOT NULL,
+    stream text NOT NULL,
+    ts_ms bigint NOT NULL,
+    lat double precision, lon double precision, speed_kmh double precision,
+    heading_deg double precision, hdop double precision, sats bigint, ignition boolean,
+    odometer_km double precision, seq bigint, accuracy_m double precision,
+    g double precision, duration_ms bigint, ext_power boolean, battery_v double precision,
+    tamper boolean, vin text)"""
+
+# Ids compare in "C" collation: the same order as SQLite, whatever the database's locale.
+_DDL_V1: tuple[str, ...] = (
+    """CREATE TABLE fences (
+        id text COLLATE "C" PRIMARY KEY,
+        kind text NOT NULL,
+        feature json NOT NULL,
+        updated_ms bigint NOT NULL)""",
+    """CREATE TABLE loans (
+        id text COLLATE "C" PRIMARY KEY,
+        vin text NOT NULL,
+        status text NOT NULL,
+        doc json NOT NULL,
+        updated_ms bigint NOT NULL)""",
+    "CREATE INDEX loans_vin ON loans (vin)",
+    """CREATE TABLE webhooks (
+        id text COLLATE "C" PRIMARY KEY,
+        url text NOT NULL,
+        secret text NOT NULL,
+        types json)""",
+    # `json`, not `jsonb`: it keeps the §4 key order and accepts any valid JSON text.
+    """CREATE TABLE alerts (
+        id text COLLATE "C" PRIMARY KEY,
+        type text NOT NULL,
+        ts_ms bigint NOT NULL,
+        detected_ms bigint NOT NULL,
+        device_id text,
+        loan_id text,
+        fence_id text,
+        body json NOT NULL,
+        acked_ms bigint,
+        ack_note text)""",
+    "CREATE INDEX alerts_ts ON alerts (ts_ms, id)",
+    "CREATE INDEX alerts_type_ts ON alerts (type, ts_ms, id)",
+    "CREATE INDEX alerts_loan_ts ON alerts (loan_id, ts_ms, id)",
+    "CREATE INDEX alerts_device_ts ON alerts (device_id, ts_ms, id)",
+    """CREATE TABLE deliveries (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        hook_id text COLLATE "C" NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+        alert_id text COLLATE "C" NOT NULL REFERENCES alerts (id),
+        alert_type text NOT NULL,
+        order_key text NOT NULL,
+        body bytea NOT NULL,
+        state text NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+        attempts integer NOT NULL,
+        created_ms bigint NOT NULL,
+        next_at_ms bigint NOT NULL,
+        last_error text,
+        last_status integer)""",
+    # The head of each (hook, order_key) queue is the first entry of its group here.
+    "CREATE INDEX deliveries_queue ON deliveries (hook_id, order_key, id) WHERE state = 'pending'",
+    "CREATE INDEX deliveries_dead ON deliveries (id) WHERE state = 'dead'",
+    "CREATE INDEX deliveries_hook ON deliveries (hook_id)",
+    """CREATE TABLE dead_letters (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        topic text NOT NULL,
+        reason text NOT NULL,
+        detail text NOT NULL,
+        device_id text,
+        array_index integer,
+        raw bytea NOT NULL,
+        received_ms bigint NOT NULL)""",
+    """CREATE TABLE device_state (
+        id text COLLATE "C" PRIMARY KEY,
+        doc json NOT NULL,
+        updated_ms bigint NOT NULL)""",
+    """CREATE TABLE loan_state (
+        id text COLLATE "C" PRIMARY KEY,
+        doc json NOT NULL,
+        updated_ms bigint NOT NULL)""",
+)
+
+_DELIVERY = (
+    "id, hook_id, alert_id, alert_type, order_key, body, state, attempts, created_ms, "
+    "next_at_ms, last_error, last_status"
+)  # the order of `DELIVERY_COLUMNS`
+_INSERT_ALERTS = (
+    "INSERT INTO alerts (id, type, ts_ms, detected_ms, device_id, loan_id, fence_id, body) "
+    "SELECT id, type, ts_ms, detected_ms, device_id, loan_id, fence_id, body::json "
+    "FROM unnest(%s::text[], %s::text[], %s::int8[], %s::int8[], %s::text[], %s::text[], "
+    "%s::text[], %s::text[]) AS u (id, type, ts_ms, detected_ms, device_id, loan_id, "
+    "fence_id, body) ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+_INSERT_DELIVERY = (
+    "INSERT INTO deliveries (hook_id, alert_id, alert_type, order_key, body, state, attempts, "
+    "created_ms, next_at_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_UPSERT_STATE = (
+    "INSERT INTO {} (id, doc, updated_ms) "
+    "SELECT id, doc::json, updated_ms FROM unnest(%s::text[], %s::text[], %s::int8[]) "
+    "AS u (id, doc, updated_ms) "
+    "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, updated_ms = excluded.updated_ms"
+)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _columns(rows: Sequence[Sequence[object]], width: int) -> list[list[object]]:
+    """Rows transposed into one list per column: the arrays that `unnest` zips back."""
+    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+def _why_not(dsn: str, timeout_s: float) -> str | None:
+    """The server's or the network's reason for refusing a connection (the pool logs it only)."""
+    try:
+        psycopg.connect(dsn, connect_timeout=max(1, round(timeout_s))).close()
+    except psycopg.Error as exc:
+        return str(exc).strip()
+    return None
+
+
+def _dsn_schema(dsn: str) -> str | None:
+    """The first schema of `-c search_path=...` in the DSN's `options`, if any."""
+    try:
+        options = psycopg.conninfo.conninfo_to_dict(dsn).get("options")
+    except psycopg.ProgrammingError as exc:
+        msg = f"invalid PostgreSQL DSN: {exc}"
+        raise StoreConfigError(msg) from exc
+    m = _SEARCH_PATH_RE.search(str(options or ""))
+    return None if m is None else m.group(1).strip('"')
+
+
+def _partition_name(day: int) -> str:
+    return "telemetry_p" + datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y%m%d")
+
+
+def _partition_day(name: str) -> int | None:
+    m = _PARTITION_RE.fullmatch(name)
+    if m is None:
+        return None
+    when = datetime.strptime(m.group(1), "%Y%m%d").replace(tzinfo=UTC)
+    return int(when.timestamp()) // 86_400
+
+
+class PostgresStore:
+    """`Store` on PostgreSQL; every table in `schema`."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        min_size: int = 1,
+        max_size: int = 8,
+        timeout_s: float = 10.0,
+        timescale: bool | None = None,
+        compress_after_days: int = 7,
+        retain_days: int | None = 400,
+    ) -> None:
+        """Open a pool on `dsn` and wait for its first connection (`StoreError` if none).
+
+        `schema` None takes the first schema of a `search_path` set in the DSN's options
+        (`postgresql://host/db?options=-csearch_path%3Dmyschema`), else `public`.
+
+        `timescale`: None uses TimescaleDB when the extension is available, True requires
+        it, False never uses it. `compress_after_days` and `retain_days` (None: keep
+        forever) are TimescaleDB policies, and `retain_days` is also what
+        `enforce_retention` keeps of native partitions.
+        """
+        if schema is None:
+            schema = _dsn_schema(dsn) or "public"
+        if not _SCHEMA_RE.fullmatch(schema):
+            msg = f"schema {schema!r}: use letters, digits and _ (at most 63, not digit-first)"
+            raise StoreConfigError(msg)
+        self.schema = schema
+        self._timescale = timescale
+        self._compress_after_days = compress_after_days
+        self._retain_days = retain_days
+        self._layout: Layout | None = None
+        self._ts_schema: str | None = None
+        self._partitions: set[int] = set()  # days whose telemetry partition exists
+        self._partitions_lock = threading.Lock()
+        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[TupleRow]] = (
+            psycopg_pool.ConnectionPool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=timeout_s,
+                kwargs={"autocommit": True},
+                configure=self._configure,
+                # A server restart leaves dead connections in the pool: test each one on
+                # checkout (one round trip) rather than fail the engine's next batch.
+                check=psycopg_pool.ConnectionPool.check_connection,
+                open=False,
+                name=f"pledgewatch-{schema}",
+            )
+        )
+        try:
+            self._pool.open(wait=True, timeout=timeout_s)
+        except psycopg_pool.PoolTimeout as exc:
+            self._pool.close()
+            msg = (
+                f"cannot connect to PostgreSQL within {timeout_s} s: is the server up and the "
+                f"DSN right (host, port, user, database)? ({_why_not(dsn, timeout_s) or exc})"
+            )
+            raise StoreError(msg) from exc
+
+    def _configure(self, conn: psycopg.Connection[TupleRow]) -> None:
+        conn.execute("SELECT set_config('search_path', %s, false)", [f'"{self.schema}"'])
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg_pool.PoolClosed:
+            raise  # using a closed store is a bug, not an outage
+        except psycopg.OperationalError as exc:
+            # Connection lost, server shutting down, pool exhausted, serialization failure,
+            # deadlock, disk full: the caller may retry the whole operation.
+            msg = f"PostgreSQL: {exc.__class__.__name__}: {exc}; retry the operation"
+            raise StoreError(msg) from exc
+
+    @contextmanager
+    def _tx(self) -> Iterator[Cursor]:
+        """A cursor in one transaction: committed at the end, rolled back on any error."""
+        with (
+            self._errors(),
+            self._pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
+            yield cur
+
+    def _query(self, query: str | sql.Composed, params: Sequence[object] = ()) -> list[TupleRow]:
+        with self._errors(), self._pool.connection() as conn:
+            return conn.execute(query, params).fetchall()
+
+    # schema
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema; idempotent; runs on start."""
+        with self._tx() as cur:
+            # Serialise migrations of this schema across processes; then nothing races.
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"pledgewatch:{self.schema}"]
+            )
+            cur.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+            )
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version integer PRIMARY KEY, applied_ms bigint NOT NULL)"
+            )
+            done = {v for (v,) in cur.execute("SELECT version FROM schema_migrations").fetchall()}
+            # Versioned steps: append (version, step) to change the schema; never edit one
+            # that has been applied.
+            for version, step in ((1, self._migrate_v1),):
+                if version in done:
+                    continue
+                step(cur)
+                cur.execute(
+                    "INSERT INTO schema_migrations (version, applied_ms) VALUES (%s, %s)",
+                    (version, _now_ms()),
+                )
+            self._layout = self._detect_layout(cur)
+            if self._layout == "hypertable":
+                self._apply_policies(cur)
+
+    def _migrate_v1(self, cur: Cursor) -> None:
+        for statement in _DDL_V1:
+            cur.execute(statement)
+        if not self._use_timescale(cur):
+            cur.execute(_TELEMETRY_DDL + " PARTITION BY RANGE (ts_ms)")
+            return
+        assert self._ts_schema is not None
+        cur.execute(_TELEMETRY_DDL)
+        ts = sql.Identifier(self._ts_schema)
+        # Integer time needs a "now" in the same unit for the policies.
+        cur.execute(
+            "CREATE FUNCTION pledgewatch_now_ms() RETURNS bigint LANGUAGE sql STABLE "
+            "AS 'SELECT (extract(epoch FROM now()) * 1000)::bigint'"
+        )
+        cur.execute(
+            sql.SQL(
+                "SELECT {}.create_hypertable('telemetry', 'ts_ms', "
+                "chunk_time_interval => %s::bigint, create_default_indexes => false)"
+            ).format(ts),
+            [DAY_MS],
+        )
+        cur.execute(
+            sql.SQL("SELECT {}.set_integer_now_func('telemetry', 'pledgewatch_now_ms')").format(ts)
+        )
+
+    def _use_timescale(self, cur: Cursor) -> bool:
+        """Load TimescaleDB if wanted and possible; remember the schema of its functions."""
+        if self._timescale is False:
+            return False
+        available = cur.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
+        if available is None:
+            if self._timescale:
+                msg = "timescale=True, but the timescaledb extension is not installed on the server"
+                raise StoreConfigError(msg)
+            return False
+        try:
+            with cur.connection.transaction():  # a savepoint: a failure here is not fatal
+                cur.execute("CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public")
+        except psycopg.Error as exc:
+            if self._timescale:
+                msg = f"timescale=True, but CREATE EXTENSION timescaledb failed: {exc}"
+                raise StoreConfigError(msg) from exc
+            log.warning("timescaledb is available but does not load (%s); partitioning by day", exc)
+            return False
+        row = cur.execute(
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+            "WHERE e.extname = 'timescaledb'"
+        ).fetchone()
+        self._ts_schema = None if row is None else str(row[0])
+        return row is not None
+
+    def _detect_layout(self, cur: Cursor) -> Layout:
+        row = cur.execute(
+            "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = 'telemetry'",
+            [self.schema],
+        ).fetchone()
+        if row is None:
+            msg = f"schema {self.schema!r} has no telemetry table: call migrate() first"
+            raise StoreConfigError(msg)
+        if row[0] == "p":
+            return "partitioned"
+        ext = cur.execute(
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+            "WHERE e.extname = 'timescaledb'"
+        ).fetchone()
+        if ext is not None:
+            self._ts_schema = str(ext[0])
+            hyper = cur.execute(
+                "SELECT 1 FROM timescaledb_information.hypertables "
+                "WHERE hypertable_schema = %s AND hypertable_name = 'telemetry'",
+                [self.schema],
+            ).fetchone()
+            if hyper is not None:
+                return "hypertable"
+        return "plain"
+
+    def _apply_policies(self, cur: Cursor) -> None:
+        """Compression and retention as configured now (replacing earlier policies)."""
+        assert self._ts_schema is not None
+        ts = sql.Identifier(self._ts_schema)
+        try:
+            with cur.connection.transaction():
+                cur.execute(
+                    "ALTER TABLE telemetry SET (timescaledb.compress, "
+                    "timescaledb.compress_segmentby = 'device_id', "
+                    "timescaledb.compress_orderby = 'ts_ms')"
+                )
+                cur.execute(
+                    sql.SQL(
+                        "SELECT {}.remove_compression_policy('telemetry', if_exists => true)"
+                    ).format(ts)
+                )
+                cur.execute(
+                    sql.SQL(
+                        "SELECT {}.add_compression_policy('telemetry', "
+                        "compress_after => %s::bigint)"
+                    ).format(ts),
+                    [self._compress_after_days * DAY_MS],
+                )
+        except psycopg.Error as exc:
+            # The Apache-licensed build of TimescaleDB has no compression.
+            log.warning("telemetry compression not enabled: %s", exc)
+        cur.execute(
+            sql.SQL("SELECT {}.remove_retention_policy('telemetry', if_exists => true)").format(ts)
+        )
+        if self._retain_days is not None:
+            cur.execute(
+                sql.SQL(
+                    "SELECT {}.add_retention_policy('telemetry', drop_after => %s::bigint)"
+                ).format(ts),
+                [self._retain_days * DAY_MS],
+            )
+
+    def layout(self) -> Layout:
+        """How telemetry is stored: a TimescaleDB hypertable, day partitions, or a plain table."""
+        if self._layout is None:
+            with self._tx() as cur:
+                self._layout = self._detect_layout(cur)
+        return self._layout
+
+    def _ensure_partitions(self, readings: Sequence[Reading]) -> None:
+        """Create the day partitions these readings need, each in its own transaction."""
+        days = {r.ts_ms // DAY_MS for r in readings}
+        with self._partitions_lock:
+            missing = sorted(days - self._partitions)
+        if not missing:
+            return
+        with self._errors(), self._pool.connection() as conn:
+            for day in missing:
+                create = sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} PARTITION OF telemetry "
+                    "FOR VALUES FROM ({}) TO ({})"
+                ).format(
+                    sql.Identifier(_partition_name(day)),
+                    sql.Literal(day * DAY_MS),
+                    sql.Literal((day + 1) * DAY_MS),
+                )
+                # Another process may create it between IF NOT EXISTS and the creation.
+                with suppress(errors.DuplicateTable, errors.UniqueViolation):
+                    conn.execute(create)
+                with self._partitions_lock:
+                    self._partitions.add(day)
+
+    def partitions(self) -> list[str]:
+        """Names of the telemetry partitions (or TimescaleDB chunks), oldest first."""
+        rows = self._query(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent "
+            "JOIN pg_namespace n ON n.oid = p.relnamespace "
+            "WHERE n.nspname = %s AND p.relname = 'telemetry' ORDER BY c.relname",
+            [self.schema],
+        )
+        return [str(name) for (name,) in rows]
+
+    def drop_partitions_before(self, ts_ms: int) -> int:
+        """Drop telemetry wholly older than `ts_ms` (whole days or chunks); how many went."""
+        if self.layout() == "hypertable":
+            assert self._ts_schema is not None
+            rows = self._query(
+                sql.SQL("SELECT {}.drop_chunks('telemetry', older_than => {})").format(
+                    sql.Identifier(self._ts_schema), sql.Literal(ts_ms)
+                )
+            )
+            return len(rows)
+        dropped = 0
+        for name in self.partitions():
+            day = _partition_day(name)
+            if day is None or (day + 1) * DAY_MS > ts_ms:
+                continue
+            with self._tx() as cur:
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+            with self._partitions_lock:
+                self._partitions.discard(day)
+            dropped += 1
+        return dropped
+
+    def enforce_retention(self, now_ms: int) -> int:
+        """Drop native partitions older than `retain_days`; TimescaleDB does this itself."""
+        if self._retain_days is None or self.layout() == "hypertable":
+            return 0
+        return self.drop_partitions_before(now_ms - self._retain_days * DAY_MS)
+
+    def close(self) -> None:
+        """Release connections."""
+        self._pool.close()
+
+    # fences, loans and webhooks
+
+    def put_fences(self, fences: Sequence[Fence]) -> None:
+        """Insert or replace fences, all in one transaction."""
+        now_ms = _now_ms()
+        rows = [fence_row(f, now_ms) for f in fences]
+        with self._tx() as cur:
+            cur.executemany(
+                "INSERT INTO fences (id, kind, feature, updated_ms) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, "
+                "feature = excluded.feature, updated_ms = excluded.updated_ms",
+                rows,
+            )
+
+    def delete_fence(self, fence_id: str) -> bool:
+        """Delete a fence; False if there was none."""
+        with self._tx() as cur:
+            return cur.execute("DELETE FROM fences WHERE id = %s", [fence_id]).rowcount > 0
+
+    def get_fence(self, fence_id: str) -> Fence | None:
+        """One fence, or None."""
+        rows = self._query("SELECT feature::text FROM fences WHERE id = %s", [fence_id])
+        return fence_from_row(fence_id, rows[0][0]) if rows else None
+
+    def list_fences(self, cursor: str | None, limit: int) -> Page[Fence]:
+        """Fences by id."""
+        after = "" if cursor is None else decode_cursor("fence", cursor, (str,))[0]
+        rows = self._query(
+            "SELECT id, feature::text FROM fences WHERE id > %s ORDER BY id LIMIT %s",
+            [after, check_limit(limit) + 1],
+        )
+        return make_page(
+            rows,
+            limit,
+            lambda r: fence_from_row(r[0], r[1]),
+            lambda r: encode_cursor("fence", r[0]),
+        )
+
+    def all_fences(self) -> list[Fence]:
+        """Every fence (the engine builds its index from these)."""
+        rows = self._query("SELECT id, feature::text FROM fences ORDER BY id")
+        return [fence_from_row(fence_id, feature) for fence_id, feature in rows]
+
+    def put_loan(self, loan: Loan, alerts: Sequence[Alert], now_ms: int) -> None:
+        """Insert or replace a loan, with the alerts that change raised, in one transaction."""
+        row = loan_row(loan, now_ms)
+        encoded = encode_alerts(alerts)
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO loans (id, vin, status, doc, updated_ms) "
+                "VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (id) DO UPDATE SET vin = excluded.vin, status = excluded.status, "
+                "doc = excluded.doc, updated_ms = excluded.updated_ms",
+                row,
+            )
+            self._write_alerts(cur, encoded, now_ms)
+
+    def get_loan(self, loan_id: str) -> Loan | None:
+        """One loan, or None."""
+        rows = self._query("SELECT doc::text FROM loans WHERE id = %s", [loan_id])
+        return loan_from_row(loan_id, rows[0][0]) if rows else None
+
+    def list_loans(self, cursor: str | None, limit: int) -> Page[Loan]:
+        """Loans by id."""
+        after = "" if cursor is None else decode_cursor("loan", cursor, (str,))[0]
+        rows = self._query(
+            "SELECT id, doc::text FROM loans WHERE id > %s ORDER BY id LIMIT %s",
+            [after, check_limit(limit) + 1],
+        )
+        return make_page(
+            rows, limit, lambda r: loan_from_row(r[0], r[1]), lambda r: encode_cursor("loan", r[0])
+        )
+
+    def all_loans(self) -> list[Loan]:
+        """Every loan."""
+        rows = self._query("SELECT id, doc::text FROM loans ORDER BY id")
+        return [loan_from_row(loan_id, doc) for loan_id, doc in rows]
+
+    def loans_with_vin(self, vin: str) -> list[Loan]:
+        """Loans whose car has this VIN (any status)."""
+        rows = self._query("SELECT id, doc::text FROM loans WHERE vin = %s ORDER BY id", [vin])
+        return [loan_from_row(loan_id, doc) for loan_id, doc in rows]
+
+    def put_webhook(self, hook: Webhook) -> None:
+        """Insert or replace a webhook."""
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO webhooks (id, url, secret, types) VALUES (%s, %s, %s, %s::json) "
+                "ON CONFLICT (id) DO UPDATE SET url = excluded.url, secret = excluded.secret, "
+                "types = excluded.types",
+                webhook_row(hook),
+            )
+
+    def get_webhook(self, hook_id: str) -> Webhook | None:
+        """One webhook, or None."""
+        rows = self._query(
+            "SELECT id, url, secret, types::text FROM webhooks WHERE id = %s", [hook_id]
+        )
+        return webhook_from_row(rows[0]) if rows else None
+
+    def list_webhooks(self) -> list[Webhook]:
+        """Every webhook."""
+        rows = self._query("SELECT id, url, secret, types::text FROM webhooks ORDER BY id")
+        return [webhook_from_row(r) for r in rows]
+
+    def delete_webhook(self, hook_id: str) -> bool:
+        """Delete a webhook and its deliveries (pending ones included); False if none."""
+        with self._tx() as cur:
+            return cur.execute("DELETE FROM webhooks WHERE id = %s", [hook_id]).rowcount > 0
+
+    # the engine
+
+    def commit_batch(self, batch: Batch) -> None:
+        """Write a batch atomically: telemetry, dead letters, alerts + outbox, checkpoint."""
+        readings = [telemetry_row(r) for r in batch.readings]
+        rejects = [reject_row(r, batch.now_ms) for r in batch.rejects]
+        alerts = encode_alerts(batch.alerts)
+        devices = device_state_rows(batch.devices, batch.now_ms)
+        loans = loan_state_rows(batch.loans, batch.now_ms)
+        partitioned = bool(readings) and self.layout() == "partitioned"
+        if partitioned:
+            self._ensure_partitions(batch.readings)
+        try:
+            with self._tx() as cur:
+                if readings:
+                    self._copy(cur, "telemetry", TELEMETRY_COLUMNS, _TELEMETRY_TYPES, readings)
+                if rejects:
+                    self._copy(cur, "dead_letters", REJECT_COLUMNS, _REJECT_TYPES, rejects)
+                self._write_alerts(cur, alerts, batch.now_ms)
+                if devices:
+                    cur.execute(
+                        sql.SQL(_UPSERT_STATE).format(sql.Identifier("device_state")),
+                        _columns(devices, 3),
+                    )
+                if loans:
+                    cur.execute(
+                        sql.SQL(_UPSERT_STATE).format(sql.Identifier("loan_state")),
+                        _columns(loans, 3),
+                    )
+        except errors.CheckViolation as exc:
+            if not partitioned:
+                raise
+            # "no partition of relation telemetry found for row": someone else dropped a
+            # partition we had cached. Forget the cache; the retry recreates it.
+            with self._partitions_lock:
+                self._partitions.clear()
+            msg = f"PostgreSQL: telemetry partition missing ({exc}); retry the batch"
+            raise StoreError(msg) from exc
+
+    @staticmethod
+    def _copy(
+        cur: Cursor,
+        table: str,
+        columns: Sequence[str],
+        types: Sequence[str],
+        rows: Sequence[Sequence[object]],
+    ) -> None:
+        query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        with cur.copy(query) as copy:
+            copy.set_types(list(types))
+            write = copy.write_row
+            for row in rows:
+                write(row)
+
+    def _write_alerts(
+        self, cur: Cursor, alerts: Sequence[tuple[Alert, bytes]], now_ms: int
+    ) -> None:
+        """Insert new alerts and, for those only, one delivery per webhook that wants them."""
+        if not alerts:
+            return
+        cur.execute(_INSERT_ALERTS, _columns([alert_row(a, b) for a, b in alerts], 8))
+        inserted = {alert_id for (alert_id,) in cur.fetchall()}
+        new = [(alert, body) for alert, body in alerts if alert.id in inserted]
+        if not new:
+            return
+        # KEY SHARE: a concurrent delete_webhook waits for this commit, so every delivery
+        # written here refers to a hook that exists when the batch commits.
+        rows = cur.execute(
+            "SELECT id, url, secret, types::text FROM webhooks ORDER BY id FOR KEY SHARE"
+        ).fetchall()
+        deliveries = delivery_rows(new, [webhook_from_row(r) for r in rows], now_ms)
+        if deliveries:
+            # executemany keeps the row order, so ids follow the order alerts were raised.
+            cur.executemany(_INSERT_DELIVERY, deliveries)
+
+    def load_checkpoint(self) -> tuple[list[DeviceState], list[LoanState]]:
+        """The last committed state of every device and loan."""
+        # One statement, one snapshot: devices and loans from the same commit.
+        rows = self._query(
+            "SELECT false, id, doc::text FROM device_state "
+            "UNION ALL SELECT true, id, doc::text FROM loan_state ORDER BY 1, 2"
+        )
+        return (
+            [device_from_json(orjson.loads(doc)) for is_loan, _, doc in rows if not is_loan],
+            [loan_from_json(orjson.loads(doc)) for is_loan, _, doc in rows if is_loan],
+        )
+
+    # the outbox
+
+    def due_deliveries(self, hook_id: str, now_ms: int, limit: int) -> list[Delivery]:
+        """Due heads of this webhook's queues (one per order_key), oldest first."""
+        rows = self._query(
+            "SELECT " + _DELIVERY + " FROM deliveries WHERE id IN ("  # noqa: S608  # constants
+            "  SELECT min(id) FROM deliveries WHERE hook_id = %s AND state = 'pending'"
+            "  GROUP BY order_key"
+            ") AND next_at_ms <= %s ORDER BY id LIMIT %s",
+            [hook_id, now_ms, check_limit(limit)],
+        )
+        return [delivery_from_row(r) for r in rows]
+
+    def mark_delivered(self, delivery_id: int, now_ms: int, status: int) -> None:
+        """Record a 2xx."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, "
+                "last_status = %s, last_error = NULL, next_at_ms = %s "
+                "WHERE id = %s AND state = 'pending'",
+                [status, now_ms, delivery_id],
+            )
+
+    def mark_failed(
+        self, delivery_id: int, now_ms: int, error: str, status: int | None, retry_at_ms: int | None
+    ) -> None:
+        """Record a failed attempt; retry at `retry_at_ms`, or None to move it to DEAD."""
+        state = DeliveryState.PENDING if retry_at_ms is not None else DeliveryState.DEAD
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE deliveries SET state = %s, attempts = attempts + 1, last_error = %s, "
+                "last_status = %s, next_at_ms = %s WHERE id = %s AND state = 'pending'",
+                [
+                    state.value,
+                    error,
+                    status,
+                    now_ms if retry_at_ms is None else retry_at_ms,
+                    delivery_id,
+                ],
+            )
+
+    def outbox_pending(self) -> int:
+        """How many deliveries are pending (`pledgewatch_outbox_pending`)."""
+        count: int = self._query("SELECT count(*) FROM deliveries WHERE state = 'pending'")[0][0]
+        return count
+
+    def list_dead(self, cursor: str | None, limit: int) -> Page[Delivery]:
+        """Deliveries that gave up, newest first."""
+        before = 2**63 - 1 if cursor is None else decode_cursor("dead", cursor, (int,))[0]
+        rows = self._query(
+            "SELECT " + _DELIVERY + " FROM deliveries "  # noqa: S608  # constants
+            "WHERE state = 'dead' AND id < %s ORDER BY id DESC LIMIT %s",
+            [before, check_limit(limit) + 1],
+        )
+        return make_page(rows, limit, delivery_from_row, lambda r: encode_cursor("dead", r[0]))
+
+    def redeliver(self, delivery_id: int, now_ms: int) -> bool:
+        """Move a DEAD delivery back to PENDING, due now; False if it is not dead."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE deliveries SET state = 'pending', next_at_ms = %s "
+                "WHERE id = %s AND state = 'dead'",
+                [now_ms, delivery_id],
+            )
+            return cur.rowcount > 0
+
+    # queries of the API
+
+    def list_alerts(self, query: AlertQuery) -> Page[StoredAlert]:
+        """Alerts, newest first (ts, then id)."""
+        conds: list[str] = []
+        params: list[object] = []
+        for column, value in (
+            ("type", query.type),
+            ("loan_id", query.loan_id),
+            ("device_id", query.device_id),
+        ):
+            if value is not None:
+                conds.append(f"{column} = %s")
+                params.append(value)
+        if query.since_ms is not None:
+            conds.append("ts_ms >= %s")
+            params.append(query.since_ms)
+        if query.cursor is not None:
+            conds.append("(ts_ms, id) < (%s, %s)")
+            params.extend(decode_cursor("alert", query.cursor, (int, str)))
+        where = f"WHERE {' AND '.join(conds)} " if conds else ""
+        params.append(check_limit(query.limit) + 1)
+        rows = self._query(
+            "SELECT body::text, acked_ms, ack_note, ts_ms, id FROM alerts "  # noqa: S608  # fixed fragments
+            f"{where}ORDER BY ts_ms DESC, id DESC LIMIT %s",
+            params,
+        )
+        return make_page(
+            rows,
+            query.limit,
+            lambda r: stored_alert_from_row(r[0], r[1], r[2]),
+            lambda r: encode_cursor("alert", r[3], r[4]),
+        )
+
+    def get_alert(self, alert_id: str) -> StoredAlert | None:
+        """One alert, or None."""
+        rows = self._query(
+            "SELECT body::text, acked_ms, ack_note FROM alerts WHERE id = %s", [alert_id]
+        )
+        return stored_alert_from_row(*rows[0]) if rows else None
+
+    def ack_alert(self, alert_id: str, note: str | None, now_ms: int) -> bool:
+        """Record an operator's acknowledgement; False if there is no such alert."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE alerts SET acked_ms = %s, ack_note = %s WHERE id = %s",
+                [now_ms, note, alert_id],
+            )
+            return cur.rowcount > 0
+
+    def list_rejects(self, cursor: str | None, limit: int) -> Page[Reject]:
+        """Dead letters (rejected input), newest first."""
+        before = 2**63 - 1 if cursor is None else decode_cursor("reject", cursor, (int,))[0]
+        rows = self._query(
+            "SELECT topic, reason, detail, device_id, array_index, raw, received_ms, id "
+            "FROM dead_letters WHERE id < %s ORDER BY id DESC LIMIT %s",
+            [before, check_limit(limit) + 1],
+        )
+        return make_page(rows, limit, reject_from_row, lambda r: encode_cursor("reject", r[-1]))
+
+    def count_telemetry(self, device_id: str | None = None) -> int:
+        """Stored readings (all, or of one device)."""
+        if device_id is None:
+            rows = self._query("SELECT count(*) FROM telemetry")
+        else:
+            rows = self._query("SELECT count(*) FROM telemetry WHERE device_id = %s", [device_id])
+        count: int = rows[0][0]
+        return count
