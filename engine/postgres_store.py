@@ -824,12 +824,13 @@ class PostgresStore:
         return make_page(rows, limit, delivery_from_row, lambda r: encode_cursor("dead", r[0]))
 
     def redeliver(self, delivery_id: int, now_ms: int) -> bool:
-        """Move a DEAD delivery back to PENDING, due now; False if it is not dead."""
+        """Move a DEAD delivery back to PENDING, due now, with a fresh retry window
+        (attempts and age start again); False if it is not dead."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE deliveries SET state = 'pending', next_at_ms = %s "
+                "UPDATE deliveries SET state = 'pending', next_at_ms = %s, created_ms = %s, attempts = 0 "
                 "WHERE id = %s AND state = 'dead'",
-                [now_ms, delivery_id],
+                [now_ms, now_ms, delivery_id],
             )
             return cur.rowcount > 0
 

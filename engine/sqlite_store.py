@@ -534,12 +534,13 @@ class SqliteStore:
         return make_page(rows, limit, delivery_from_row, lambda r: encode_cursor("dead", r[0]))
 
     def redeliver(self, delivery_id: int, now_ms: int) -> bool:
-        """Move a DEAD delivery back to PENDING, due now; False if it is not dead."""
+        """Move a DEAD delivery back to PENDING, due now, with a fresh retry window
+        (attempts and age start again); False if it is not dead."""
         with self._write() as conn:
             cur = conn.execute(
-                "UPDATE deliveries SET state = 'pending', next_at_ms = ? "
+                "UPDATE deliveries SET state = 'pending', next_at_ms = ?, created_ms = ?, attempts = 0 "
                 "WHERE id = ? AND state = 'dead'",
-                (now_ms, delivery_id),
+                (now_ms, now_ms, delivery_id),
             )
             return cur.rowcount > 0
 

@@ -190,7 +190,8 @@ class Store(Protocol):
         """Deliveries that gave up, newest first."""
 
     def redeliver(self, delivery_id: int, now_ms: int) -> bool:
-        """Move a DEAD delivery back to PENDING, due now; False if it is not dead."""
+        """Move a DEAD delivery back to PENDING, due now, with a fresh retry window
+        (attempts and age start again); False if it is not dead."""
 
     # queries of the API
     def list_alerts(self, query: AlertQuery) -> Page[StoredAlert]:

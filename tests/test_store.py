@@ -276,6 +276,8 @@ def test_dead_deliveries_and_redelivery(store: Store) -> None:
     assert [(d.alert_id, d.state, d.next_at_ms) for d in due] == [
         ("alert-0001", DeliveryState.PENDING, T0 + 100)
     ]
+    # ... with a fresh retry window: the dispatcher measures the maximum age from created_ms
+    assert (due[0].attempts, due[0].created_ms) == (0, T0 + 100)
     assert [d.alert_id for d in store.list_dead(None, 10).items] == ["alert-0002"]
     assert store.outbox_pending() == 2
 
