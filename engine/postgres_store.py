@@ -828,7 +828,8 @@ class PostgresStore:
         (attempts and age start again); False if it is not dead."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE deliveries SET state = 'pending', next_at_ms = %s, created_ms = %s, attempts = 0 "
+                "UPDATE deliveries SET state = 'pending', next_at_ms = %s, "
+                "created_ms = %s, attempts = 0 "
                 "WHERE id = %s AND state = 'dead'",
                 [now_ms, now_ms, delivery_id],
             )

@@ -63,6 +63,7 @@ class EngineSettings:
     max_batch: int = 1000
     max_wait_s: float = 0.05
     commit_retry_cap_s: float = 10.0
+    retention_every_s: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,7 @@ class Engine:
         self._changes: queue.Queue[_Change] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._retention_due = 0.0
         self.failure: BaseException | None = None
 
     def now_ms(self) -> int:
@@ -179,6 +181,15 @@ class Engine:
         self.batch_seconds.observe(time.perf_counter() - started)
         if self.source is not None and messages:
             self.source.ack(messages)
+        if time.monotonic() >= self._retention_due:
+            self._retention_due = time.monotonic() + self.settings.retention_every_s
+            try:
+                dropped = self.store.enforce_retention(self.now_ms())
+            except StoreError as exc:
+                _log.warning("retention skipped: %s", exc)
+            else:
+                if dropped:
+                    _log.info("retention dropped %d telemetry partitions or rows", dropped)
         return alerts
 
     def process(self, messages: Sequence[Message]) -> list[Alert]:

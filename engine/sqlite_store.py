@@ -35,6 +35,7 @@ from engine.store import (
     Webhook,
 )
 from engine.stores import (
+    DAY_MS,
     StoreConfigError,
     alert_row,
     check_limit,
@@ -203,6 +204,7 @@ class SqliteStore:
         *,
         synchronous: str = "NORMAL",
         busy_timeout_s: float = 5.0,
+        retain_days: int | None = None,
     ) -> None:
         """Open (or create) the database file; `migrate()` creates the tables.
 
@@ -218,6 +220,7 @@ class SqliteStore:
         self.path = Path(path)
         self._synchronous = synchronous.upper()
         self._busy_timeout_s = busy_timeout_s
+        self._retain_days = retain_days
         self._lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -307,6 +310,16 @@ class SqliteStore:
                     "INSERT INTO schema_migrations (version, applied_ms) VALUES (?, ?)",
                     (version, _now_ms()),
                 )
+
+    def enforce_retention(self, now_ms: int) -> int:
+        """Delete telemetry older than `retain_days` (None: keep everything); rows deleted."""
+        if self._retain_days is None:
+            return 0
+        with self._write() as conn:
+            cur = conn.execute(
+                "DELETE FROM telemetry WHERE ts_ms < ?", (now_ms - self._retain_days * DAY_MS,)
+            )
+            return cur.rowcount
 
     def close(self) -> None:
         """Release connections."""
@@ -538,7 +551,8 @@ class SqliteStore:
         (attempts and age start again); False if it is not dead."""
         with self._write() as conn:
             cur = conn.execute(
-                "UPDATE deliveries SET state = 'pending', next_at_ms = ?, created_ms = ?, attempts = 0 "
+                "UPDATE deliveries SET state = 'pending', next_at_ms = ?, "
+                "created_ms = ?, attempts = 0 "
                 "WHERE id = ? AND state = 'dead'",
                 (now_ms, now_ms, delivery_id),
             )

@@ -116,6 +116,10 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections."""
 
+    def enforce_retention(self, now_ms: int) -> int:
+        """Drop telemetry older than the store's retention; returns partitions or rows
+        dropped. The engine calls it now and then; a no-op where nothing is set."""
+
     # fences, loans and webhooks: written by the API, read by the engine
     def put_fences(self, fences: Sequence[Fence]) -> None:
         """Insert or replace fences, all in one transaction."""
