@@ -38,6 +38,7 @@ from engine.stores import (
     DAY_MS,
     StoreConfigError,
     alert_row,
+    alert_where,
     check_limit,
     decode_cursor,
     delivery_from_row,
@@ -562,24 +563,7 @@ class SqliteStore:
 
     def list_alerts(self, query: AlertQuery) -> Page[StoredAlert]:
         """Alerts, newest first (ts, then id)."""
-        conds: list[str] = []
-        params: list[object] = []
-        for column, value in (
-            ("type", query.type),
-            ("loan_id", query.loan_id),
-            ("device_id", query.device_id),
-        ):
-            if value is not None:
-                conds.append(f"{column} = ?")
-                params.append(value)
-        if query.since_ms is not None:
-            conds.append("ts_ms >= ?")
-            params.append(query.since_ms)
-        if query.cursor is not None:
-            conds.append("(ts_ms, id) < (?, ?)")
-            params.extend(decode_cursor("alert", query.cursor, (int, str)))
-        where = f"WHERE {' AND '.join(conds)} " if conds else ""
-        params.append(check_limit(query.limit) + 1)
+        where, params = alert_where(query, "?")
         rows = self._query(
             "SELECT body, acked_ms, ack_note, ts_ms, id FROM alerts "  # noqa: S608  # fixed fragments
             f"{where}ORDER BY ts_ms DESC, id DESC LIMIT ?",

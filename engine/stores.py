@@ -24,7 +24,7 @@ import orjson
 from alerts.model import Alert
 from devices.readings import GpsFix, Reading, Reject, RejectReason, StatusReport, Vibration
 from engine.core.state import DeviceState, LoanState, device_to_json, loan_to_json
-from engine.store import Delivery, DeliveryState, Page, Store, StoredAlert, Webhook
+from engine.store import AlertQuery, Delivery, DeliveryState, Page, Store, StoredAlert, Webhook
 from geofence.fence import Fence, fence_to_feature, parse_fence
 from lending.model import Loan, parse_loan
 from lending.model import loan_to_json as loan_doc
@@ -432,3 +432,27 @@ def make_page(
     """A page from up to `limit + 1` rows: the extra row only says that there is a next page."""
     items = [item(row) for row in rows[:limit]]
     return Page(items, cursor(rows[limit - 1]) if len(rows) > limit else None)
+
+
+def alert_where(query: AlertQuery, placeholder: str) -> tuple[str, list[object]]:
+    """The WHERE clause and parameters of `list_alerts` (`placeholder`: `?` or `%s`),
+    with the page size plus one (to know whether there is a next page) as the last one."""
+    conds: list[str] = []
+    params: list[object] = []
+    for column, value in (
+        ("type", query.type),
+        ("loan_id", query.loan_id),
+        ("device_id", query.device_id),
+    ):
+        if value is not None:
+            conds.append(f"{column} = {placeholder}")
+            params.append(value)
+    if query.since_ms is not None:
+        conds.append(f"ts_ms >= {placeholder}")
+        params.append(query.since_ms)
+    if query.cursor is not None:
+        conds.append(f"(ts_ms, id) < ({placeholder}, {placeholder})")
+        params.extend(decode_cursor("alert", query.cursor, (int, str)))
+    where = f"WHERE {' AND '.join(conds)} " if conds else ""
+    params.append(check_limit(query.limit) + 1)
+    return where, params
