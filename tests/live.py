@@ -177,6 +177,23 @@ class EngineProcess:
         )
 
 
+@pytest.fixture
+def engines(broker: Broker, tmp_path: Path) -> Iterator[Callable[[str], EngineProcess]]:
+    """Make engine processes; any still running when the test ends is killed."""
+    made: list[EngineProcess] = []
+
+    def make(db_url: str) -> EngineProcess:
+        engine = EngineProcess(broker, db_url, tmp_path)
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        if engine.proc is not None and engine.proc.poll() is None:
+            engine.proc.kill()
+            engine.proc.wait(10)
+
+
 class Publisher:
     """A tracker fleet's side: QoS 1 publishes to the broker, confirmed."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -18,7 +18,7 @@ from geofence.index import FenceIndex
 from lending.model import parse_loan
 from tests.brokers import Broker, broker  # noqa: F401  # the fixture
 from tests.factories import HOME, offset
-from tests.live import SECRET, EngineProcess, Publisher, Receiver, receiver  # noqa: F401
+from tests.live import SECRET, EngineProcess, Publisher, Receiver, engines, receiver  # noqa: F401
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
 
@@ -92,9 +92,9 @@ def test_readings_in_signed_webhooks_out(
     broker: Broker,  # noqa: F811
     receiver: Receiver,  # noqa: F811
     db_url: str,
-    tmp_path: Path,
+    engines: Callable[[str], EngineProcess],  # noqa: F811
 ) -> None:
-    engine = EngineProcess(broker, db_url, tmp_path)
+    engine = engines(db_url)
     engine.start()
     try:
         setup_engine(engine, receiver)
@@ -132,9 +132,10 @@ def test_kill_9_loses_nothing_and_keeps_ids(
     broker: Broker,  # noqa: F811
     receiver: Receiver,  # noqa: F811
     tmp_path: Path,
+    engines: Callable[[str], EngineProcess],  # noqa: F811
 ) -> None:
     n_cars = 30
-    engine = EngineProcess(broker, f"sqlite:///{tmp_path}/pw.db", tmp_path)
+    engine = engines(f"sqlite:///{tmp_path}/pw.db")
     engine.start()
     setup_engine(engine, receiver, n_cars)
     messages = [m for car in range(n_cars) for m in leave_and_return(car, start_s=car)]
@@ -172,9 +173,10 @@ def test_broker_restart_mid_stream(
     broker: Broker,  # noqa: F811
     receiver: Receiver,  # noqa: F811
     tmp_path: Path,
+    engines: Callable[[str], EngineProcess],  # noqa: F811
 ) -> None:
     n_cars = 10
-    engine = EngineProcess(broker, f"sqlite:///{tmp_path}/pw.db", tmp_path)
+    engine = engines(f"sqlite:///{tmp_path}/pw.db")
     engine.start()
     setup_engine(engine, receiver, n_cars)
     messages = [m for car in range(n_cars) for m in leave_and_return(car, start_s=car)]
@@ -202,10 +204,11 @@ def test_failing_receiver_gets_everything_in_order_per_loan(
     broker: Broker,  # noqa: F811
     receiver: Receiver,  # noqa: F811
     tmp_path: Path,
+    engines: Callable[[str], EngineProcess],  # noqa: F811
 ) -> None:
     # 500s first, then two stalls past the sender's timeout, then healthy
     receiver.behave = lambda n: 500 if n <= 6 else (2.5 if n <= 8 else 200)
-    engine = EngineProcess(broker, f"sqlite:///{tmp_path}/pw.db", tmp_path)
+    engine = engines(f"sqlite:///{tmp_path}/pw.db")
     engine.extra_args = ["--webhook-timeout-s", "1", "--webhook-retry-base-s", "0.2"]
     engine.start()
     n_cars = 3
@@ -244,8 +247,9 @@ def test_bad_input_is_counted_and_kept_while_valid_traffic_flows(
     broker: Broker,  # noqa: F811
     receiver: Receiver,  # noqa: F811
     tmp_path: Path,
+    engines: Callable[[str], EngineProcess],  # noqa: F811
 ) -> None:
-    engine = EngineProcess(broker, f"sqlite:///{tmp_path}/pw.db", tmp_path)
+    engine = engines(f"sqlite:///{tmp_path}/pw.db")
     engine.start()
     setup_engine(engine, receiver)
     pub = Publisher(broker)
