@@ -1,0 +1,16 @@
+"""Seeded simulation of a pledged-car fleet: a synthetic city, cars that drive like cars,
+trackers that report like trackers, scripted scenarios, and the ground truth they guarantee.
+
+Layers, each pure (a seeded `random.Random`, no clock, no I/O):
+
+- `city`: street grid, home zones and risk sites around (31.23, 121.47), routes;
+- `motion`: a car's true track, second by second (parked spells, kinematic drives);
+- `trackers`: a device sampling a track into MQTT messages (noise, cadence, faults,
+  scripted events); `messages()` per tracker and `merge()` across trackers give the
+  `(topic, payload, ts_ms)` stream a live MQTT fleet simulator publishes in time order;
+- `scenarios`: what each scenario car does and which alerts it must raise;
+- `fleet`: a whole run (cars, merged messages, ground truth); `truth`: checking alerts.
+
+I/O lives in `writer` (a run's files), `__main__` (`python -m simulator OUT_DIR`) and
+`golden` (`python -m simulator.golden --regenerate | --demo`).
+"""
