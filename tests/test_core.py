@@ -361,3 +361,34 @@ def test_loan_updates_remap_trackers() -> None:
     assert [a.details["other_loan_ids"] for a in out] == [["L-0"]]
     assert p.put_loan(loan("L-1", ["a"], vin=VIN), T0, T0) == []  # reopened: VIN is unique
     assert p.ctx.loan_for("a").loan_id == "L-1"  # two active loans: the larger id, stable
+
+
+def test_ignition_off_on_a_vibration_parks_at_the_next_fix() -> None:
+    fleet = Fleet()
+    for k in range(4):  # driving north at 54 km/h, a fix every 15 s
+        fleet.feed(fix(15 * k, offset(*HOME, 225 * k, 0), ignition=True, speed_kmh=54.0))
+    fleet.feed(vib(59.5, 0.4, ignition=False))  # the engine stops 210 m past the last fix
+    stop = offset(*HOME, 225 * 3 + 210, 0)
+    assert fleet.feed(fix(60, stop, ignition=False)) == []  # not a tow: that is where it parked
+    assert fleet.pipeline.devices["trk-1"].parked is not None
+    out = fleet.feed(fix(600, offset(*stop, 400, 0), ignition=False))
+    assert types(out) == ["tow.suspected"]
+    assert out[0].details["parked_since_ms"] == T0 + 60_000
+
+
+def test_shock_after_ignition_off_on_a_vibration_is_a_tow() -> None:
+    fleet = Fleet()
+    fleet.feed(fix(0, HOME, ignition=True), vib(10, 0.2, ignition=False))
+    out = fleet.feed(vib(20, 3.0))
+    assert types(out) == ["shock", "tow.suspected"]
+    assert out[1].details["parked_lat"] is None
+
+
+def test_device_online_is_not_stamped_before_the_offline_it_ends() -> None:
+    fleet = Fleet()
+    fleet.feed(fix(0, HOME))
+    fleet.advance_to(2400)  # offline at 1800 s
+    out = fleet.feed(fix(120, HOME))  # a catch-up upload of an old fix arrives
+    assert types(out) == ["device.online"]
+    offline = of_type(fleet.alerts, AlertType.DEVICE_OFFLINE)[0]
+    assert out[0].ts_ms == offline.ts_ms == T0 + 1_800_000

@@ -62,7 +62,11 @@ def step(
     s.recent = (*state.recent[-(keep - 1) :], key) if keep > 1 else (key,)
     alerts: list[Alert] = []
     if s.offline:
-        alerts.append(make_alert(AlertType.DEVICE_ONLINE, s, ctx, reading.ts_ms, now_ms))
+        # Stamped no earlier than the offline alert it ends (a catch-up upload carries old
+        # event times); both come from committed state, so a replay gets the same id.
+        offline_ts = s.arrived_ms + ctx.config.offline_s * 1000
+        online_ts = max(reading.ts_ms, offline_ts)
+        alerts.append(make_alert(AlertType.DEVICE_ONLINE, s, ctx, online_ts, now_ms))
         s.offline = False
     s.arrived_ms = max(s.arrived_ms, now_ms)
     if reading.ts_ms <= s.last_ts[stream_i]:
@@ -275,7 +279,7 @@ def _on_fix(
     s.fix = pos
     _update_zone(s, fix, ctx, now_ms, alerts)
     _fire_timers(s, fix.ts_ms, ctx, now_ms, alerts)
-    _update_ignition(s, fix.ignition)
+    _update_ignition(s, fix.ignition, at_fix=True)
     return pos
 
 
@@ -367,14 +371,19 @@ def _update_zone(
         s.zone_out_ms, s.zone_alerted = None, False
 
 
-def _update_ignition(s: DeviceState, ignition: bool | None) -> None:
-    """Track parking: ignition off parks the car where it last was; ignition on ends it."""
+def _update_ignition(s: DeviceState, ignition: bool | None, at_fix: bool) -> None:
+    """Track parking: ignition off parks the car; ignition on ends it.
+
+    The parking spot is the fix that reported ignition off; when a vibration or status
+    reading reported it, the last fix may be a stretch of driving old, so the spot is taken
+    from the next fix instead.
+    """
     if ignition is None or ignition == s.ignition:
-        if s.ignition is False and s.parked is None:
-            s.parked = s.fix  # parked before its first fix: the spot is the first fix
+        if s.ignition is False and s.parked is None and at_fix:
+            s.parked = s.fix  # the first fix since the engine went off
         return
     s.ignition = ignition
-    s.parked = None if ignition else s.fix
+    s.parked = s.fix if not ignition and at_fix else None
     s.tow_alerted = False
 
 
@@ -388,14 +397,13 @@ def _tow_alert(
     value: float,
     at: GpsFix | None = None,
 ) -> None:
-    parked = s.parked
-    assert parked is not None
+    parked = s.parked  # None: parked by a non-gps reading, no fix since
     details: dict[str, Detail] = {
         "reason": reason,
         "value": round(value, 2),
-        "parked_lat": parked.lat,
-        "parked_lon": parked.lon,
-        "parked_since_ms": parked.ts_ms,
+        "parked_lat": parked.lat if parked else None,
+        "parked_lon": parked.lon if parked else None,
+        "parked_since_ms": parked.ts_ms if parked else None,
     }
     lat, lon = (at.lat, at.lon) if at is not None else (None, None)
     alerts.append(
@@ -427,9 +435,9 @@ def _on_vibration(
         if vib.duration_ms is not None:
             details["duration_ms"] = vib.duration_ms
         alerts.append(make_alert(AlertType.SHOCK, s, ctx, vib.ts_ms, now_ms, details=details))
-        if s.ignition is False and s.parked is not None and not s.tow_alerted:
+        if s.ignition is False and not s.tow_alerted:
             _tow_alert(s, vib.ts_ms, ctx, now_ms, alerts, "shock_g", vib.g)
-    _update_ignition(s, vib.ignition)
+    _update_ignition(s, vib.ignition, at_fix=False)
 
 
 def _on_status(
