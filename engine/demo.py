@@ -182,8 +182,13 @@ def _drive(client: mqtt.Client, play_s: float, stop: threading.Event) -> set[str
     """Publish the example city, moved to end now, over `play_s` seconds. Returns the gps
     topics of the cars still reporting at the end (they get heartbeats)."""
     lines = [orjson.loads(x) for x in (EXAMPLE / "readings.jsonl").read_bytes().splitlines() if x]
-    stamps = [t for t in (_recorded_ts(x["payload"]) for x in lines) if t is not None]
-    first, last = min(stamps), max(stamps)
+    # Pace by the running largest time, ignoring stamps far ahead of it (a bad clock must
+    # not stall the playback; the engine rejects such readings itself).
+    stamps: list[int] = []
+    for t in (_recorded_ts(x["payload"]) for x in lines):
+        if t is not None and (not stamps or t <= stamps[-1] + 300_000):
+            stamps.append(max(t, stamps[-1]) if stamps else t)
+    first, last = stamps[0], stamps[-1]
     offset = int(time.time() * 1000) - 1000 - last
     pace = play_s / max((last - first) / 1000, 1.0)
     started = time.monotonic()
@@ -193,7 +198,7 @@ def _drive(client: mqtt.Client, play_s: float, stop: threading.Event) -> set[str
             break
         payload, topic = line["payload"], line["topic"]
         recorded = _recorded_ts(payload)
-        if recorded is not None:
+        if recorded is not None and recorded <= last:
             wait = started + (recorded - first) / 1000 * pace - time.monotonic()
             if wait > 0:
                 stop.wait(wait)
