@@ -93,3 +93,14 @@ class Reject:
     raw: bytes
     device_id: str | None = None
     index: int | None = None  # position in an array payload, None for a single object
+
+    def to_json(self) -> dict[str, object]:
+        """The reject as a JSON object (`--rejects` lines, `GET /v1/rejects`)."""
+        return {
+            "topic": self.topic,
+            "reason": self.reason.value,
+            "detail": self.detail,
+            "device_id": self.device_id,
+            "index": self.index,
+            "raw": self.raw.decode("utf-8", "backslashreplace"),
+        }

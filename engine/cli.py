@@ -20,7 +20,7 @@ from alerts.model import Alert
 from devices.readings import Reject
 from engine.core.config import Config
 from engine.gc_policy import tune_gc
-from engine.replay import Replay, reject_to_json
+from engine.replay import Replay
 from geofence.fence import FenceError, load_fences
 from geofence.index import FenceIndex
 from lending.model import LoanError, parse_loans
@@ -105,7 +105,7 @@ def run_replay(
 
     def on_reject(reject: Reject) -> None:
         if rejects_out is not None:
-            _write_line(rejects_out, reject_to_json(reject))
+            _write_line(rejects_out, reject.to_json())
 
     replay = Replay(index, loan_list, config, on_alert, on_reject)
     tune_gc()

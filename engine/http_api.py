@@ -29,7 +29,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alerts.dispatcher import Dispatcher
 from alerts.model import AlertType, iso_ms
-from devices.readings import Reject
 from engine.core.state import DeviceState
 from engine.metrics import counter_lines, gauge_lines, render
 from engine.problems import (
@@ -928,17 +927,6 @@ def _delivery_json(d: Delivery) -> dict[str, object]:
     }
 
 
-def _reject_json(r: Reject) -> dict[str, object]:
-    return {
-        "topic": r.topic,
-        "reason": r.reason.value,
-        "detail": r.detail,
-        "device_id": r.device_id,
-        "index": r.index,
-        "raw": r.raw.decode("utf-8", "backslashreplace"),
-    }
-
-
 def _operator_routes(app: FastAPI, api: _Api) -> None:
     @app.get(
         "/v1/deliveries/dead",
@@ -978,7 +966,7 @@ def _operator_routes(app: FastAPI, api: _Api) -> None:
         """Refused readings with reason, detail and raw bytes as text (backslash escapes)."""
         n = _limit(limit)
         page = _paged(lambda: api.store.list_rejects(cursor, n))
-        return _page([_reject_json(r) for r in page.items], page.next)
+        return _page([r.to_json() for r in page.items], page.next)
 
 
 # -- health and metrics

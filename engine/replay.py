@@ -114,15 +114,3 @@ class Replay:
         """End of input: loans of a replay without readings still get their VIN check."""
         if self._pending_loans:
             self._load_loans(0, 0)
-
-
-def reject_to_json(reject: Reject) -> dict[str, object]:
-    """A rejected input as a JSON object (`--rejects` lines, the dead-letter API)."""
-    return {
-        "topic": reject.topic,
-        "reason": reject.reason.value,
-        "detail": reject.detail,
-        "device_id": reject.device_id,
-        "index": reject.index,
-        "raw": reject.raw.decode("utf-8", "backslashreplace"),
-    }
