@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -34,47 +33,18 @@ from psycopg import errors, sql
 from psycopg.rows import TupleRow
 
 from alerts.model import Alert
-from devices.readings import Reading, Reject
+from devices.readings import Reading
 from engine.core.state import DeviceState, LoanState, device_from_json, loan_from_json
-from engine.store import (
-    AlertQuery,
-    Batch,
-    Delivery,
-    DeliveryState,
-    Page,
-    StoredAlert,
-    StoreError,
-    Webhook,
-)
+from engine.sql_store import INSERT_MIGRATION, SqlStore, clock_ms
+from engine.store import Batch, StoreError
 from engine.stores import (
     DAY_MS,
     REJECT_COLUMNS,
     TELEMETRY_COLUMNS,
     StoreConfigError,
     alert_row,
-    alert_where,
-    check_limit,
-    decode_cursor,
-    delivery_from_row,
-    delivery_rows,
-    device_state_rows,
-    encode_alerts,
-    encode_cursor,
-    fence_from_row,
-    fence_row,
-    loan_from_row,
-    loan_row,
-    loan_state_rows,
-    make_page,
-    reject_from_row,
-    reject_row,
-    stored_alert_from_row,
-    telemetry_row,
-    webhook_from_row,
-    webhook_row,
+    batch_rows,
 )
-from geofence.fence import Fence
-from lending.model import Loan
 
 log = logging.getLogger(__name__)
 
@@ -192,10 +162,6 @@ _DDL_V1: tuple[str, ...] = (
         updated_ms bigint NOT NULL)""",
 )
 
-_DELIVERY = (
-    "id, hook_id, alert_id, alert_type, order_key, body, state, attempts, created_ms, "
-    "next_at_ms, last_error, last_status"
-)  # the order of `DELIVERY_COLUMNS`
 _INSERT_ALERTS = (
     "INSERT INTO alerts (id, type, ts_ms, detected_ms, device_id, loan_id, fence_id, body) "
     "SELECT id, type, ts_ms, detected_ms, device_id, loan_id, fence_id, body::json "
@@ -203,20 +169,12 @@ _INSERT_ALERTS = (
     "%s::text[], %s::text[]) AS u (id, type, ts_ms, detected_ms, device_id, loan_id, "
     "fence_id, body) ON CONFLICT (id) DO NOTHING RETURNING id"
 )
-_INSERT_DELIVERY = (
-    "INSERT INTO deliveries (hook_id, alert_id, alert_type, order_key, body, state, attempts, "
-    "created_ms, next_at_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
 _UPSERT_STATE = (
     "INSERT INTO {} (id, doc, updated_ms) "
     "SELECT id, doc::json, updated_ms FROM unnest(%s::text[], %s::text[], %s::int8[]) "
     "AS u (id, doc, updated_ms) "
     "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, updated_ms = excluded.updated_ms"
 )
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _columns(rows: Sequence[Sequence[object]], width: int) -> list[list[object]]:
@@ -256,8 +214,15 @@ def _partition_day(name: str) -> int | None:
     return int(when.timestamp()) // 86_400
 
 
-class PostgresStore:
+class PostgresStore(SqlStore[Cursor]):
     """`Store` on PostgreSQL; every table in `schema`."""
+
+    PARAM = "%s"
+    JSON_TEXT = "::text"  # psycopg would parse a json value; the codecs take its text
+    JSON_PARAM = "::json"
+    # KEY SHARE: a concurrent delete_webhook waits for this commit, so every delivery
+    # written here refers to a hook that exists when the batch commits.
+    LOCK_HOOKS = " FOR KEY SHARE"
 
     def __init__(
         self,
@@ -335,7 +300,7 @@ class PostgresStore:
             raise StoreError(msg) from exc
 
     @contextmanager
-    def _tx(self) -> Iterator[Cursor]:
+    def _transaction(self) -> Iterator[Cursor]:
         """A cursor in one transaction: committed at the end, rolled back on any error."""
         with (
             self._errors(),
@@ -353,7 +318,7 @@ class PostgresStore:
 
     def migrate(self) -> None:
         """Create or upgrade the schema; idempotent; runs on start."""
-        with self._tx() as cur:
+        with self._transaction() as cur:
             # Serialise migrations of this schema across processes; then nothing races.
             cur.execute(
                 "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"pledgewatch:{self.schema}"]
@@ -372,10 +337,7 @@ class PostgresStore:
                 if version in done:
                     continue
                 step(cur)
-                cur.execute(
-                    "INSERT INTO schema_migrations (version, applied_ms) VALUES (%s, %s)",
-                    (version, _now_ms()),
-                )
+                cur.execute(self._sql(INSERT_MIGRATION), (version, clock_ms()))
             self._layout = self._detect_layout(cur)
             if self._layout == "hypertable":
                 self._apply_policies(cur)
@@ -499,7 +461,7 @@ class PostgresStore:
     def layout(self) -> Layout:
         """How telemetry is stored: a TimescaleDB hypertable, day partitions, or a plain table."""
         if self._layout is None:
-            with self._tx() as cur:
+            with self._transaction() as cur:
                 self._layout = self._detect_layout(cur)
         return self._layout
 
@@ -552,7 +514,7 @@ class PostgresStore:
             day = _partition_day(name)
             if day is None or (day + 1) * DAY_MS > ts_ms:
                 continue
-            with self._tx() as cur:
+            with self._transaction() as cur:
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
             with self._partitions_lock:
                 self._partitions.discard(day)
@@ -569,145 +531,27 @@ class PostgresStore:
         """Release connections."""
         self._pool.close()
 
-    # fences, loans and webhooks
-
-    def put_fences(self, fences: Sequence[Fence]) -> None:
-        """Insert or replace fences, all in one transaction."""
-        now_ms = _now_ms()
-        rows = [fence_row(f, now_ms) for f in fences]
-        with self._tx() as cur:
-            cur.executemany(
-                "INSERT INTO fences (id, kind, feature, updated_ms) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, "
-                "feature = excluded.feature, updated_ms = excluded.updated_ms",
-                rows,
-            )
-
-    def delete_fence(self, fence_id: str) -> bool:
-        """Delete a fence; False if there was none."""
-        with self._tx() as cur:
-            return cur.execute("DELETE FROM fences WHERE id = %s", [fence_id]).rowcount > 0
-
-    def get_fence(self, fence_id: str) -> Fence | None:
-        """One fence, or None."""
-        rows = self._query("SELECT feature::text FROM fences WHERE id = %s", [fence_id])
-        return fence_from_row(fence_id, rows[0][0]) if rows else None
-
-    def list_fences(self, cursor: str | None, limit: int) -> Page[Fence]:
-        """Fences by id."""
-        after = "" if cursor is None else decode_cursor("fence", cursor, (str,))[0]
-        rows = self._query(
-            "SELECT id, feature::text FROM fences WHERE id > %s ORDER BY id LIMIT %s",
-            [after, check_limit(limit) + 1],
-        )
-        return make_page(
-            rows,
-            limit,
-            lambda r: fence_from_row(r[0], r[1]),
-            lambda r: encode_cursor("fence", r[0]),
-        )
-
-    def all_fences(self) -> list[Fence]:
-        """Every fence (the engine builds its index from these)."""
-        rows = self._query("SELECT id, feature::text FROM fences ORDER BY id")
-        return [fence_from_row(fence_id, feature) for fence_id, feature in rows]
-
-    def put_loan(self, loan: Loan, alerts: Sequence[Alert], now_ms: int) -> None:
-        """Insert or replace a loan, with the alerts that change raised, in one transaction."""
-        row = loan_row(loan, now_ms)
-        encoded = encode_alerts(alerts)
-        with self._tx() as cur:
-            cur.execute(
-                "INSERT INTO loans (id, vin, status, doc, updated_ms) "
-                "VALUES (%s, %s, %s, %s, %s) "
-                "ON CONFLICT (id) DO UPDATE SET vin = excluded.vin, status = excluded.status, "
-                "doc = excluded.doc, updated_ms = excluded.updated_ms",
-                row,
-            )
-            self._write_alerts(cur, encoded, now_ms)
-
-    def get_loan(self, loan_id: str) -> Loan | None:
-        """One loan, or None."""
-        rows = self._query("SELECT doc::text FROM loans WHERE id = %s", [loan_id])
-        return loan_from_row(loan_id, rows[0][0]) if rows else None
-
-    def list_loans(self, cursor: str | None, limit: int) -> Page[Loan]:
-        """Loans by id."""
-        after = "" if cursor is None else decode_cursor("loan", cursor, (str,))[0]
-        rows = self._query(
-            "SELECT id, doc::text FROM loans WHERE id > %s ORDER BY id LIMIT %s",
-            [after, check_limit(limit) + 1],
-        )
-        return make_page(
-            rows, limit, lambda r: loan_from_row(r[0], r[1]), lambda r: encode_cursor("loan", r[0])
-        )
-
-    def all_loans(self) -> list[Loan]:
-        """Every loan."""
-        rows = self._query("SELECT id, doc::text FROM loans ORDER BY id")
-        return [loan_from_row(loan_id, doc) for loan_id, doc in rows]
-
-    def loans_with_vin(self, vin: str) -> list[Loan]:
-        """Loans whose car has this VIN (any status)."""
-        rows = self._query("SELECT id, doc::text FROM loans WHERE vin = %s ORDER BY id", [vin])
-        return [loan_from_row(loan_id, doc) for loan_id, doc in rows]
-
-    def put_webhook(self, hook: Webhook) -> None:
-        """Insert or replace a webhook."""
-        with self._tx() as cur:
-            cur.execute(
-                "INSERT INTO webhooks (id, url, secret, types) VALUES (%s, %s, %s, %s::json) "
-                "ON CONFLICT (id) DO UPDATE SET url = excluded.url, secret = excluded.secret, "
-                "types = excluded.types",
-                webhook_row(hook),
-            )
-
-    def get_webhook(self, hook_id: str) -> Webhook | None:
-        """One webhook, or None."""
-        rows = self._query(
-            "SELECT id, url, secret, types::text FROM webhooks WHERE id = %s", [hook_id]
-        )
-        return webhook_from_row(rows[0]) if rows else None
-
-    def list_webhooks(self) -> list[Webhook]:
-        """Every webhook."""
-        rows = self._query("SELECT id, url, secret, types::text FROM webhooks ORDER BY id")
-        return [webhook_from_row(r) for r in rows]
-
-    def delete_webhook(self, hook_id: str) -> bool:
-        """Delete a webhook and its deliveries (pending ones included); False if none."""
-        with self._tx() as cur:
-            return cur.execute("DELETE FROM webhooks WHERE id = %s", [hook_id]).rowcount > 0
-
     # the engine
 
     def commit_batch(self, batch: Batch) -> None:
         """Write a batch atomically: telemetry, dead letters, alerts + outbox, checkpoint."""
-        readings = [telemetry_row(r) for r in batch.readings]
-        rejects = [reject_row(r, batch.now_ms) for r in batch.rejects]
-        alerts = encode_alerts(batch.alerts)
-        devices = device_state_rows(batch.devices, batch.now_ms)
-        loans = loan_state_rows(batch.loans, batch.now_ms)
-        partitioned = bool(readings) and self.layout() == "partitioned"
+        rows = batch_rows(batch)
+        partitioned = bool(rows.readings) and self.layout() == "partitioned"
         if partitioned:
             self._ensure_partitions(batch.readings)
         try:
-            with self._tx() as cur:
-                if readings:
-                    self._copy(cur, "telemetry", TELEMETRY_COLUMNS, _TELEMETRY_TYPES, readings)
-                if rejects:
-                    self._copy(cur, "dead_letters", REJECT_COLUMNS, _REJECT_TYPES, rejects)
-                self._write_alerts(cur, alerts, batch.now_ms)
-                if devices:
-                    cur.execute(
-                        sql.SQL(_UPSERT_STATE).format(sql.Identifier("device_state")),
-                        _columns(devices, 3),
-                    )
-                if loans:
-                    cur.execute(
-                        sql.SQL(_UPSERT_STATE).format(sql.Identifier("loan_state")),
-                        _columns(loans, 3),
-                    )
+            with self._transaction() as cur:
+                if rows.readings:
+                    self._copy(cur, "telemetry", TELEMETRY_COLUMNS, _TELEMETRY_TYPES, rows.readings)
+                if rows.rejects:
+                    self._copy(cur, "dead_letters", REJECT_COLUMNS, _REJECT_TYPES, rows.rejects)
+                self._write_alerts(cur, rows.alerts, batch.now_ms)
+                for table, states in (("device_state", rows.devices), ("loan_state", rows.loans)):
+                    if states:
+                        cur.execute(
+                            sql.SQL(_UPSERT_STATE).format(sql.Identifier(table)),
+                            _columns(states, 3),
+                        )
         except errors.CheckViolation as exc:
             if not partitioned:
                 raise
@@ -735,26 +579,15 @@ class PostgresStore:
             for row in rows:
                 write(row)
 
-    def _write_alerts(
-        self, cur: Cursor, alerts: Sequence[tuple[Alert, bytes]], now_ms: int
-    ) -> None:
-        """Insert new alerts and, for those only, one delivery per webhook that wants them."""
+    def _insert_alerts(
+        self, tx: Cursor, alerts: Sequence[tuple[Alert, bytes]]
+    ) -> list[tuple[Alert, bytes]]:
+        """Insert alerts whose id is not stored yet; those inserted, in the given order."""
         if not alerts:
-            return
-        cur.execute(_INSERT_ALERTS, _columns([alert_row(a, b) for a, b in alerts], 8))
-        inserted = {alert_id for (alert_id,) in cur.fetchall()}
-        new = [(alert, body) for alert, body in alerts if alert.id in inserted]
-        if not new:
-            return
-        # KEY SHARE: a concurrent delete_webhook waits for this commit, so every delivery
-        # written here refers to a hook that exists when the batch commits.
-        rows = cur.execute(
-            "SELECT id, url, secret, types::text FROM webhooks ORDER BY id FOR KEY SHARE"
-        ).fetchall()
-        deliveries = delivery_rows(new, [webhook_from_row(r) for r in rows], now_ms)
-        if deliveries:
-            # executemany keeps the row order, so ids follow the order alerts were raised.
-            cur.executemany(_INSERT_DELIVERY, deliveries)
+            return []
+        tx.execute(_INSERT_ALERTS, _columns([alert_row(a, b) for a, b in alerts], 8))
+        inserted = {alert_id for (alert_id,) in tx.fetchall()}
+        return [(alert, body) for alert, body in alerts if alert.id in inserted]
 
     def load_checkpoint(self) -> tuple[list[DeviceState], list[LoanState]]:
         """The last committed state of every device and loan."""
@@ -767,123 +600,3 @@ class PostgresStore:
             [device_from_json(orjson.loads(doc)) for is_loan, _, doc in rows if not is_loan],
             [loan_from_json(orjson.loads(doc)) for is_loan, _, doc in rows if is_loan],
         )
-
-    # the outbox
-
-    def due_deliveries(self, hook_id: str, now_ms: int, limit: int) -> list[Delivery]:
-        """Due heads of this webhook's queues (one per order_key), oldest first."""
-        rows = self._query(
-            "SELECT " + _DELIVERY + " FROM deliveries WHERE id IN ("  # noqa: S608  # constants
-            "  SELECT min(id) FROM deliveries WHERE hook_id = %s AND state = 'pending'"
-            "  GROUP BY order_key"
-            ") AND next_at_ms <= %s ORDER BY id LIMIT %s",
-            [hook_id, now_ms, check_limit(limit)],
-        )
-        return [delivery_from_row(r) for r in rows]
-
-    def mark_delivered(self, delivery_id: int, now_ms: int, status: int) -> None:
-        """Record a 2xx."""
-        with self._tx() as cur:
-            cur.execute(
-                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, "
-                "last_status = %s, last_error = NULL, next_at_ms = %s "
-                "WHERE id = %s AND state = 'pending'",
-                [status, now_ms, delivery_id],
-            )
-
-    def mark_failed(
-        self, delivery_id: int, now_ms: int, error: str, status: int | None, retry_at_ms: int | None
-    ) -> None:
-        """Record a failed attempt; retry at `retry_at_ms`, or None to move it to DEAD."""
-        state = DeliveryState.PENDING if retry_at_ms is not None else DeliveryState.DEAD
-        with self._tx() as cur:
-            cur.execute(
-                "UPDATE deliveries SET state = %s, attempts = attempts + 1, last_error = %s, "
-                "last_status = %s, next_at_ms = %s WHERE id = %s AND state = 'pending'",
-                [
-                    state.value,
-                    error,
-                    status,
-                    now_ms if retry_at_ms is None else retry_at_ms,
-                    delivery_id,
-                ],
-            )
-
-    def outbox_pending(self) -> int:
-        """How many deliveries are pending (`pledgewatch_outbox_pending`)."""
-        count: int = self._query("SELECT count(*) FROM deliveries WHERE state = 'pending'")[0][0]
-        return count
-
-    def list_dead(self, cursor: str | None, limit: int) -> Page[Delivery]:
-        """Deliveries that gave up, newest first."""
-        before = 2**63 - 1 if cursor is None else decode_cursor("dead", cursor, (int,))[0]
-        rows = self._query(
-            "SELECT " + _DELIVERY + " FROM deliveries "  # noqa: S608  # constants
-            "WHERE state = 'dead' AND id < %s ORDER BY id DESC LIMIT %s",
-            [before, check_limit(limit) + 1],
-        )
-        return make_page(rows, limit, delivery_from_row, lambda r: encode_cursor("dead", r[0]))
-
-    def redeliver(self, delivery_id: int, now_ms: int) -> bool:
-        """Move a DEAD delivery back to PENDING, due now, with a fresh retry window
-        (attempts and age start again); False if it is not dead."""
-        with self._tx() as cur:
-            cur.execute(
-                "UPDATE deliveries SET state = 'pending', next_at_ms = %s, "
-                "created_ms = %s, attempts = 0 "
-                "WHERE id = %s AND state = 'dead'",
-                [now_ms, now_ms, delivery_id],
-            )
-            return cur.rowcount > 0
-
-    # queries of the API
-
-    def list_alerts(self, query: AlertQuery) -> Page[StoredAlert]:
-        """Alerts, newest first (ts, then id)."""
-        where, params = alert_where(query, "%s")
-        rows = self._query(
-            "SELECT body::text, acked_ms, ack_note, ts_ms, id FROM alerts "  # noqa: S608  # fixed fragments
-            f"{where}ORDER BY ts_ms DESC, id DESC LIMIT %s",
-            params,
-        )
-        return make_page(
-            rows,
-            query.limit,
-            lambda r: stored_alert_from_row(r[0], r[1], r[2]),
-            lambda r: encode_cursor("alert", r[3], r[4]),
-        )
-
-    def get_alert(self, alert_id: str) -> StoredAlert | None:
-        """One alert, or None."""
-        rows = self._query(
-            "SELECT body::text, acked_ms, ack_note FROM alerts WHERE id = %s", [alert_id]
-        )
-        return stored_alert_from_row(*rows[0]) if rows else None
-
-    def ack_alert(self, alert_id: str, note: str | None, now_ms: int) -> bool:
-        """Record an operator's acknowledgement; False if there is no such alert."""
-        with self._tx() as cur:
-            cur.execute(
-                "UPDATE alerts SET acked_ms = %s, ack_note = %s WHERE id = %s",
-                [now_ms, note, alert_id],
-            )
-            return cur.rowcount > 0
-
-    def list_rejects(self, cursor: str | None, limit: int) -> Page[Reject]:
-        """Dead letters (rejected input), newest first."""
-        before = 2**63 - 1 if cursor is None else decode_cursor("reject", cursor, (int,))[0]
-        rows = self._query(
-            "SELECT topic, reason, detail, device_id, array_index, raw, received_ms, id "
-            "FROM dead_letters WHERE id < %s ORDER BY id DESC LIMIT %s",
-            [before, check_limit(limit) + 1],
-        )
-        return make_page(rows, limit, reject_from_row, lambda r: encode_cursor("reject", r[-1]))
-
-    def count_telemetry(self, device_id: str | None = None) -> int:
-        """Stored readings (all, or of one device)."""
-        if device_id is None:
-            rows = self._query("SELECT count(*) FROM telemetry")
-        else:
-            rows = self._query("SELECT count(*) FROM telemetry WHERE device_id = %s", [device_id])
-        count: int = rows[0][0]
-        return count

@@ -5,9 +5,10 @@ three slashes, then the path) open the embedded default; `postgresql://…` (or
 `postgres://…`) opens PostgreSQL. The backends import this module for their codecs, so
 `open_store` imports them lazily: the SQLite default never loads psycopg.
 
-Everything here is pure: readings, rejects, alerts and states become row tuples, rows become
-`Fence`, `Loan`, `Webhook`, `Delivery`, `Reject` and `StoredAlert` values, and page cursors
-are encoded and checked. The backends keep only SQL and transactions.
+Everything here is pure: readings, rejects, alerts, states and whole batches become row
+tuples, rows become `Fence`, `Loan`, `Webhook`, `Delivery`, `Reject` and `StoredAlert`
+values, and page cursors are encoded and checked. The SQL both backends run is in
+`sql_store.py`; each backend keeps its own connections, transactions and bulk writes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -24,7 +26,16 @@ import orjson
 from alerts.model import Alert
 from devices.readings import GpsFix, Reading, Reject, RejectReason, StatusReport, Vibration
 from engine.core.state import DeviceState, LoanState, device_to_json, loan_to_json
-from engine.store import AlertQuery, Delivery, DeliveryState, Page, Store, StoredAlert, Webhook
+from engine.store import (
+    AlertQuery,
+    Batch,
+    Delivery,
+    DeliveryState,
+    Page,
+    Store,
+    StoredAlert,
+    Webhook,
+)
 from geofence.fence import Fence, fence_to_feature, parse_fence
 from lending.model import Loan, parse_loan
 from lending.model import loan_to_json as loan_doc
@@ -314,6 +325,29 @@ def loan_state_rows(states: Iterable[LoanState], now_ms: int) -> list[tuple[str,
     """Checkpoint rows (id, JSON, updated_ms); the last state of a repeated id wins."""
     docs = {s.loan_id: orjson.dumps(loan_to_json(s)).decode() for s in states}
     return [(key, doc, now_ms) for key, doc in docs.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRows:
+    """A `Batch` encoded: what a backend's `commit_batch` writes, in its transaction."""
+
+    readings: list[tuple[object, ...]]  # `TELEMETRY_COLUMNS` order
+    rejects: list[tuple[object, ...]]  # `REJECT_COLUMNS` order
+    alerts: list[tuple[Alert, bytes]]
+    devices: list[tuple[str, str, int]]
+    loans: list[tuple[str, str, int]]
+
+
+def batch_rows(batch: Batch) -> BatchRows:
+    """Every row of a batch, encoded before the write transaction, which then holds its
+    locks only for the writes."""
+    return BatchRows(
+        readings=[telemetry_row(r) for r in batch.readings],
+        rejects=[reject_row(r, batch.now_ms) for r in batch.rejects],
+        alerts=encode_alerts(batch.alerts),
+        devices=device_state_rows(batch.devices, batch.now_ms),
+        loans=loan_state_rows(batch.loans, batch.now_ms),
+    )
 
 
 def fence_row(fence: Fence, now_ms: int) -> tuple[str, str, str, int]:

@@ -1,0 +1,377 @@
+"""The part of `Store` that the SQLite and PostgreSQL backends share: SQL and paging.
+
+Each shared statement is written once, in SQLite's spelling (`?` placeholders), with two
+marks where PostgreSQL spells it differently: `{text}` after a JSON column read as text
+(`::text` there: psycopg would parse a `json` value) and `{json}` after a parameter written
+to a JSON column (`::json` there). A backend names its spelling in class attributes and
+keeps what is its own: connections, transactions, error mapping, bulk writes (executemany
+or binary COPY), the schema and its migrations, telemetry retention.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from functools import cache
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from alerts.model import Alert
+from devices.readings import Reject
+from engine.store import AlertQuery, Delivery, DeliveryState, Page, StoredAlert, Webhook
+from engine.stores import (
+    DELIVERY_COLUMNS,
+    DELIVERY_INSERT_COLUMNS,
+    alert_where,
+    check_limit,
+    decode_cursor,
+    delivery_from_row,
+    delivery_rows,
+    encode_alerts,
+    encode_cursor,
+    fence_from_row,
+    fence_row,
+    loan_from_row,
+    loan_row,
+    make_page,
+    reject_from_row,
+    stored_alert_from_row,
+    webhook_from_row,
+    webhook_row,
+)
+from geofence.fence import Fence
+from lending.model import Loan
+
+MAX_ID = 2**63 - 1  # above every id: where a newest-first list by id starts
+
+
+def clock_ms() -> int:
+    """The wall clock in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def insert_sql(table: str, columns: Sequence[str]) -> str:
+    """`INSERT INTO table (columns) VALUES (?, ...)`: one row, in the order of `columns`."""
+    names = ", ".join(columns)
+    marks = ", ".join("?" * len(columns))
+    return f"INSERT INTO {table} ({names}) VALUES ({marks})"  # noqa: S608  # constant names
+
+
+DELIVERY_SELECT = "SELECT " + ", ".join(DELIVERY_COLUMNS) + " FROM deliveries "  # noqa: S608  # constants
+INSERT_DELIVERY = insert_sql("deliveries", DELIVERY_INSERT_COLUMNS)
+INSERT_MIGRATION = "INSERT INTO schema_migrations (version, applied_ms) VALUES (?, ?)"
+UPSERT_LOAN = (
+    "INSERT INTO loans (id, vin, status, doc, updated_ms) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET vin = excluded.vin, status = excluded.status, "
+    "doc = excluded.doc, updated_ms = excluded.updated_ms"
+)
+SELECT_WEBHOOKS = "SELECT id, url, secret, types{text} FROM webhooks"
+
+
+@cache
+def dialect_sql(template: str, param: str, json_text: str, json_param: str) -> str:
+    """`template` (SQLite's spelling, with `{text}` and `{json}` marks) in one dialect."""
+    return template.format(text=json_text, json=json_param).replace("?", param)
+
+
+class Result(Protocol):
+    """What a statement leaves behind: a `sqlite3.Cursor` or a psycopg cursor."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows changed by the statement."""
+        ...
+
+    def fetchall(self) -> list[Any]:
+        """The rows it returned."""
+        ...
+
+
+class Executor(Protocol):
+    """What a backend's transaction hands out: a `sqlite3.Connection` or a psycopg cursor."""
+
+    def execute(self, query: str, params: Sequence[Any], /) -> Result:
+        """Run one statement."""
+        ...
+
+    def executemany(self, query: str, rows: Sequence[Sequence[Any]], /) -> object:
+        """Run one statement once per row, in order."""
+        ...
+
+
+Tx = TypeVar("Tx", bound=Executor)
+
+
+class SqlStore(ABC, Generic[Tx]):
+    """The `Store` methods whose logic and SQL are the same on both backends.
+
+    A backend sets `PARAM` (its placeholder), `JSON_TEXT` and `JSON_PARAM` (what `{text}` and
+    `{json}` become) and `LOCK_HOOKS` (after the read of webhooks in a batch), and provides
+    `_query`, `_transaction` and `_insert_alerts`.
+    """
+
+    PARAM: ClassVar[str]
+    JSON_TEXT: ClassVar[str]
+    JSON_PARAM: ClassVar[str]
+    LOCK_HOOKS: ClassVar[str]
+
+    @abstractmethod
+    def _query(self, query: str, params: Sequence[object] = ()) -> list[Any]:
+        """The rows of one read, outside any write transaction."""
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[Tx]:
+        """One write transaction: committed at the end, rolled back on any error."""
+
+    @abstractmethod
+    def _insert_alerts(
+        self, tx: Tx, alerts: Sequence[tuple[Alert, bytes]]
+    ) -> list[tuple[Alert, bytes]]:
+        """Insert alerts whose id is not stored yet; those inserted, in the given order."""
+
+    def _sql(self, template: str) -> str:
+        return dialect_sql(template, self.PARAM, self.JSON_TEXT, self.JSON_PARAM)
+
+    def _execute(self, template: str, params: Sequence[object]) -> int:
+        """One statement in its own write transaction; the rows it changed."""
+        with self._transaction() as tx:
+            return tx.execute(self._sql(template), params).rowcount
+
+    def _write_alerts(self, tx: Tx, alerts: Sequence[tuple[Alert, bytes]], now_ms: int) -> None:
+        """Insert new alerts and, for those only, one delivery per webhook that wants them."""
+        new = self._insert_alerts(tx, alerts)
+        if not new:
+            return
+        # Read inside the write transaction: the hooks registered when this batch commits.
+        hooks = tx.execute(self._sql(SELECT_WEBHOOKS + " ORDER BY id" + self.LOCK_HOOKS), ())
+        deliveries = delivery_rows(new, [webhook_from_row(r) for r in hooks.fetchall()], now_ms)
+        if deliveries:
+            # executemany keeps the row order, so ids follow the order alerts were raised.
+            tx.executemany(self._sql(INSERT_DELIVERY), deliveries)
+
+    # fences, loans and webhooks
+
+    def put_fences(self, fences: Sequence[Fence]) -> None:
+        """Insert or replace fences, all in one transaction."""
+        now_ms = clock_ms()
+        rows = [fence_row(f, now_ms) for f in fences]
+        with self._transaction() as tx:
+            tx.executemany(
+                self._sql(
+                    "INSERT INTO fences (id, kind, feature, updated_ms) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, "
+                    "feature = excluded.feature, updated_ms = excluded.updated_ms"
+                ),
+                rows,
+            )
+
+    def delete_fence(self, fence_id: str) -> bool:
+        """Delete a fence; False if there was none."""
+        return self._execute("DELETE FROM fences WHERE id = ?", (fence_id,)) > 0
+
+    def get_fence(self, fence_id: str) -> Fence | None:
+        """One fence, or None."""
+        rows = self._query(self._sql("SELECT feature{text} FROM fences WHERE id = ?"), (fence_id,))
+        return fence_from_row(fence_id, rows[0][0]) if rows else None
+
+    def list_fences(self, cursor: str | None, limit: int) -> Page[Fence]:
+        """Fences by id."""
+        after = "" if cursor is None else decode_cursor("fence", cursor, (str,))[0]
+        rows = self._query(
+            self._sql("SELECT id, feature{text} FROM fences WHERE id > ? ORDER BY id LIMIT ?"),
+            (after, check_limit(limit) + 1),
+        )
+        return make_page(
+            rows,
+            limit,
+            lambda r: fence_from_row(r[0], r[1]),
+            lambda r: encode_cursor("fence", r[0]),
+        )
+
+    def all_fences(self) -> list[Fence]:
+        """Every fence (the engine builds its index from these)."""
+        rows = self._query(self._sql("SELECT id, feature{text} FROM fences ORDER BY id"))
+        return [fence_from_row(fence_id, feature) for fence_id, feature in rows]
+
+    def put_loan(self, loan: Loan, alerts: Sequence[Alert], now_ms: int) -> None:
+        """Insert or replace a loan, with the alerts that change raised, in one transaction."""
+        row = loan_row(loan, now_ms)
+        encoded = encode_alerts(alerts)
+        with self._transaction() as tx:
+            tx.execute(self._sql(UPSERT_LOAN), row)
+            self._write_alerts(tx, encoded, now_ms)
+
+    def get_loan(self, loan_id: str) -> Loan | None:
+        """One loan, or None."""
+        rows = self._query(self._sql("SELECT doc{text} FROM loans WHERE id = ?"), (loan_id,))
+        return loan_from_row(loan_id, rows[0][0]) if rows else None
+
+    def list_loans(self, cursor: str | None, limit: int) -> Page[Loan]:
+        """Loans by id."""
+        after = "" if cursor is None else decode_cursor("loan", cursor, (str,))[0]
+        rows = self._query(
+            self._sql("SELECT id, doc{text} FROM loans WHERE id > ? ORDER BY id LIMIT ?"),
+            (after, check_limit(limit) + 1),
+        )
+        return make_page(
+            rows, limit, lambda r: loan_from_row(r[0], r[1]), lambda r: encode_cursor("loan", r[0])
+        )
+
+    def all_loans(self) -> list[Loan]:
+        """Every loan."""
+        rows = self._query(self._sql("SELECT id, doc{text} FROM loans ORDER BY id"))
+        return [loan_from_row(loan_id, doc) for loan_id, doc in rows]
+
+    def loans_with_vin(self, vin: str) -> list[Loan]:
+        """Loans whose car has this VIN (any status)."""
+        rows = self._query(
+            self._sql("SELECT id, doc{text} FROM loans WHERE vin = ? ORDER BY id"), (vin,)
+        )
+        return [loan_from_row(loan_id, doc) for loan_id, doc in rows]
+
+    def put_webhook(self, hook: Webhook) -> None:
+        """Insert or replace a webhook."""
+        # An upsert, never INSERT OR REPLACE: replacing deletes the row, and the cascade
+        # would take the hook's pending deliveries with it.
+        self._execute(
+            "INSERT INTO webhooks (id, url, secret, types) VALUES (?, ?, ?, ?{json}) "
+            "ON CONFLICT (id) DO UPDATE SET url = excluded.url, secret = excluded.secret, "
+            "types = excluded.types",
+            webhook_row(hook),
+        )
+
+    def get_webhook(self, hook_id: str) -> Webhook | None:
+        """One webhook, or None."""
+        rows = self._query(self._sql(SELECT_WEBHOOKS + " WHERE id = ?"), (hook_id,))
+        return webhook_from_row(rows[0]) if rows else None
+
+    def list_webhooks(self) -> list[Webhook]:
+        """Every webhook."""
+        rows = self._query(self._sql(SELECT_WEBHOOKS + " ORDER BY id"))
+        return [webhook_from_row(r) for r in rows]
+
+    def delete_webhook(self, hook_id: str) -> bool:
+        """Delete a webhook and its deliveries (pending ones included); False if none."""
+        return self._execute("DELETE FROM webhooks WHERE id = ?", (hook_id,)) > 0
+
+    # the outbox
+
+    def due_deliveries(self, hook_id: str, now_ms: int, limit: int) -> list[Delivery]:
+        """Due heads of this webhook's queues (one per order_key), oldest first."""
+        rows = self._query(
+            self._sql(
+                DELIVERY_SELECT + "WHERE id IN ("  # noqa: S608  # constants
+                "  SELECT min(id) FROM deliveries WHERE hook_id = ? AND state = 'pending'"
+                "  GROUP BY order_key"
+                ") AND next_at_ms <= ? ORDER BY id LIMIT ?"
+            ),
+            (hook_id, now_ms, check_limit(limit)),
+        )
+        return [delivery_from_row(r) for r in rows]
+
+    def mark_delivered(self, delivery_id: int, now_ms: int, status: int) -> None:
+        """Record a 2xx."""
+        self._execute(
+            "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, "
+            "last_status = ?, last_error = NULL, next_at_ms = ? "
+            "WHERE id = ? AND state = 'pending'",
+            (status, now_ms, delivery_id),
+        )
+
+    def mark_failed(
+        self, delivery_id: int, now_ms: int, error: str, status: int | None, retry_at_ms: int | None
+    ) -> None:
+        """Record a failed attempt; retry at `retry_at_ms`, or None to move it to DEAD."""
+        state = DeliveryState.PENDING if retry_at_ms is not None else DeliveryState.DEAD
+        self._execute(
+            "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_error = ?, "
+            "last_status = ?, next_at_ms = ? WHERE id = ? AND state = 'pending'",
+            (
+                state.value,
+                error,
+                status,
+                now_ms if retry_at_ms is None else retry_at_ms,
+                delivery_id,
+            ),
+        )
+
+    def outbox_pending(self) -> int:
+        """How many deliveries are pending (`pledgewatch_outbox_pending`)."""
+        count: int = self._query("SELECT count(*) FROM deliveries WHERE state = 'pending'")[0][0]
+        return count
+
+    def list_dead(self, cursor: str | None, limit: int) -> Page[Delivery]:
+        """Deliveries that gave up, newest first."""
+        before = MAX_ID if cursor is None else decode_cursor("dead", cursor, (int,))[0]
+        rows = self._query(
+            self._sql(DELIVERY_SELECT + "WHERE state = 'dead' AND id < ? ORDER BY id DESC LIMIT ?"),
+            (before, check_limit(limit) + 1),
+        )
+        return make_page(rows, limit, delivery_from_row, lambda r: encode_cursor("dead", r[0]))
+
+    def redeliver(self, delivery_id: int, now_ms: int) -> bool:
+        """Move a DEAD delivery back to PENDING, due now, with a fresh retry window
+        (attempts and age start again); False if it is not dead."""
+        changed = self._execute(
+            "UPDATE deliveries SET state = 'pending', next_at_ms = ?, "
+            "created_ms = ?, attempts = 0 "
+            "WHERE id = ? AND state = 'dead'",
+            (now_ms, now_ms, delivery_id),
+        )
+        return changed > 0
+
+    # queries of the API
+
+    def list_alerts(self, query: AlertQuery) -> Page[StoredAlert]:
+        """Alerts, newest first (ts, then id)."""
+        where, params = alert_where(query, self.PARAM)
+        rows = self._query(
+            self._sql("SELECT body{text}, acked_ms, ack_note, ts_ms, id FROM alerts ")
+            + where
+            + self._sql("ORDER BY ts_ms DESC, id DESC LIMIT ?"),
+            params,
+        )
+        return make_page(
+            rows,
+            query.limit,
+            lambda r: stored_alert_from_row(r[0], r[1], r[2]),
+            lambda r: encode_cursor("alert", r[3], r[4]),
+        )
+
+    def get_alert(self, alert_id: str) -> StoredAlert | None:
+        """One alert, or None."""
+        rows = self._query(
+            self._sql("SELECT body{text}, acked_ms, ack_note FROM alerts WHERE id = ?"), (alert_id,)
+        )
+        return stored_alert_from_row(*rows[0]) if rows else None
+
+    def ack_alert(self, alert_id: str, note: str | None, now_ms: int) -> bool:
+        """Record an operator's acknowledgement; False if there is no such alert."""
+        changed = self._execute(
+            "UPDATE alerts SET acked_ms = ?, ack_note = ? WHERE id = ?", (now_ms, note, alert_id)
+        )
+        return changed > 0
+
+    def list_rejects(self, cursor: str | None, limit: int) -> Page[Reject]:
+        """Dead letters (rejected input), newest first."""
+        before = MAX_ID if cursor is None else decode_cursor("reject", cursor, (int,))[0]
+        rows = self._query(
+            self._sql(
+                "SELECT topic, reason, detail, device_id, array_index, raw, received_ms, id "
+                "FROM dead_letters WHERE id < ? ORDER BY id DESC LIMIT ?"
+            ),
+            (before, check_limit(limit) + 1),
+        )
+        return make_page(rows, limit, reject_from_row, lambda r: encode_cursor("reject", r[-1]))
+
+    def count_telemetry(self, device_id: str | None = None) -> int:
+        """Stored readings (all, or of one device)."""
+        if device_id is None:
+            rows = self._query("SELECT count(*) FROM telemetry")
+        else:
+            rows = self._query(
+                self._sql("SELECT count(*) FROM telemetry WHERE device_id = ?"), (device_id,)
+            )
+        count: int = rows[0][0]
+        return count
