@@ -32,6 +32,7 @@ from geofence.index import FenceHit, FenceIndex
 from lending.model import Loan
 
 PIPELINE_SNAPSHOT_VERSION = 1
+_DUPLICATE, _LATE = Outcome.DUPLICATE, Outcome.LATE
 
 
 @dataclass(slots=True)
@@ -168,24 +169,27 @@ class Pipeline:
         device_id = reading.device_id
         state = self.devices.get(device_id) or new_state(device_id)
         result = step(state, reading, self.ctx, now_ms, hits)
-        stream = reading.stream
-        if result.outcome is Outcome.DUPLICATE:
-            self.counters.duplicates[stream] += 1
+        counters = self.counters
+        outcome = result.outcome
+        if outcome is _DUPLICATE:
+            counters.duplicates[reading.stream] += 1
             return False
-        self.counters.readings[stream] += 1
-        if result.outcome is Outcome.LATE:
-            self.counters.late[stream] += 1
-        self.counters.missing += result.missing
+        counters.readings[reading.stream] += 1
+        if outcome is _LATE:
+            counters.late[reading.stream] += 1
+        counters.missing += result.missing
         self._apply(result)
-        raised = list(result.alerts)
-        loan = self.ctx.loan_for(device_id)
-        if result.moved is not None and loan is not None and len(loan.device_ids) > 1:
-            ls = self.loan_states.get(loan.loan_id) or LoanState(loan.loan_id)
-            ls, loan_alerts = step_loan(ls, device_id, result.moved, loan, self.config, now_ms)
-            self.loan_states[loan.loan_id] = ls
-            self.dirty_loans.add(loan.loan_id)
-            raised.extend(loan_alerts)
-        alerts.extend(self._count(raised))
+        raised = result.alerts
+        if result.moved is not None:
+            loan = self.ctx.loan_for(device_id)
+            if loan is not None and len(loan.device_ids) > 1:
+                ls = self.loan_states.get(loan.loan_id) or LoanState(loan.loan_id)
+                ls, loan_alerts = step_loan(ls, device_id, result.moved, loan, self.config, now_ms)
+                self.loan_states[loan.loan_id] = ls
+                self.dirty_loans.add(loan.loan_id)
+                raised += loan_alerts
+        if raised:
+            alerts.extend(self._count(list(raised)))
         return True
 
     def _apply(self, result: Step) -> None:

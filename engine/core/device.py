@@ -55,7 +55,8 @@ def step(
     """Fold one reading into a device's state. `hits` are the fix's fences (gps only)."""
     stream_i = _STREAM_INDEX[reading.stream]
     key = reading.ts_ms * 3 + stream_i
-    if key in state.recent:
+    # Only a reading no newer than the stream's last can repeat a recent one.
+    if reading.ts_ms <= state.last_ts[stream_i] and key in state.recent:
         return Step(state, (), wake_at(state, ctx), _DUPLICATE)
     s = state.clone()
     keep = ctx.config.recent_readings_kept
@@ -81,7 +82,8 @@ def step(
     moved: Position | None = None
     missing = 0
     if isinstance(reading, GpsFix):
-        missing = _count_seq(s, reading)
+        if reading.seq is not None:
+            missing = _count_seq(s, reading.seq)
         moved = _on_fix(s, reading, hits, ctx, now_ms, alerts)
     else:
         s.event_ms = max(s.event_ms, reading.ts_ms)
@@ -140,12 +142,10 @@ def _next_due(s: DeviceState, ctx: Context) -> int | None:
     return min(dues) if dues else None
 
 
-def _count_seq(s: DeviceState, fix: GpsFix) -> int:
-    """Record the fix's `seq`; return how many readings the gap since the last one skipped."""
-    if fix.seq is None:
-        return 0
-    missing = fix.seq - s.seq - 1 if s.seq is not None and fix.seq > s.seq + 1 else 0
-    s.seq = fix.seq
+def _count_seq(s: DeviceState, seq: int) -> int:
+    """Record a fix's `seq`; return how many readings the gap since the last one skipped."""
+    missing = seq - s.seq - 1 if s.seq is not None and seq > s.seq + 1 else 0
+    s.seq = seq
     return missing
 
 
@@ -272,14 +272,20 @@ def _on_fix(
     # Timers that fell due before this fix fire first, then the fix applies, then the
     # timers it started with no delay (zero dwell, zero grace).
     s.event_ms = max(s.event_ms, fix.ts_ms)
-    _fire_timers(s, fix.ts_ms, ctx, now_ms, alerts)
+    # (the `if`s in front of calls skip a function call in the common case: this runs per fix)
+    if s.dwell or s.zone_out_ms is not None:
+        _fire_timers(s, fix.ts_ms, ctx, now_ms, alerts)
     pos = Position(fix.ts_ms, fix.lat, fix.lon)
-    _tow_by_fix(s, fix, ctx, now_ms, alerts)
-    _update_fences(s, fix, hits, ctx, now_ms, alerts)
+    if s.ignition is False:
+        _tow_by_fix(s, fix, ctx, now_ms, alerts)
+    if hits or s.inside:
+        _update_fences(s, fix, hits, ctx, now_ms, alerts)
     s.fix = pos
     _update_zone(s, fix, ctx, now_ms, alerts)
-    _fire_timers(s, fix.ts_ms, ctx, now_ms, alerts)
-    _update_ignition(s, fix.ignition, at_fix=True)
+    if s.dwell or s.zone_out_ms is not None:
+        _fire_timers(s, fix.ts_ms, ctx, now_ms, alerts)
+    if fix.ignition is not None or s.ignition is False:
+        _update_ignition(s, fix.ignition, at_fix=True)
     return pos
 
 
