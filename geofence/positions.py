@@ -18,57 +18,81 @@ _Box = tuple[float, float, float, float]
 class PositionIndex:
     """Latest (lat, lon) in WGS84 degrees per device id, indexed by an `rtree` R-tree.
 
-    `update` and `remove` are O(log n). Not thread-safe: one writer, or a lock around it.
+    Writes are O(1): they are recorded and reach the tree when a query needs it, one by one
+    when few are pending, or by rebuilding the tree in one bulk load when many are (an
+    R-tree delete costs hundreds of microseconds at scale; the engine moves thousands of
+    cars a second and asks where they are a few times a minute). Not thread-safe: one
+    writer, or a lock around it.
     """
 
-    __slots__ = ("_by_device", "_devices", "_next_id", "_tree")
+    __slots__ = ("_by_device", "_devices", "_latest", "_next_id", "_pending", "_tree")
 
     def __init__(self) -> None:
         """An empty index."""
         self._tree = Index()
-        self._by_device: dict[str, tuple[int, float, float]] = {}  # device -> (rtree id, lat, lon)
+        self._by_device: dict[str, tuple[int, float, float]] = {}  # what the tree holds
         self._devices: dict[int, str] = {}  # rtree id -> device
         self._next_id = 0
+        self._latest: dict[str, tuple[float, float]] = {}  # the truth: device -> (lat, lon)
+        self._pending: set[str] = set()  # devices whose tree entry is stale
 
     def __len__(self) -> int:
         """Number of devices with a position."""
-        return len(self._by_device)
+        return len(self._latest)
 
     def __contains__(self, device_id: object) -> bool:
         """Whether the device has a position."""
-        return device_id in self._by_device
+        return device_id in self._latest
 
     def update(self, device_id: str, lat: float, lon: float) -> None:
         """Set (or move) the device's latest position, degrees."""
         _check_point(lat, lon)
-        lat, lon = float(lat), float(lon)
-        entry = self._by_device.get(device_id)
-        if entry is None:
-            rid = self._next_id
-            self._next_id += 1
-            self._devices[rid] = device_id
-        else:
-            rid, old_lat, old_lon = entry
-            if (old_lat, old_lon) == (lat, lon):
-                return
-            self._tree.delete(rid, (old_lon, old_lat, old_lon, old_lat))
-        self._tree.insert(rid, (lon, lat, lon, lat))
-        self._by_device[device_id] = (rid, lat, lon)
+        self._latest[device_id] = (float(lat), float(lon))
+        self._pending.add(device_id)
 
     def remove(self, device_id: str) -> bool:
         """Forget the device's position; False if it had none."""
-        entry = self._by_device.pop(device_id, None)
-        if entry is None:
+        if self._latest.pop(device_id, None) is None:
             return False
-        rid, lat, lon = entry
-        self._tree.delete(rid, (lon, lat, lon, lat))
-        del self._devices[rid]
+        self._pending.add(device_id)
         return True
 
     def position(self, device_id: str) -> tuple[float, float] | None:
         """The device's latest (lat, lon), or None."""
-        entry = self._by_device.get(device_id)
-        return None if entry is None else (entry[1], entry[2])
+        return self._latest.get(device_id)
+
+    def _sync(self) -> None:
+        """Bring the tree up to date with the recorded writes."""
+        if not self._pending:
+            return
+        if len(self._pending) > max(256, len(self._by_device) // 8):
+            self._rebuild()
+            return
+        for device_id in self._pending:
+            entry = self._by_device.pop(device_id, None)
+            if entry is not None:
+                rid, old_lat, old_lon = entry
+                self._tree.delete(rid, (old_lon, old_lat, old_lon, old_lat))
+                del self._devices[rid]
+            latest = self._latest.get(device_id)
+            if latest is not None:
+                rid = self._next_id
+                self._next_id += 1
+                lat, lon = latest
+                self._tree.insert(rid, (lon, lat, lon, lat))
+                self._by_device[device_id] = (rid, lat, lon)
+                self._devices[rid] = device_id
+        self._pending.clear()
+
+    def _rebuild(self) -> None:
+        self._by_device = {
+            d: (i, lat, lon) for i, (d, (lat, lon)) in enumerate(self._latest.items())
+        }
+        self._devices = {i: d for d, (i, _, _) in self._by_device.items()}
+        self._next_id = len(self._by_device)
+        entries = ((i, (lon, lat, lon, lat), None) for i, lat, lon in self._by_device.values())
+        self._tree = Index(entries) if self._by_device else Index()
+        self._pending.clear()
 
     def inside(self, fence: Fence) -> list[str]:
         """Ids of the devices whose latest position is in the fence's interior, sorted."""
@@ -109,6 +133,7 @@ class PositionIndex:
         return found
 
     def _candidates(self, boxes: list[_Box]) -> list[str]:
+        self._sync()
         rids: set[int] = set()
         for box in boxes:
             rids.update(self._tree.intersection(box))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import shapely
@@ -163,3 +164,29 @@ def test_near_equals_brute_force(
     assert [d for d, _ in found] == [d for d, _ in expected]
     for (_, got_m), (_, want_m) in zip(found, expected, strict=True):
         assert got_m == pytest.approx(want_m, rel=1e-9, abs=1e-6)
+
+
+def test_few_moves_among_many_cars_are_applied_one_by_one() -> None:
+    # Many cars: the tree is bulk-built once; a few later moves (and a removal) are then
+    # applied one by one (below an eighth pending), and queries see exactly the latest state.
+    rnd = random.Random(7)
+    index = PositionIndex()
+    truth: dict[str, tuple[float, float]] = {}
+    for i in range(5000):
+        truth[f"car-{i}"] = (31.0 + rnd.random() * 0.5, 121.0 + rnd.random() * 0.5)
+    for d, (lat, lon) in truth.items():
+        index.update(d, lat, lon)
+    assert len(index.near(31.25, 121.25, 100_000)) == 5000  # bulk build
+    for _ in range(3):
+        for i in rnd.sample(range(5000), 100):
+            truth[f"car-{i}"] = (31.0 + rnd.random() * 0.5, 121.0 + rnd.random() * 0.5)
+            index.update(f"car-{i}", *truth[f"car-{i}"])
+        index.remove("car-1")
+        truth.pop("car-1", None)
+        got = index.near(31.2, 121.2, 8_000)
+        want = sorted(
+            ((d, haversine_m(31.2, 121.2, lat, lon)) for d, (lat, lon) in truth.items()),
+            key=lambda item: (item[1], item[0]),
+        )
+        assert [d for d, _ in got] == [d for d, m in want if m <= 8_000]
+    assert len(index) == 4999
