@@ -8,8 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 
-from benchmarks import bench_fences, bench_replay
+from benchmarks import bench_engine, bench_fences, bench_replay
 
 
 def _load(path: Path) -> dict[str, object]:
@@ -84,3 +85,30 @@ def test_vins_are_valid_and_distinct() -> None:
     vins = bench_replay.random_vins(np.random.default_rng(1), 500)
     assert len(set(vins)) == 500
     assert all(VIN_RE.fullmatch(v) for v in vins)
+
+
+@pytest.mark.mqtt
+@pytest.mark.slow
+def test_bench_engine_quick(tmp_path: Path, capsys) -> None:
+    status = bench_engine.main(["--quick", "--out-dir", str(tmp_path)])
+    doc = _load(tmp_path / "bench_engine.json")
+    assert doc["checks_passed"] is True, doc["checks"]
+    assert status == 0
+    runs = {(r["workload"], r["consumer"]): r for r in doc["runs"]}
+    workloads = ("single_live", "single_drain", "arrays_live")
+    assert set(runs) == {(w, c) for w in workloads for c in ("bare", "engine")}
+    assert all(r["check"] == "ok" for r in runs.values()), runs
+    for w in workloads:
+        assert runs[(w, "engine")]["readings"] == runs[(w, "bare")]["readings"] > 0
+        assert runs[(w, "engine")]["counters"]["readings"] == runs[(w, "engine")]["readings"]
+    assert (
+        runs[("arrays_live", "engine")]["readings"]
+        == 50 * runs[("arrays_live", "engine")]["messages"]
+    )
+    latency = doc["latency"]
+    assert latency["alerts_received"] == latency["alerts_expected"] > 0
+    assert latency["latency_ms"]["p99"] is not None
+    assert doc["memory"]["engine_b"]["check"] == "ok"
+    assert doc["engine_totals"]["telemetry_rows"] == doc["engine_totals"]["readings"]
+    assert set(doc["profile"]) == {"single", "single_paced", "arrays"}
+    assert "pledgewatch run" in capsys.readouterr().out
