@@ -9,7 +9,13 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devices.decode import FUTURE_TOLERANCE_MS, MAX_ARRAY_ELEMENTS, Decoded, decode
+from devices.decode import (
+    FUTURE_TOLERANCE_MS,
+    MAX_ARRAY_ELEMENTS,
+    MAX_PAYLOAD_BYTES,
+    Decoded,
+    decode,
+)
 from devices.readings import (
     RAW_KEEP_BYTES,
     GpsFix,
@@ -161,8 +167,13 @@ def arrays(draw: st.DrawFn) -> list[object]:
 def test_every_array_element_is_accounted_for_once(
     topic: str, array: list[object], now_ms: int | None
 ) -> None:
-    out = decode(topic, to_json(array), now_ms)
+    payload = to_json(array)
+    out = decode(topic, payload, now_ms)
     assert_well_formed(out, topic)
+    if len(payload) > MAX_PAYLOAD_BYTES:  # long strings repeated: refused whole, and kept
+        assert [(r.reason, r.index) for r in out.rejects] == [(RejectReason.TOO_LARGE, None)]
+        assert out.readings == []
+        return
     assert len(out.readings) + len(out.rejects) == len(array)
     indices = [reject.index for reject in out.rejects]
     assert all(index is not None and 0 <= index < len(array) for index in indices)
