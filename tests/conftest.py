@@ -9,11 +9,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings
 from psycopg import sql
 
 from engine.postgres_store import PostgresStore
 from engine.sqlite_store import SqliteStore
 from engine.store import Store
+
+# CI explores the same examples on every run (a red build is then a real regression, and
+# reproducible); developers' runs keep exploring new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 PG_DSN = os.environ.get("PLEDGEWATCH_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
