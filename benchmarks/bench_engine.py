@@ -57,10 +57,8 @@ from benchmarks.bench_replay import (
 from benchmarks.common import (
     REPO,
     RESULTS_DIR,
-    PrivateBroker,
     fmt_rate,
     fmt_ratio,
-    free_port,
     log,
     machine_cpu_s,
     machine_info,
@@ -75,6 +73,7 @@ from benchmarks.common import (
 from devices.mqtt_source import Message
 from engine.core.config import Config
 from engine.gc_policy import tune_gc
+from engine.private_broker import PrivateBroker, free_port
 from engine.replay import Replay
 from engine.runtime import Engine
 from engine.stores import open_store

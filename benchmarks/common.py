@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import getpass
 import math
 import os
 import platform
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +17,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from engine.private_broker import mosquitto_binary
 from geofence.fence import Fence, parse_fence
 from geofence.geo import EARTH_RADIUS_M
 
@@ -271,33 +269,12 @@ def _star_ring(
     return [*coords, coords[0]]
 
 
-# Processes: a private broker, free ports, CPU and memory from /proc (Linux).
+# Processes: CPU and memory from /proc (Linux); the private broker is engine.private_broker.
 
 REPO = Path(__file__).resolve().parent.parent
 """The repository root (the working directory of the helper processes the benchmarks start)."""
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout_s: float = 10.0) -> None:
-    """Block until something accepts connections on 127.0.0.1:`port`; TimeoutError if not."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        except OSError:
-            time.sleep(0.05)
-        else:
-            return
-    msg = f"nothing listens on 127.0.0.1:{port} after {timeout_s} s"
-    raise TimeoutError(msg)
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -326,15 +303,6 @@ def machine_cpu_s() -> tuple[float, float]:
     return (user + nice + system + steal) / _CLOCK_TICKS, (irq + softirq) / _CLOCK_TICKS
 
 
-def mosquitto_binary() -> str:
-    """The mosquitto executable; RuntimeError with the install hint if there is none."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(binary).exists():
-        msg = "mosquitto is not installed: `bash scripts/test.sh` installs it (or apt-get)"
-        raise RuntimeError(msg)
-    return binary
-
-
 def mosquitto_version() -> str | None:
     """`mosquitto version 2.0.11` from the binary's help text, or None."""
     try:
@@ -345,48 +313,6 @@ def mosquitto_version() -> str | None:
         return None
     first = (done.stdout or done.stderr).strip().splitlines()
     return first[0] if first else None
-
-
-class PrivateBroker:
-    """A Mosquitto of our own from `deploy/mosquitto.conf`, on a free port, persistent in
-    `workdir`: never the machine's broker, whose `max_queued_messages` may drop messages."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.binary = mosquitto_binary()
-        self.port = free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
-        shipped = (REPO / "deploy" / "mosquitto.conf").read_text()
-        conf = shipped.replace("listener 1883 127.0.0.1", f"listener {self.port} 127.0.0.1")
-        conf += f"\npersistence_location {workdir}/\nlog_dest file {workdir}/mosquitto.log\n"
-        conf += f"user {getpass.getuser()}\n"  # as root it would switch to `mosquitto`
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(conf)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        """The broker's process id (it must be running)."""
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self) -> None:
-        """Start the broker and wait until it accepts connections."""
-        with (self.conf.parent / "mosquitto.out").open("ab") as out:
-            self.proc = subprocess.Popen(  # noqa: S603  # the broker binary and our config
-                [self.binary, "-c", str(self.conf)], stdout=out, stderr=subprocess.STDOUT
-            )
-        wait_port(self.port)
-
-    def stop(self) -> None:
-        """Stop the broker."""
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-            self.proc = None
 
 
 def percentile(values: Sequence[float], q: float) -> float:

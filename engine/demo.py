@@ -13,9 +13,6 @@ import contextlib
 import http.server
 import os
 import secrets
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,10 +29,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from alerts.signing import verify
 from devices.mqtt_source import BrokerAddress
 from engine.core.config import Config
+from engine.private_broker import BrokerUnavailable, PrivateBroker, answers, free_port
 from engine.service import Service, ServiceSettings
 
 EXAMPLE = Path(__file__).resolve().parent / "examples" / "city"
-MOSQUITTO_CONF = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto.conf"
 HEARTBEAT_S = 20.0
 HEADER = f"{'event time':<24} {'severity':<8} {'type':<26} {'loan':<8} {'device':<14} fence"
 
@@ -44,58 +41,27 @@ class DemoError(Exception):
     """Something the demo needs is missing; the message says how to get it."""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _answers(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
-
-
 @contextlib.contextmanager
 def broker(url: str, workdir: Path) -> Iterator[str]:
     """The broker at `url` if it answers, else a private Mosquitto with our settings."""
     address = BrokerAddress.parse(url)
-    if _answers(address.host, address.port):
+    if answers(address.host, address.port):
         yield url
         return
-    binary = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
-    if binary is None:
+    try:
+        private = PrivateBroker(workdir)
+        private.start()
+    except BrokerUnavailable as exc:
         msg = (
-            f"no MQTT broker answers at {url} and Mosquitto is not installed.\n"
-            "  Debian/Ubuntu: sudo apt-get install mosquitto    macOS: brew install mosquitto\n"
+            f"no MQTT broker answers at {url}, and a private one could not be started: {exc}\n"
             "  or point the demo at a broker: pledgewatch demo --mqtt-url mqtt://HOST:PORT"
         )
-        raise DemoError(msg)
-    port = _free_port()
-    conf = MOSQUITTO_CONF.read_text().replace(
-        "listener 1883 127.0.0.1", f"listener {port} 127.0.0.1"
-    )
-    conf += f"\npersistence_location {workdir}/\nlog_dest file {workdir}/mosquitto.log\n"
-    if os.geteuid() == 0:
-        conf += "user root\n"  # else it switches to `mosquitto`, who cannot write here
-    (workdir / "mosquitto.conf").write_text(conf)
-    proc = subprocess.Popen([binary, "-c", str(workdir / "mosquitto.conf")])  # noqa: S603
+        raise DemoError(msg) from exc
+    print(f"started a private Mosquitto on 127.0.0.1:{private.port} (none answered at {url})")
     try:
-        deadline = time.monotonic() + 10
-        while not _answers("127.0.0.1", port):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                msg = f"the private Mosquitto did not start; see {workdir}/mosquitto.log"
-                raise DemoError(msg)
-            time.sleep(0.05)
-        print(f"started a private Mosquitto on 127.0.0.1:{port} (none answered at {url})")
-        yield f"mqtt://127.0.0.1:{port}"
+        yield private.url
     finally:
-        proc.terminate()
-        proc.wait(10)
+        private.stop()
 
 
 class _Printer:
@@ -106,7 +72,7 @@ class _Printer:
         self.seen: set[str] = set()
         self.count = 0
         self.lock = threading.Lock()
-        self.port = _free_port()
+        self.port = free_port()
         printer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -230,9 +196,7 @@ def run_demo(mqtt_url: str, http: str, play_s: float, duration_s: float | None) 
     token = secrets.token_urlsafe(16)
     secret = secrets.token_urlsafe(16)
     host, _, port_text = http.rpartition(":")
-    port = (
-        int(port_text) if _answers(host or "127.0.0.1", int(port_text)) is False else _free_port()
-    )
+    port = int(port_text) if answers(host or "127.0.0.1", int(port_text)) is False else free_port()
     with broker(mqtt_url, workdir) as broker_url:
         settings = ServiceSettings(
             mqtt_url=broker_url,
