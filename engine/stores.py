@@ -85,20 +85,7 @@ DELIVERY_INSERT_COLUMNS = (
     "created_ms",
     "next_at_ms",
 )
-DELIVERY_COLUMNS = (
-    "id",
-    "hook_id",
-    "alert_id",
-    "alert_type",
-    "order_key",
-    "body",
-    "state",
-    "attempts",
-    "created_ms",
-    "next_at_ms",
-    "last_error",
-    "last_status",
-)
+DELIVERY_COLUMNS = ("id", *DELIVERY_INSERT_COLUMNS, "last_error", "last_status")
 
 
 class StoreConfigError(ValueError):

@@ -88,6 +88,14 @@ def expected_ids(messages: list[tuple[str, dict[str, object]]], n_cars: int) -> 
     return set(ids)
 
 
+def fleet_stream(n_cars: int) -> tuple[list[tuple[str, dict[str, object]]], set[str]]:
+    """Every car leaves and returns, one second apart, merged by event time; and the ids
+    the offline replay raises for that stream."""
+    messages = [m for car in range(n_cars) for m in leave_and_return(car, start_s=car)]
+    messages.sort(key=lambda m: (m[1]["ts"], m[0]))
+    return messages, expected_ids(messages, n_cars)
+
+
 def test_readings_in_signed_webhooks_out(
     broker: Broker,  # noqa: F811
     receiver: Receiver,  # noqa: F811
@@ -138,9 +146,7 @@ def test_kill_9_loses_nothing_and_keeps_ids(
     engine = engines(f"sqlite:///{tmp_path}/pw.db")
     engine.start()
     setup_engine(engine, receiver, n_cars)
-    messages = [m for car in range(n_cars) for m in leave_and_return(car, start_s=car)]
-    messages.sort(key=lambda m: (m[1]["ts"], m[0]))
-    want = expected_ids(messages, n_cars)
+    messages, want = fleet_stream(n_cars)
     assert len(want) == 4 * n_cars
     pub = Publisher(broker)
     done = threading.Event()
@@ -179,9 +185,7 @@ def test_broker_restart_mid_stream(
     engine = engines(f"sqlite:///{tmp_path}/pw.db")
     engine.start()
     setup_engine(engine, receiver, n_cars)
-    messages = [m for car in range(n_cars) for m in leave_and_return(car, start_s=car)]
-    messages.sort(key=lambda m: (m[1]["ts"], m[0]))
-    want = expected_ids(messages, n_cars)
+    messages, want = fleet_stream(n_cars)
     pub = Publisher(broker)
     half = len(messages) // 2
     for topic, payload in messages[:half]:
@@ -213,9 +217,7 @@ def test_failing_receiver_gets_everything_in_order_per_loan(
     engine.start()
     n_cars = 3
     setup_engine(engine, receiver, n_cars)
-    messages = [m for car in range(n_cars) for m in leave_and_return(car, start_s=car)]
-    messages.sort(key=lambda m: (m[1]["ts"], m[0]))
-    want = expected_ids(messages, n_cars)
+    messages, want = fleet_stream(n_cars)
     pub = Publisher(broker)
     for topic, payload in messages:
         pub.send(topic, payload)
