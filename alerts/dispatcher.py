@@ -2,14 +2,15 @@
 
 One worker thread per webhook endpoint, so a slow or dead endpoint delays only itself, and
 never the engine, which only writes the outbox. A worker asks the store for the heads of its
-per-loan queues that are due, POSTs them (a few at once: different loans never wait for each
-other), and records each result: delivered, or failed with the next attempt after an
-exponential backoff with jitter, or, past the maximum age, dead (the API lists dead
-deliveries and can redeliver them).
+per-loan queues that are due, POSTs them over kept-alive connections (a few at once:
+different loans never wait for each other), and records the round's results in one
+transaction: delivered, or failed with the next attempt after an exponential backoff with
+jitter, or, past the maximum age, dead (the API lists dead deliveries and can redeliver them).
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
 import random
 import threading
@@ -17,12 +18,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
-import httpx
+from functools import partial
+from urllib.parse import urlsplit
 
 from alerts.signing import headers
 from engine.metrics import DeliveryCounters
-from engine.store import Delivery, Store, StoreError, Webhook
+from engine.store import Attempt, Delivery, DeliveryState, Store, StoreError, Webhook
 
 _log = logging.getLogger(__name__)
 
@@ -43,26 +44,105 @@ class RetryPolicy:
         return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311  # jitter, not crypto
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The result of one POST."""
+class Endpoint:
+    """Keep-alive HTTP/1.1 connections to one webhook URL, one per sending thread.
 
-    ok: bool
-    status: int | None
-    error: str
+    `http.client` rather than a full client library: a webhook POST is one request with a
+    small body, and the sending cost is CPU the engine's process shares with ingestion.
+    """
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.url = url
+        parts = urlsplit(url)
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or ""
+        try:
+            self.port = parts.port
+        except ValueError:
+            self.port = -1
+        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # The API refuses such URLs; one in the store anyway fails its deliveries, not us.
+        self.invalid = parts.scheme not in {"http", "https"} or not self.host or self.port == -1
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+        self._all: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            make = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+            conn = make(self.host, self.port, timeout=self.timeout_s)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def post(self, body: bytes, sent: dict[str, str]) -> int:
+        """POST `body`; the response status. A kept-alive connection the server closed while
+        idle is reopened once; any other failure raises OSError or HTTPException."""
+        if self.invalid:
+            msg = f"{self.url!r} is not an http:// or https:// URL with a host and port"
+            raise http.client.InvalidURL(msg)
+        for attempt in (1, 2):
+            conn = self._connection()
+            reused = conn.sock is not None
+            try:
+                conn.request("POST", self.target, body, sent)
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                stale = isinstance(
+                    exc, http.client.RemoteDisconnected | BrokenPipeError | ConnectionResetError
+                )
+                if reused and stale and attempt == 1:
+                    continue  # at least once: a resend is allowed, and ids are stable
+                raise
+            if response.will_close:
+                self._drop()
+            return response.status
+        raise AssertionError  # pragma: no cover  # the loop returns or raises
+
+    def close(self) -> None:
+        """Close every connection."""
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
 
 
-def post(client: httpx.Client, hook: Webhook, delivery: Delivery, now_s: float) -> Outcome:
-    """POST one delivery, signed; any non-2xx, timeout or connection error is a failure."""
-    ts = int(now_s)
+def attempt(
+    endpoint: Endpoint,
+    hook: Webhook,
+    delivery: Delivery,
+    policy: RetryPolicy,
+    clock: Callable[[], float],
+) -> Attempt:
+    """POST one delivery, signed, and judge the result: delivered on a 2xx; otherwise a
+    retry after backoff, or dead once the delivery is older than the policy's maximum age."""
+    ts = int(clock())
     sent = headers(hook.secret, ts, delivery.body, delivery.alert_id, delivery.alert_type)
+    status: int | None = None
     try:
-        response = client.post(hook.url, content=delivery.body, headers=sent)
-    except httpx.HTTPError as exc:
-        return Outcome(ok=False, status=None, error=f"{type(exc).__name__}: {exc}"[:500])
-    if 200 <= response.status_code < 300:
-        return Outcome(ok=True, status=response.status_code, error="")
-    return Outcome(ok=False, status=response.status_code, error=f"HTTP {response.status_code}")
+        status = endpoint.post(delivery.body, sent)
+    except (OSError, http.client.HTTPException) as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    else:
+        error = f"HTTP {status}"
+    now_ms = int(clock() * 1000)
+    if status is not None and 200 <= status < 300:
+        return Attempt(delivery.delivery_id, now_ms, DeliveryState.DELIVERED, now_ms, status)
+    if (now_ms - delivery.created_ms) / 1000 >= policy.max_age_s:
+        return Attempt(delivery.delivery_id, now_ms, DeliveryState.DEAD, now_ms, status, error)
+    retry_at = now_ms + int(policy.retry_delay_s(delivery.attempts + 1) * 1000)
+    return Attempt(delivery.delivery_id, now_ms, DeliveryState.PENDING, retry_at, status, error)
 
 
 class _Worker:
@@ -73,7 +153,7 @@ class _Worker:
         self.hook = hook
         self.stop = threading.Event()
         self.wake = threading.Event()
-        self.client = httpx.Client(timeout=dispatcher.policy.timeout_s)
+        self.endpoint = Endpoint(hook.url, dispatcher.policy.timeout_s)
         self.pool = ThreadPoolExecutor(dispatcher.policy.parallel, f"webhook-{hook.hook_id}")
         self.thread = threading.Thread(target=self.run, name=f"webhook-{hook.hook_id}", daemon=True)
 
@@ -88,42 +168,31 @@ class _Worker:
                 self.wake.wait(self.d.poll_s)
                 self.wake.clear()
         self.pool.shutdown(wait=True)
-        self.client.close()
+        self.endpoint.close()
 
     def round(self) -> int:
-        """Send every due head once; returns how many were sent."""
-        now_ms = self.d.now_ms()
-        due = self.d.store.due_deliveries(self.hook.hook_id, now_ms, self.d.policy.parallel * 4)
+        """Send every due head once and record the results together; how many were sent.
+
+        The next round fetches the heads again, so a loan's next alert is never sent before
+        the result of the one ahead of it is recorded (per-loan order)."""
+        d = self.d
+        due = d.store.due_deliveries(self.hook.hook_id, d.now_ms(), d.policy.parallel * 4)
         if not due:
             return 0
-        for _ in self.pool.map(self.deliver, due):
-            pass
+        send = partial(attempt, self.endpoint, self.hook, policy=d.policy, clock=d.clock)
+        attempts = list(self.pool.map(send, due) if len(due) > 1 else map(send, due))
+        d.store.record_attempts(attempts)
+        for a, delivery in zip(attempts, due, strict=True):
+            d.counters.add(a.state.value if a.state is not DeliveryState.PENDING else "failed")
+            if a.state is DeliveryState.DEAD:
+                _log.error(
+                    "webhook %s: gave up on %s after %.0f s: %s",
+                    self.hook.hook_id,
+                    delivery.alert_id,
+                    (a.at_ms - delivery.created_ms) / 1000,
+                    a.error,
+                )
         return len(due)
-
-    def deliver(self, delivery: Delivery) -> None:
-        outcome = post(self.client, self.hook, delivery, self.d.now_ms() / 1000)
-        now_ms = self.d.now_ms()
-        store = self.d.store
-        if outcome.ok:
-            store.mark_delivered(delivery.delivery_id, now_ms, outcome.status or 200)
-            self.d.counters.add("delivered")
-            return
-        policy = self.d.policy
-        age_s = (now_ms - delivery.created_ms) / 1000
-        if age_s >= policy.max_age_s:
-            store.mark_failed(delivery.delivery_id, now_ms, outcome.error, outcome.status, None)
-            self.d.counters.add("dead")
-            _log.error(
-                "webhook %s: gave up on %s after %.0f s: %s",
-                self.hook.hook_id,
-                delivery.alert_id,
-                age_s,
-                outcome.error,
-            )
-            return
-        retry_at = now_ms + int(policy.retry_delay_s(delivery.attempts + 1) * 1000)
-        store.mark_failed(delivery.delivery_id, now_ms, outcome.error, outcome.status, retry_at)
-        self.d.counters.add("failed")
 
 
 class Dispatcher:
@@ -139,7 +208,7 @@ class Dispatcher:
         self.store = store
         self.policy = policy or RetryPolicy()
         self.poll_s = poll_s
-        self._clock = clock
+        self.clock = clock
         self.counters = DeliveryCounters()
         self._workers: dict[str, _Worker] = {}
         self._lock = threading.Lock()
@@ -148,7 +217,7 @@ class Dispatcher:
 
     def now_ms(self) -> int:
         """The wall clock, epoch milliseconds."""
-        return int(self._clock() * 1000)
+        return int(self.clock() * 1000)
 
     def start(self) -> None:
         """Start the supervisor that keeps workers in line with the registered webhooks."""

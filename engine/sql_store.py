@@ -19,7 +19,14 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from alerts.model import Alert
 from devices.readings import Reject
-from engine.store import AlertQuery, Delivery, DeliveryState, Page, StoredAlert, Webhook
+from engine.store import (
+    AlertQuery,
+    Attempt,
+    Delivery,
+    Page,
+    StoredAlert,
+    Webhook,
+)
 from engine.stores import (
     DELIVERY_COLUMNS,
     DELIVERY_INSERT_COLUMNS,
@@ -270,31 +277,19 @@ class SqlStore(ABC, Generic[Tx]):
         )
         return [delivery_from_row(r) for r in rows]
 
-    def mark_delivered(self, delivery_id: int, now_ms: int, status: int) -> None:
-        """Record a 2xx."""
-        self._execute(
-            "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, "
-            "last_status = ?, last_error = NULL, next_at_ms = ? "
-            "WHERE id = ? AND state = 'pending'",
-            (status, now_ms, delivery_id),
-        )
-
-    def mark_failed(
-        self, delivery_id: int, now_ms: int, error: str, status: int | None, retry_at_ms: int | None
-    ) -> None:
-        """Record a failed attempt; retry at `retry_at_ms`, or None to move it to DEAD."""
-        state = DeliveryState.PENDING if retry_at_ms is not None else DeliveryState.DEAD
-        self._execute(
-            "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_error = ?, "
-            "last_status = ?, next_at_ms = ? WHERE id = ? AND state = 'pending'",
-            (
-                state.value,
-                error,
-                status,
-                now_ms if retry_at_ms is None else retry_at_ms,
-                delivery_id,
-            ),
-        )
+    def record_attempts(self, attempts: Sequence[Attempt]) -> None:
+        """Record the results of delivery attempts, in one transaction."""
+        if not attempts:
+            return
+        rows = [(a.state.value, a.status, a.error, a.next_at_ms, a.delivery_id) for a in attempts]
+        with self._transaction() as tx:
+            tx.executemany(
+                self._sql(
+                    "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_status = ?, "
+                    "last_error = ?, next_at_ms = ? WHERE id = ? AND state = 'pending'"
+                ),
+                rows,
+            )
 
     def outbox_pending(self) -> int:
         """How many deliveries are pending (`pledgewatch_outbox_pending`)."""

@@ -67,6 +67,19 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """The result of one POST of a delivery: DELIVERED, PENDING again (a retry due at
+    `next_at_ms`) or DEAD (given up)."""
+
+    delivery_id: int
+    at_ms: int
+    state: DeliveryState
+    next_at_ms: int
+    status: int | None = None  # the HTTP status, None when no response came
+    error: str | None = None  # why it failed; None when delivered
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
     """What one engine batch commits atomically."""
 
@@ -179,13 +192,9 @@ class Store(Protocol):
         """Pending deliveries to one webhook that are due, oldest first, at most one per
         `order_key`: the head of each loan's queue (a later one waits for it)."""
 
-    def mark_delivered(self, delivery_id: int, now_ms: int, status: int) -> None:
-        """Record a 2xx."""
-
-    def mark_failed(
-        self, delivery_id: int, now_ms: int, error: str, status: int | None, retry_at_ms: int | None
-    ) -> None:
-        """Record a failed attempt; retry at `retry_at_ms`, or None to move it to DEAD."""
+    def record_attempts(self, attempts: Sequence[Attempt]) -> None:
+        """Record the results of delivery attempts, in one transaction. An attempt on a
+        delivery that is no longer pending (redelivered, deleted) is ignored."""
 
     def outbox_pending(self) -> int:
         """How many deliveries are pending (`pledgewatch_outbox_pending`)."""

@@ -109,6 +109,31 @@ class Fleet:
         return out
 
 
+def alert(
+    n: int,
+    *,
+    loan_id: str | None = "L-1",
+    device: str | None = "trk-1",
+    type_: AlertType = AlertType.ZONE_LEFT,
+    ts_ms: int | None = None,
+) -> Alert:
+    """Alert number `n`, `n` seconds after T0 unless `ts_ms` says otherwise."""
+    ts = T0 + n * 1000 if ts_ms is None else ts_ms
+    return Alert(
+        id=f"alert-{n:04d}",
+        type=type_,
+        ts_ms=ts,
+        detected_ms=ts + 120,
+        device_id=device,
+        loan_id=loan_id,
+        vin=VIN,
+        fence_id="home",
+        lat=HOME[0],
+        lon=HOME[1],
+        details={"n": n, "why": "test"},
+    )
+
+
 def types(alerts: Iterable[Alert]) -> list[str]:
     """The alert types, in order."""
     return [a.type.value for a in alerts]

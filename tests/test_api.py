@@ -23,6 +23,7 @@ from devices.mqtt_source import Message
 from engine.http_api import create_app
 from engine.runtime import Engine, EngineSettings
 from engine.sqlite_store import SqliteStore
+from engine.store import Attempt, DeliveryState
 from tests.factories import OTHER_VIN, VIN, offset
 
 TOKEN = "s3cret-api-token"
@@ -452,7 +453,8 @@ def test_dead_delivery_is_listed_and_redelivered(live: Live) -> None:
     wait_for(first_attempt_failed, "the dispatcher's first attempt")
     [delivery] = live.store.due_deliveries("dead-end", 2**62, 10)
     now = int(time.time() * 1000)
-    live.store.mark_failed(delivery.delivery_id, now, "gave up", None, None)  # past max age
+    gave_up = Attempt(delivery.delivery_id, now, DeliveryState.DEAD, now, None, "gave up")
+    live.store.record_attempts([gave_up])  # as the dispatcher does past the maximum age
 
     dead = live.http.get("/v1/deliveries/dead").json()
     [item] = [d for d in dead["items"] if d["delivery_id"] == delivery.delivery_id]

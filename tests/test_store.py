@@ -11,44 +11,48 @@ import psycopg
 import pytest
 from shapely import Polygon
 
-from alerts.model import Alert, AlertType
+from alerts.model import AlertType
 from devices.readings import GpsFix, Reject, RejectReason, StatusReport, Vibration
 from engine.core.state import DeviceState, DwellTimer, LoanState, PairState, Position
 from engine.postgres_store import PostgresStore
 from engine.sqlite_store import SqliteStore
-from engine.store import AlertQuery, Batch, DeliveryState, Store, StoreError, Webhook
+from engine.store import (
+    AlertQuery,
+    Attempt,
+    Batch,
+    DeliveryState,
+    Store,
+    StoreError,
+    Webhook,
+)
 from engine.stores import CursorError, StoreConfigError, open_store, sqlite_path
 from geofence.fence import parse_fence
 from lending.model import LoanStatus
 from tests.conftest import PG_DSN, OpenStore
-from tests.factories import HOME, OTHER_VIN, T0, VIN, circle, fix, loan, status, vib
+from tests.factories import HOME, OTHER_VIN, T0, VIN, alert, circle, fix, loan, status, vib
 
 DAY_MS = 86_400_000
 
 
-def alert(
-    n: int,
-    *,
-    loan_id: str | None = "L-1",
-    device: str | None = "trk-1",
-    type_: AlertType = AlertType.ZONE_LEFT,
-    ts_ms: int | None = None,
-) -> Alert:
-    """Alert number `n`, `n` seconds after T0 unless `ts_ms` says otherwise."""
-    ts = T0 + n * 1000 if ts_ms is None else ts_ms
-    return Alert(
-        id=f"alert-{n:04d}",
-        type=type_,
-        ts_ms=ts,
-        detected_ms=ts + 120,
-        device_id=device,
-        loan_id=loan_id,
-        vin=VIN,
-        fence_id="home",
-        lat=HOME[0],
-        lon=HOME[1],
-        details={"n": n, "why": "test"},
+def delivered(store: Store, delivery_id: int, at_ms: int, http_status: int) -> None:
+    """Record a 2xx."""
+    store.record_attempts(
+        [Attempt(delivery_id, at_ms, DeliveryState.DELIVERED, at_ms, http_status)]
     )
+
+
+def failed(
+    store: Store,
+    delivery_id: int,
+    at_ms: int,
+    error: str,
+    http_status: int | None,
+    retry_at: int | None,
+) -> None:
+    """Record a failure: retried at `retry_at`, or dead when None."""
+    state = DeliveryState.DEAD if retry_at is None else DeliveryState.PENDING
+    attempt = Attempt(delivery_id, at_ms, state, retry_at or at_ms, http_status, error)
+    store.record_attempts([attempt])
 
 
 def square(fence_id: str, kind: str = "risk_site") -> object:
@@ -223,14 +227,14 @@ def test_head_of_line_order_per_loan(store: Store) -> None:
     assert store.due_deliveries("hook-other", T0, 10) == []
 
     first = due[0]
-    store.mark_delivered(first.delivery_id, T0 + 10, 204)
+    delivered(store, first.delivery_id, T0 + 10, 204)
     assert [d.alert_id for d in store.due_deliveries("hook-a", T0 + 10, 10)][:2] == [
         "alert-0002",
         "alert-0003",
     ]
     # A retry scheduled later blocks its loan's queue, not the others.
     second = store.due_deliveries("hook-a", T0 + 10, 1)[0]
-    store.mark_failed(second.delivery_id, T0 + 20, "HTTP 500", 500, T0 + 5000)
+    failed(store, second.delivery_id, T0 + 20, "HTTP 500", 500, T0 + 5000)
     assert [d.alert_id for d in store.due_deliveries("hook-a", T0 + 20, 10)] == [
         "alert-0003",
         "alert-0005",
@@ -239,7 +243,7 @@ def test_head_of_line_order_per_loan(store: Store) -> None:
     retried = store.due_deliveries("hook-a", T0 + 5000, 10)[0]
     assert (retried.alert_id, retried.attempts, retried.last_status) == ("alert-0002", 1, 500)
     assert retried.last_error == "HTTP 500"
-    store.mark_delivered(retried.delivery_id, T0 + 5001, 200)
+    delivered(store, retried.delivery_id, T0 + 5001, 200)
     assert store.due_deliveries("hook-a", T0 + 5001, 10)[0].alert_id == "alert-0003"
     assert [d.alert_id for d in store.due_deliveries("hook-a", T0 + 5001, 10)][1] == "alert-0004"
 
@@ -248,13 +252,13 @@ def test_dead_deliveries_and_redelivery(store: Store) -> None:
     store.put_webhook(HOOK)
     store.commit_batch(Batch(now_ms=T0, alerts=[alert(1), alert(2), alert(3)]))
     head = store.due_deliveries("hook-a", T0, 10)[0]
-    store.mark_failed(head.delivery_id, T0 + 1, "timeout", None, T0 + 2)
-    store.mark_failed(head.delivery_id, T0 + 2, "HTTP 503", 503, None)
+    failed(store, head.delivery_id, T0 + 1, "timeout", None, T0 + 2)
+    failed(store, head.delivery_id, T0 + 2, "HTTP 503", 503, None)
     assert store.outbox_pending() == 2
     # A dead head no longer blocks its queue.
     assert [d.alert_id for d in store.due_deliveries("hook-a", T0 + 3, 10)] == ["alert-0002"]
     nxt = store.due_deliveries("hook-a", T0 + 3, 10)[0]
-    store.mark_failed(nxt.delivery_id, T0 + 4, "HTTP 410", 410, None)
+    failed(store, nxt.delivery_id, T0 + 4, "HTTP 410", 410, None)
     dead = store.list_dead(None, 1)
     assert [(d.alert_id, d.state, d.attempts) for d in dead.items] == [
         ("alert-0002", DeliveryState.DEAD, 1)
@@ -265,7 +269,7 @@ def test_dead_deliveries_and_redelivery(store: Store) -> None:
         ("alert-0001", 2, 503)
     ]
     assert older.next is None
-    store.mark_delivered(head.delivery_id, T0 + 5, 200)  # not pending: ignored
+    delivered(store, head.delivery_id, T0 + 5, 200)  # not pending: ignored
     assert store.list_dead(None, 10).items[1].state is DeliveryState.DEAD
 
     assert store.redeliver(head.delivery_id, T0 + 100)

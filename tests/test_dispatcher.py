@@ -1,0 +1,239 @@
+"""The outbox dispatcher against a real HTTP server and both real stores: signed POSTs in
+order per loan, kept-alive connections (and a server that drops them), retries, dead letters."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+
+from alerts.dispatcher import Dispatcher, RetryPolicy
+from alerts.signing import verify
+from engine.store import Batch, DeliveryState, Store, Webhook
+from tests.factories import alert
+
+SECRET = "whsec-dispatch"
+FAST = RetryPolicy(base_s=0.05, cap_s=0.2, max_age_s=60.0, timeout_s=2.0)
+
+
+@dataclass
+class Hit:
+    """One request as the server saw it."""
+
+    alert_id: str
+    loan_id: str | None
+    signature_ok: bool
+    client_port: int
+
+
+@dataclass
+class Server:
+    """An HTTP/1.1 server with keep-alive. `behave(n)` answers the n-th request (1-based):
+    a status, or "drop" for a 200 after which the server silently closes the connection
+    (as an idle timeout on a real server does), so the sender's next use of it fails."""
+
+    behave: Callable[[int], int | str] = lambda _n: 200
+    hits: list[Hit] = field(default_factory=list)
+    requests: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # the http.server API
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with server.lock:
+                    server.requests += 1
+                    n = server.requests
+                action = server.behave(n)
+                status = 200 if action == "drop" else int(action)
+                if 200 <= status < 300:
+                    ok = verify(
+                        SECRET,
+                        int(self.headers["X-Pledgewatch-Timestamp"]),
+                        body,
+                        self.headers["X-Pledgewatch-Signature"],
+                        time.time(),
+                    )
+                    doc = orjson.loads(body)
+                    assert doc["id"] == self.headers["X-Pledgewatch-Id"]
+                    hit = Hit(doc["id"], doc["loan_id"], ok, self.client_address[1])
+                    with server.lock:
+                        server.hits.append(hit)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                if action == "drop":
+                    self.close_connection = True
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http.server_address[1]}/hooks/pledge?src=test"
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    s = Server()
+    yield s
+    s.close()
+
+
+def until(condition: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def raise_alerts(store: Store, loans: dict[str, int]) -> list[str]:
+    """Commit alerts in turn over the loans (`loan id: how many`); their ids, raised order."""
+    ids = []
+    n = 0
+    queues = {loan: list(range(count)) for loan, count in loans.items()}
+    while any(queues.values()):
+        for loan, left in queues.items():
+            if left:
+                left.pop()
+                n += 1
+                a = alert(n, loan_id=loan, device=f"trk-{loan}")
+                store.commit_batch(Batch(now_ms=int(time.time() * 1000), alerts=[a]))
+                ids.append(a.id)
+    return ids
+
+
+def run(store: Store, policy: RetryPolicy = FAST) -> Dispatcher:
+    d = Dispatcher(store, policy, poll_s=0.05)
+    d.start()
+    return d
+
+
+def per_loan(ids: list[str], hits: list[Hit]) -> dict[str | None, list[str]]:
+    order: dict[str | None, list[str]] = {}
+    for hit in sorted(hits, key=lambda h: ids.index(h.alert_id)):
+        order.setdefault(hit.loan_id, []).append(hit.alert_id)
+    return order
+
+
+def test_signed_posts_in_order_per_loan_over_kept_alive_connections(
+    store: Store, server: Server
+) -> None:
+    store.put_webhook(Webhook("ops", server.url, SECRET))
+    ids = raise_alerts(store, {"L-1": 8, "L-2": 8, "L-3": 4})
+    d = run(store)
+    try:
+        until(lambda: store.outbox_pending() == 0, "every delivery recorded")
+    finally:
+        d.stop()
+    assert sorted(h.alert_id for h in server.hits) == sorted(ids)  # each once
+    assert all(h.signature_ok for h in server.hits)
+    arrival: dict[str | None, list[str]] = {}
+    for h in server.hits:
+        arrival.setdefault(h.loan_id, []).append(h.alert_id)
+    assert arrival == per_loan(ids, server.hits)  # arrival order = raised order, per loan
+    assert d.counters.snapshot() == {"delivered": len(ids)}
+    # Kept alive: far fewer connections than requests (at most one per sending thread).
+    assert len({h.client_port for h in server.hits}) <= FAST.parallel < len(ids)
+
+
+def test_a_connection_the_server_dropped_is_reopened_without_a_failed_attempt(
+    store: Store,
+) -> None:
+    server = Server(behave=lambda _n: "drop")
+    try:
+        store.put_webhook(Webhook("ops", server.url, SECRET))
+        ids = raise_alerts(store, {"L-1": 5})
+        d = run(store)
+        try:
+            until(lambda: store.outbox_pending() == 0, "every delivery recorded")
+        finally:
+            d.stop()
+    finally:
+        server.close()
+    assert [h.alert_id for h in server.hits] == ids
+    assert d.counters.snapshot() == {"delivered": 5}  # no attempt failed
+    assert len({h.client_port for h in server.hits}) == 5  # a new connection each time
+
+
+def test_failures_are_retried_with_backoff_and_keep_the_loan_order(
+    store: Store,
+) -> None:
+    server = Server(behave=lambda n: 500 if n in {1, 2} else 200)
+    try:
+        store.put_webhook(Webhook("ops", server.url, SECRET))
+        ids = raise_alerts(store, {"L-1": 3})
+        d = run(store)
+        try:
+            until(lambda: store.outbox_pending() == 0, "every delivery recorded")
+        finally:
+            d.stop()
+    finally:
+        server.close()
+    assert [h.alert_id for h in server.hits] == ids  # the head waited for its retries
+    assert d.counters.snapshot() == {"failed": 2, "delivered": 3}
+
+
+def test_an_unusable_url_goes_dead_without_stopping_other_endpoints(
+    store: Store, server: Server
+) -> None:
+    # The API refuses such a URL; one written to the store by other means must not hurt.
+    store.put_webhook(Webhook("broken", "ftp://nowhere/x", SECRET))
+    store.put_webhook(Webhook("ops", server.url, SECRET))
+    ids = raise_alerts(store, {"L-1": 2})
+    d = run(store, RetryPolicy(base_s=0.05, cap_s=0.1, max_age_s=0.0, timeout_s=2.0))
+    try:
+        until(lambda: store.outbox_pending() == 0, "every delivery recorded")
+    finally:
+        d.stop()
+    assert [h.alert_id for h in server.hits] == ids
+    dead = store.list_dead(None, 10).items
+    assert sorted(x.alert_id for x in dead) == sorted(ids)
+    assert all(x.hook_id == "broken" and x.state is DeliveryState.DEAD for x in dead)
+    assert all("not an http:// or https:// URL" in (x.last_error or "") for x in dead)
+    assert d.counters.snapshot() == {"delivered": 2, "dead": 2}
+
+
+def test_a_stalled_endpoint_times_out_and_is_retried(store: Store) -> None:
+    stall = threading.Event()
+
+    def behave(n: int) -> int:
+        if n == 1:
+            stall.wait(3.0)  # longer than the sender's timeout, which has given up by then
+            return 504
+        return 200
+
+    server = Server(behave=behave)
+    try:
+        store.put_webhook(Webhook("ops", server.url, SECRET))
+        ids = raise_alerts(store, {"L-1": 2})
+        d = run(store, RetryPolicy(base_s=0.05, cap_s=0.1, max_age_s=60.0, timeout_s=0.5))
+        try:
+            until(lambda: store.outbox_pending() == 0, "every delivery recorded")
+        finally:
+            stall.set()
+            d.stop()
+    finally:
+        server.close()
+    assert [h.alert_id for h in server.hits] == ids
+    counts = d.counters.snapshot()
+    assert counts["delivered"] == 2
+    assert counts["failed"] >= 1
