@@ -65,9 +65,10 @@ from benchmarks.common import (
     mosquitto_version,
     percentile,
     proc_cpu_s,
-    proc_memory,
     rate,
     table,
+    tree_cpu_s,
+    tree_memory,
     write_json,
 )
 from devices.mqtt_source import Message
@@ -621,12 +622,12 @@ class EngineProcess:
         return Metrics.parse(r.text)
 
     def cpu_s(self) -> float:
-        """CPU seconds the engine has used (every thread)."""
-        return proc_cpu_s(self.pid)
+        """CPU seconds the engine has used (every thread, and its MQTT child process)."""
+        return tree_cpu_s(self.pid)
 
     def rss(self) -> int:
-        """The engine's resident set size in bytes."""
-        return proc_memory(self.pid)["VmRSS"]
+        """The engine's resident set size in bytes (with its MQTT child process)."""
+        return tree_memory(self.pid)["VmRSS"]
 
     def load(self, fences_path: Path, loans_path: Path | None) -> dict[str, float]:
         """Fences through `POST /v1/fences:import`, loans through `PUT /v1/loans/{id}`."""
@@ -1378,7 +1379,7 @@ def measure(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], list[
                 f"{latency['alerts_received']} webhooks ({latency['check']})"
             )
             final = engine.metrics()
-            peak = proc_memory(engine.pid)["VmHWM"]
+            peak = tree_memory(engine.pid)["VmHWM"]
             status = engine.stop()
             published = sum(r.readings for r in bench.runs if r.consumer == "engine")
             published += int(latency["devices"]) + int(latency["readings_paced"])  # type: ignore[call-overload]  # ints we put there
@@ -1601,7 +1602,7 @@ def run_memory(bench: Bench, sz: Sizes, now_ms: int) -> dict[str, object]:
                 }
             )
             log(f"memory: after {label}: {rows[-1]}")
-        peak = proc_memory(engine.pid)["VmHWM"]
+        peak = tree_memory(engine.pid)["VmHWM"]
         status = engine.stop()
         stored = count_rows("telemetry")
     if status != 0:

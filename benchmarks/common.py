@@ -284,6 +284,43 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
 
 
+def proc_tree(pid: int) -> list[int]:
+    """A live process and its live descendants (the engine runs MQTT in a child)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                todo.extend(int(c) for c in task.read_text().split())
+            except OSError:
+                continue  # the thread ended meanwhile
+    return out
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its live descendants."""
+    total = 0.0
+    for p in proc_tree(pid):
+        try:
+            total += proc_cpu_s(p)
+        except OSError:
+            continue  # it ended meanwhile
+    return total
+
+
+def tree_memory(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM summed over a process and its live descendants, in bytes."""
+    total = {"VmRSS": 0, "VmHWM": 0}
+    for p in proc_tree(pid):
+        try:
+            for key, value in proc_memory(p).items():
+                total[key] += value
+        except OSError:
+            continue
+    return total
+
+
 def proc_memory(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM (peak RSS) of a live process in bytes: /proc/<pid>/status."""
     out: dict[str, int] = {}

@@ -17,7 +17,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -142,9 +142,13 @@ class MqttSource:
 
     def ack(self, messages: Sequence[Message]) -> None:
         """Acknowledge committed messages (sent by the network thread, soon)."""
-        for m in messages:
-            if m.qos > 0:
-                self._acks.put((m.connection, m.mid, m.qos))
+        self.ack_ids((m.connection, m.mid, m.qos) for m in messages)
+
+    def ack_ids(self, acks: Iterable[tuple[int, int, int]]) -> None:
+        """Acknowledge by `(connection, mid, qos)`; QoS 0 needs none and is skipped."""
+        for connection, mid, qos in acks:
+            if qos > 0:
+                self._acks.put((connection, mid, qos))
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Send the acks still queued, disconnect, and end the network thread."""

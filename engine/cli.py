@@ -210,7 +210,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`pledgewatch run`: the engine, the API and the dispatcher until SIGTERM or SIGINT."""
-    from alerts.dispatcher import RetryPolicy  # noqa: PLC0415  # heavy: httpx
+    from alerts.dispatcher import RetryPolicy  # noqa: PLC0415  # heavy
     from engine.service import Service, ServiceSettings, parse_http  # noqa: PLC0415  # heavy
 
     if not args.api_token and not args.insecure_dev:
@@ -232,6 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         http_port=port,
         api_token=args.api_token or None,
         client_id=args.client_id,
+        mqtt_child=not args.mqtt_thread,
         config=load_config(args.config),
         retry=RetryPolicy(
             base_s=args.webhook_retry_base_s,
@@ -279,6 +280,12 @@ def _service_options(parser: argparse.ArgumentParser) -> None:
         help="give up (dead-letter) a delivery this long after its alert",
     )
     _flag(parser, "--insecure-dev", "serve the API without a token (local trials only)")
+    _flag(
+        parser,
+        "--mqtt-thread",
+        "run the MQTT client on a thread of the engine's process, not in a child process "
+        "(the child keeps MQTT parsing off the engine's GIL; a thread suits one core)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import uvicorn
 
 from alerts.dispatcher import Dispatcher, RetryPolicy
+from devices.mqtt_process import MqttProcessSource
 from devices.mqtt_source import MqttSource
 from engine.core.config import Config
 from engine.gc_policy import tune_gc
@@ -35,6 +36,7 @@ class ServiceSettings:
     http_port: int = 8080
     api_token: str | None = None  # None only with insecure_dev
     client_id: str = "pledgewatch-engine"
+    mqtt_child: bool = True  # MQTT in a child process (devices/mqtt_process.py), or a thread
     config: Config = field(default_factory=Config)
     engine: EngineSettings = field(default_factory=EngineSettings)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -57,7 +59,8 @@ class Service:
         self.store = store or open_store(settings.db_url)
         self.store.migrate()
         self.dispatcher = Dispatcher(self.store, settings.retry)
-        self.source = MqttSource(
+        source = MqttProcessSource if settings.mqtt_child else MqttSource
+        self.source = source(
             settings.mqtt_url,
             settings.client_id,
             receive_maximum=max(2 * settings.engine.max_batch, 100),

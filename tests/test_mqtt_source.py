@@ -2,16 +2,42 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devices.mqtt_process import MqttProcessSource
 from devices.mqtt_source import BrokerAddress, Message, MqttSource, backoff_s
-from tests.brokers import Broker, broker  # noqa: F401  # the fixture
+from tests.brokers import REPO, Broker, broker  # noqa: F401  # the fixture
 
 pytestmark = pytest.mark.mqtt
+
+Source = MqttSource | MqttProcessSource
+MakeSource = Callable[..., Source]
+
+
+@pytest.fixture(params=["thread", "process"])
+def make_source(request: pytest.FixtureRequest) -> Iterator[MakeSource]:
+    """Either source: paho on a thread of this process, or in a child process."""
+    made: list[Source] = []
+
+    def make(url: str, client_id: str, **kw: int) -> Source:
+        cls = MqttSource if request.param == "thread" else MqttProcessSource
+        source = cls(url, client_id, **kw)
+        made.append(source)
+        return source
+
+    yield make
+    for source in made:
+        source.stop()
 
 
 def publisher(b: Broker) -> mqtt.Client:
@@ -28,7 +54,7 @@ def publish(client: mqtt.Client, n: int, start: int = 0) -> None:
 
 
 def drain(
-    source: MqttSource, until: int, timeout_s: float = 10.0, ack: bool = True, start: int = 0
+    source: Source, until: int, timeout_s: float = 10.0, ack: bool = True, start: int = 0
 ) -> list[Message]:
     """Take messages until all of `start..until-1` arrived (redeliveries may repeat some)."""
     want = set(range(start, until))
@@ -69,14 +95,69 @@ def test_unacked_messages_come_back_after_a_crash(broker: Broker) -> None:  # no
     pub.loop_stop()
 
 
-def test_messages_published_while_the_engine_is_down_are_kept(broker: Broker) -> None:  # noqa: F811
-    source = MqttSource(broker.url, "engine-b")
+def test_a_killed_child_is_replaced_and_what_it_had_not_acked_comes_again(
+    broker: Broker,  # noqa: F811
+) -> None:
+    source = MqttProcessSource(broker.url, "engine-e")
+    source.start()
+    assert source.wait_connected(10)
+    pub = publisher(broker)
+    publish(pub, 600)
+    acked = drain(source, 300, ack=False)[:300]
+    source.ack(acked)
+    time.sleep(0.3)  # let the acks go out
+    child = source.pid
+    assert child is not None
+    os.kill(child, signal.SIGKILL)
+    rest = drain(source, 600, timeout_s=20)  # the next batches find the child gone
+    assert source.restarts == 1
+    assert source.pid not in {None, child}
+    assert ids(acked) | ids(rest) == set(range(600))
+    assert len(ids(rest) & ids(acked)) <= 50  # few acked ones come again
+    source.stop()
+    assert source.pid is None
+    pub.loop_stop()
+
+
+def test_the_child_exits_when_its_engine_is_killed(broker: Broker) -> None:  # noqa: F811
+    """A `kill -9` of the engine leaves no MQTT child behind to ack or hold the session."""
+    code = (
+        "import sys, time\n"
+        "from devices.mqtt_process import MqttProcessSource\n"
+        f"s = MqttProcessSource({broker.url!r}, 'engine-f')\n"
+        "s.start()\n"
+        "assert s.wait_connected(10)\n"
+        "print(s.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    engine = subprocess.Popen(  # our own interpreter and code
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=REPO
+    )
+    assert engine.stdout is not None
+    child = int(engine.stdout.readline())
+    os.kill(engine.pid, signal.SIGKILL)
+    engine.wait(5)
+    engine.stdout.close()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = Path(f"/proc/{child}/stat").exists() and (
+        Path(f"/proc/{child}/stat").read_text().split()[2] != "Z"
+    )
+    assert not alive, "the MQTT child outlived its engine"
+
+
+def test_messages_published_while_the_engine_is_down_are_kept(
+    broker: Broker,  # noqa: F811
+    make_source: MakeSource,
+) -> None:
+    source = make_source(broker.url, "engine-b")
     source.start()
     assert source.wait_connected(5)
     source.stop()  # subscribed once: the broker now keeps a session for it
     pub = publisher(broker)
     publish(pub, 3000)  # over Mosquitto's default max_queued_messages of 1000
-    again = MqttSource(broker.url, "engine-b")
+    again = make_source(broker.url, "engine-b")
     again.start()
     assert again.wait_connected(5)
     got = drain(again, 3000, timeout_s=15)
@@ -85,8 +166,8 @@ def test_messages_published_while_the_engine_is_down_are_kept(broker: Broker) ->
     pub.loop_stop()
 
 
-def test_broker_restart_loses_nothing(broker: Broker) -> None:  # noqa: F811
-    source = MqttSource(broker.url, "engine-c")
+def test_broker_restart_loses_nothing(broker: Broker, make_source: MakeSource) -> None:  # noqa: F811
+    source = make_source(broker.url, "engine-c")
     source.start()
     assert source.wait_connected(5)
     pub = publisher(broker)
@@ -105,8 +186,11 @@ def test_broker_restart_loses_nothing(broker: Broker) -> None:  # noqa: F811
     pub.loop_stop()
 
 
-def test_receive_maximum_lets_a_batching_consumer_take_thousands(broker: Broker) -> None:  # noqa: F811
-    source = MqttSource(broker.url, "engine-d", receive_maximum=2000)
+def test_receive_maximum_lets_a_batching_consumer_take_thousands(
+    broker: Broker,  # noqa: F811
+    make_source: MakeSource,
+) -> None:
+    source = make_source(broker.url, "engine-d", receive_maximum=2000)
     source.start()
     assert source.wait_connected(5)
     pub = publisher(broker)
