@@ -10,11 +10,12 @@ the API and the dispatcher stay responsive while the engine commits a large batc
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,13 @@ _RETRYABLE = frozenset(
 )
 
 
+_log = logging.getLogger(__name__)
+
 _INSERT_TELEMETRY = insert_sql("telemetry", TELEMETRY_COLUMNS)
+_IDS_PER_QUERY = 500  # well below SQLite's limit of bound parameters
+_CHECKPOINT_EVERY_S = 1.0
+_WAL_MAX_PAGES = 256_000  # ~1 GiB of 4 KiB pages: then a checkpoint that waits for readers
+_WAL_KEEP_BYTES = 64 * 1024 * 1024  # the WAL file is cut back to this after a restart
 _INSERT_REJECT = insert_sql("dead_letters", REJECT_COLUMNS)
 _INSERT_ALERT = insert_sql("alerts", ALERT_COLUMNS) + " ON CONFLICT (id) DO NOTHING"
 _UPSERT_STATE = (
@@ -194,6 +201,32 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
             raise StoreConfigError(msg)
         self._writer.execute(f"PRAGMA synchronous = {self._synchronous}")
         self._writer.execute("PRAGMA foreign_keys = ON")
+        # Checkpoints (WAL pages copied into the database file, then synced) run on a thread
+        # of their own, not inside the engine's commits, where they stalled batches.
+        self._writer.execute("PRAGMA wal_autocheckpoint = 0")
+        self._writer.execute(f"PRAGMA journal_size_limit = {_WAL_KEEP_BYTES}")
+        self._closing = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoints, name="sqlite-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _checkpoints(self) -> None:
+        """Checkpoint the WAL every `_CHECKPOINT_EVERY_S` without blocking the writer; if it
+        still grew past `_WAL_MAX_PAGES` (readers kept it), wait for a full restart."""
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:
+            _log.warning("SQLite checkpoints off, the WAL grows until restart: %s", exc)
+            return
+        with closing(conn):
+            while not self._closing.wait(_CHECKPOINT_EVERY_S):
+                try:
+                    _, wal_pages, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if wal_pages > _WAL_MAX_PAGES:
+                        conn.execute("PRAGMA wal_checkpoint(RESTART)")
+                except sqlite3.Error as exc:
+                    _log.warning("SQLite checkpoint failed (retrying): %s", exc)
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves. check_same_thread=False:
@@ -276,6 +309,8 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
 
     def close(self) -> None:
         """Release connections."""
+        self._closing.set()
+        self._checkpointer.join()
         with self._readers_lock:
             readers, self._readers = self._readers, []
         for conn in readers:
@@ -298,12 +333,24 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
     def _insert_alerts(
         self, tx: sqlite3.Connection, alerts: Sequence[tuple[Alert, bytes]]
     ) -> list[tuple[Alert, bytes]]:
-        """Insert alerts whose id is not stored yet; those inserted, in the given order."""
-        return [
-            (alert, body)
-            for alert, body in alerts
-            if tx.execute(_INSERT_ALERT, alert_row(alert, body)).rowcount == 1
-        ]
+        """Insert alerts whose id is not stored yet; those inserted, in the given order.
+
+        One lookup of the stored ids and one executemany, not a statement per alert: the
+        writer lock is held, so nothing can insert an id between the two."""
+        ids = [alert.id for alert, _ in alerts]
+        stored: set[str] = set()
+        for i in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[i : i + _IDS_PER_QUERY]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT id FROM alerts WHERE id IN ({marks})"  # noqa: S608  # placeholders
+            stored.update(alert_id for (alert_id,) in tx.execute(query, chunk))
+        new: list[tuple[Alert, bytes]] = []
+        for alert, body in alerts:
+            if alert.id not in stored:
+                stored.add(alert.id)  # the same id twice in one batch is stored once
+                new.append((alert, body))
+        tx.executemany(_INSERT_ALERT, [alert_row(alert, body) for alert, body in new])
+        return new
 
     def load_checkpoint(self) -> tuple[list[DeviceState], list[LoanState]]:
         """The last committed state of every device and loan."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import os
 import random
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alerts.model import Alert, AlertType
+from alerts.model import Alert, AlertType, iso_ms
 from devices.readings import Reading
 from engine.pipeline import Pipeline
 from tests.factories import HOME, Fleet, circle, fix, loan, offset, status, vib
@@ -150,3 +151,12 @@ def test_pipeline_snapshot_rejects_other_versions() -> None:
     p = Pipeline(Fleet().pipeline.index)
     with pytest.raises(ValueError, match="version 99"):
         p.restore({"v": 99, "devices": [], "loans": []})
+
+
+@given(st.integers(min_value=-(10**12), max_value=4 * 10**12))
+def test_iso_ms_matches_the_datetime_reference(ts_ms: int) -> None:
+    """The cached formatter of alert times agrees with datetime, milliseconds and all."""
+    dt = datetime.fromtimestamp(ts_ms // 1000, tz=UTC)
+    millis = f".{ts_ms % 1000:03d}" if ts_ms % 1000 else ""
+    assert iso_ms(ts_ms) == dt.strftime("%Y-%m-%dT%H:%M:%S") + millis + "Z"
+    assert datetime.fromisoformat(iso_ms(ts_ms)).timestamp() * 1000 == pytest.approx(ts_ms)

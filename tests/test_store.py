@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
+from contextlib import closing
 from pathlib import Path
 
 import orjson
@@ -538,6 +540,30 @@ def test_sqlite_locked_database_is_a_store_error(tmp_path: Path) -> None:
     finally:
         other.close()
         store.close()
+
+
+def test_sqlite_checkpoints_the_wal_in_the_background(tmp_path: Path) -> None:
+    """Commits never checkpoint (a stall in the engine's batch); a thread of the store does."""
+    store = SqliteStore(tmp_path / "pw.db")
+    store.migrate()
+    try:
+        store.commit_batch(Batch(now_ms=T0, readings=[fix(i, HOME) for i in range(2000)]))
+        # The main file alone (no WAL beside it) holds the rows once they are checkpointed.
+        deadline = time.monotonic() + 10
+        copied = 0
+        while copied < 2000 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            copy = tmp_path / "copy.db"
+            copy.write_bytes((tmp_path / "pw.db").read_bytes())
+            with closing(sqlite3.connect(copy)) as conn:
+                try:
+                    copied = conn.execute("SELECT count(*) FROM telemetry").fetchone()[0]
+                except sqlite3.OperationalError:  # not even the schema is checkpointed yet
+                    copied = 0
+        assert copied == 2000
+    finally:
+        store.close()
+    assert not store._checkpointer.is_alive()
 
 
 def test_open_store_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
