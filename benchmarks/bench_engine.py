@@ -96,6 +96,7 @@ TARGET_P99_MS = 100.0
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 MiB = 1024 * 1024
 IMPORT_CHUNK = 2000  # fences per POST /v1/fences:import (well under its 8 MiB limit)
+LOANS_IMPORT_CHUNK = 5000  # loans per POST /v1/loans:import (about 1 MiB)
 STALL_S = 60.0  # no progress for this long: the phase failed
 READINGS = "pledgewatch_readings_total"
 BATCHES = "pledgewatch_batch_seconds_count"
@@ -630,7 +631,7 @@ class EngineProcess:
         return tree_memory(self.pid)["VmRSS"]
 
     def load(self, fences_path: Path, loans_path: Path | None) -> dict[str, float]:
-        """Fences through `POST /v1/fences:import`, loans through `PUT /v1/loans/{id}`."""
+        """Fences through `POST /v1/fences:import`, loans through `POST /v1/loans:import`."""
         features = orjson.loads(fences_path.read_bytes())["features"]
         started = time.perf_counter()
         for i in range(0, len(features), IMPORT_CHUNK):
@@ -642,11 +643,12 @@ class EngineProcess:
         fences_s = time.perf_counter() - started
         started = time.perf_counter()
         loans = orjson.loads(loans_path.read_bytes()) if loans_path is not None else []
-        for loan in loans:
-            loan_id = loan.pop("loan_id")
-            r = self.http.put(f"/v1/loans/{loan_id}", content=orjson.dumps(loan))
-            if r.status_code not in {200, 201}:
-                msg = f"loan {loan_id} refused: {r.status_code} {r.text[:500]}"
+        for i in range(0, len(loans), LOANS_IMPORT_CHUNK):
+            r = self.http.post(
+                "/v1/loans:import", content=orjson.dumps(loans[i : i + LOANS_IMPORT_CHUNK])
+            )
+            if r.status_code != 200:
+                msg = f"loan import refused: {r.status_code} {r.text[:500]}"
                 raise RuntimeError(msg)
         loans_s = time.perf_counter() - started
         return {

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import orjson
 
@@ -21,7 +21,7 @@ from devices.readings import Reject
 from engine.core.config import Config
 from engine.gc_policy import tune_gc
 from engine.replay import Replay
-from geofence.fence import FenceError, load_fences
+from geofence.fence import FenceError, load_fences, parse_feature_collection
 from geofence.index import FenceIndex
 from lending.model import LoanError, parse_loans
 
@@ -252,6 +252,59 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
+IMPORT_CHUNKS = {"fences": 2000, "loans": 5000}  # per request: well under the 8 MiB limit
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """`pledgewatch fences import FILE` / `loans import FILE`: through a running engine's API,
+    after checking the whole file here (so one bad record fails before anything is sent)."""
+    import httpx  # noqa: PLC0415  # only this command talks HTTP
+
+    kind: str = args.kind
+    doc = _read_json(args.file)
+    try:
+        if kind == "fences":
+            ids = [f.fence_id for f in parse_feature_collection(doc)]
+            items = list(cast("dict[str, list[object]]", doc)["features"])  # its shape is checked
+        else:
+            ids = [loan.loan_id for loan in parse_loans(doc)]
+            items = list(cast("list[object]", doc))
+    except (FenceError, LoanError) as exc:
+        raise CliError(f"{args.file}: {exc}") from exc
+    headers = {"Authorization": f"Bearer {args.api_token}"} if args.api_token else {}
+    chunk = IMPORT_CHUNKS[kind]
+    done = 0
+    with httpx.Client(base_url=args.api.rstrip("/"), headers=headers, timeout=120) as http:
+        for start in range(0, len(items), chunk):
+            part = items[start : start + chunk]
+            body = {"type": "FeatureCollection", "features": part} if kind == "fences" else part
+            try:
+                response = http.post(f"/v1/{kind}:import", content=orjson.dumps(body))
+            except httpx.HTTPError as exc:
+                msg = (
+                    f"no engine answers at {args.api} ({exc}); start `pledgewatch run` or "
+                    f"pass --api. {done} of {len(ids)} {kind} were imported before."
+                )
+                raise CliError(msg) from exc
+            if response.status_code != 200:
+                try:
+                    detail = response.json().get("detail", response.text)
+                except ValueError:
+                    detail = response.text[:500]
+                msg = (
+                    f"the engine refused {kind} {start + 1}-{start + len(part)} "
+                    f"(HTTP {response.status_code}): {detail}. "
+                    f"{done} of {len(ids)} {kind} were imported before."
+                )
+                raise CliError(msg)
+            done += len(part)
+            for alert in response.json().get("alerts", []):
+                print(f"alert {alert['type']} loan {alert['loan_id']}: {alert['details']}")
+            print(f"{done} of {len(ids)} {kind} imported", file=sys.stderr, flush=True)
+    print(f"imported {done} {kind} into {args.api}")
+    return 0
+
+
 def _service_options(parser: argparse.ArgumentParser) -> None:
     _option(parser, "--mqtt-url", default="mqtt://127.0.0.1:1883", help="the MQTT broker")
     _option(
@@ -315,6 +368,18 @@ def build_parser() -> argparse.ArgumentParser:
     _option(demo, "--config", help="with --offline: rule settings overriding the defaults")
     _flag(demo, "--offline", "replay the example city offline and print its alerts instead")
     demo.set_defaults(func=cmd_demo)
+
+    for kind, what in (
+        ("fences", "a GeoJSON FeatureCollection whose features carry ids"),
+        ("loans", "a JSON array of loans, each with its loan_id"),
+    ):
+        group = sub.add_parser(kind, help=f"manage the {kind} of a running engine")
+        verbs = group.add_subparsers(dest="verb", required=True)
+        imp = verbs.add_parser("import", help=f"import {what} through the API")
+        imp.add_argument("file", help=what)
+        _option(imp, "--api", default="http://127.0.0.1:8080", help="the engine's API base URL")
+        _option(imp, "--api-token", help="bearer token of the API")
+        imp.set_defaults(func=cmd_import, kind=kind)
     return parser
 
 

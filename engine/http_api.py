@@ -15,7 +15,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -28,7 +28,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alerts.dispatcher import Dispatcher
-from alerts.model import AlertType, iso_ms
+from alerts.model import Alert, AlertType, iso_ms
+from engine.core.loan import vin_conflict
 from engine.core.state import DeviceState
 from engine.metrics import counter_lines, gauge_lines, render
 from engine.problems import (
@@ -54,7 +55,7 @@ from geofence.fence import (
     parse_feature_collection,
     parse_fence,
 )
-from lending.model import LoanError, loan_to_json, parse_loan
+from lending.model import Loan, LoanError, loan_to_json, parse_loan, parse_loans
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,6 +64,8 @@ MiB = 1024 * 1024
 DEFAULT_BODY_LIMIT = 1 * MiB
 IMPORT_BODY_LIMIT = 8 * MiB
 IMPORT_PATH = "/v1/fences:import"
+LOANS_IMPORT_PATH = "/v1/loans:import"
+IMPORT_PATHS = frozenset({IMPORT_PATH, LOANS_IMPORT_PATH})
 OPEN_PATHS = frozenset({"/healthz"})
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -73,6 +76,7 @@ PROMETHEUS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _ALERT_TYPES = frozenset(t.value for t in AlertType)
 _LOAN_FIELD_RE = re.compile(r"loan '[^']*': ([A-Za-z_.]+): ")
+_IMPORT_INDEX_RE = re.compile(r"(loans\[\d+\])")
 _FENCE_FIELD_RE = re.compile(r"(properties\.[a-z_]+)")
 _GEOMETRY_WORDS = re.compile(
     r"geometry|polygon|ring|coordinate|position|point|area|intersection|hole|shell", re.IGNORECASE
@@ -161,7 +165,7 @@ class _Guard:
 
         try:
             headers = Headers(scope=scope)
-            limit = self.import_limit if path == IMPORT_PATH else self.body_limit
+            limit = self.import_limit if path in IMPORT_PATHS else self.body_limit
             refused = self._refuse(path, headers, limit)
             if refused is not None:
                 await problem_response(refused, path)(scope, receive, send)
@@ -381,6 +385,14 @@ LOAN_SCHEMA: dict[str, object] = {
         },
     },
 }
+LOANS_IMPORT_SCHEMA: dict[str, object] = {
+    "type": "array",
+    "items": {
+        **LOAN_SCHEMA,
+        "required": ["loan_id", "vin", "device_ids"],
+        "properties": {"loan_id": {"type": "string"}, **LOAN_SCHEMA["properties"]},  # type: ignore[dict-item]  # our dict literal above
+    },
+}
 WEBHOOK_SCHEMA: dict[str, object] = {
     "type": "object",
     "required": ["url", "secret"],
@@ -594,6 +606,36 @@ def _loan_routes(app: FastAPI, api: _Api) -> None:
         body["alerts"] = [a.to_json() for a in alerts]
         return _created(body, old is not None, f"/v1/loans/{quote(loan_id)}")
 
+    @app.post(
+        LOANS_IMPORT_PATH,
+        summary="Import an array of loans (each with its loan_id), all or nothing",
+        tags=["loans"],
+        responses=_errors(*_BODY_ERRORS),
+        openapi_extra=_body_doc(LOANS_IMPORT_SCHEMA),
+    )
+    def import_loans(doc: JsonBody) -> Response:
+        """As many PUTs in array order, in one transaction: VIN conflicts are raised against
+        the stored loans and the ones before in the array, exactly as the PUTs would."""
+        try:
+            loans = parse_loans(doc)
+        except LoanError as exc:
+            raise validation(str(exc), _import_field(str(exc))) from None
+        with api.loan_lock:
+            now = api.engine.now_ms()
+            alerts = import_conflicts(api.store.all_loans(), loans, now)
+            api.store.put_loans(loans, alerts, now)
+        for loan in loans:
+            api.engine.put_loan(loan)
+        if alerts:
+            api.wake_dispatcher()
+        return JsonResponse(
+            {
+                "imported": len(loans),
+                "loan_ids": [loan.loan_id for loan in loans],
+                "alerts": [a.to_json() for a in alerts],
+            }
+        )
+
     @app.get(
         "/v1/loans/{loan_id}",
         summary="Get a loan with its risk score, reason codes and price",
@@ -613,6 +655,36 @@ def _loan_routes(app: FastAPI, api: _Api) -> None:
         n = _limit(limit)
         page = _paged(lambda: api.store.list_loans(cursor, n))
         return _page([loan_to_json(loan) for loan in page.items], page.next)
+
+
+def import_conflicts(stored: Sequence[Loan], loans: Sequence[Loan], now_ms: int) -> list[Alert]:
+    """The `pledge.vin_conflict` alerts of PUTting `loans` one after another over `stored`."""
+    by_id = {loan.loan_id: loan for loan in stored}
+    by_vin: dict[str, dict[str, Loan]] = {}
+    for loan in stored:
+        by_vin.setdefault(loan.vin, {})[loan.loan_id] = loan
+    alerts: list[Alert] = []
+    for loan in loans:
+        old = by_id.get(loan.loan_id)
+        # Re-PUT of an active loan with the same VIN: its conflict was reported already.
+        if old is None or not old.active or old.vin != loan.vin:
+            conflict = vin_conflict(loan, by_vin.get(loan.vin, {}).values(), now_ms, now_ms)
+            if conflict is not None:
+                alerts.append(conflict)
+        if old is not None:
+            by_vin[old.vin].pop(old.loan_id, None)
+        by_id[loan.loan_id] = loan
+        by_vin.setdefault(loan.vin, {})[loan.loan_id] = loan
+    return alerts
+
+
+def _import_field(message: str) -> str:
+    """The field a `parse_loans` error names: `loans[3]` or `loans[3].vin`."""
+    index = _IMPORT_INDEX_RE.match(message)
+    if index is None:
+        return "loans"
+    inner = _LOAN_FIELD_RE.search(message)
+    return index[1] + (f".{inner[1]}" if inner else "")
 
 
 # -- webhooks

@@ -203,10 +203,14 @@ class SqlStore(ABC, Generic[Tx]):
 
     def put_loan(self, loan: Loan, alerts: Sequence[Alert], now_ms: int) -> None:
         """Insert or replace a loan, with the alerts that change raised, in one transaction."""
-        row = loan_row(loan, now_ms)
+        self.put_loans([loan], alerts, now_ms)
+
+    def put_loans(self, loans: Sequence[Loan], alerts: Sequence[Alert], now_ms: int) -> None:
+        """Insert or replace loans, with the alerts they raised, in one transaction."""
+        rows = [loan_row(loan, now_ms) for loan in loans]
         encoded = encode_alerts(alerts)
         with self._transaction() as tx:
-            tx.execute(self._sql(UPSERT_LOAN), row)
+            tx.executemany(self._sql(UPSERT_LOAN), rows)
             self._write_alerts(tx, encoded, now_ms)
 
     def get_loan(self, loan_id: str) -> Loan | None:

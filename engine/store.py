@@ -152,6 +152,9 @@ class Store(Protocol):
     def put_loan(self, loan: Loan, alerts: Sequence[Alert], now_ms: int) -> None:
         """Insert or replace a loan, with the alerts that change raised, in one transaction."""
 
+    def put_loans(self, loans: Sequence[Loan], alerts: Sequence[Alert], now_ms: int) -> None:
+        """Insert or replace loans, with the alerts they raised, in one transaction."""
+
     def get_loan(self, loan_id: str) -> Loan | None:
         """One loan, or None."""
 

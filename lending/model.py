@@ -142,7 +142,10 @@ def parse_loans(doc: object) -> list[Loan]:
         if loan_id in seen:
             raise LoanError(f"loans[{i}]: loan {loan_id!r} appears twice")
         seen.add(loan_id)
-        loans.append(parse_loan(loan_id, item))
+        try:
+            loans.append(parse_loan(loan_id, item))
+        except LoanError as exc:
+            raise LoanError(f"loans[{i}]: {exc}") from None
     return loans
 
 

@@ -5,6 +5,7 @@ source, so the engine thread alone steps the pipeline (decode, step, commit, ack
 from __future__ import annotations
 
 import queue
+import random
 import socket
 import threading
 import time
@@ -20,10 +21,12 @@ import uvicorn
 
 from alerts.dispatcher import Dispatcher, RetryPolicy
 from devices.mqtt_source import Message
+from engine.cli import main as cli_main
 from engine.http_api import create_app
 from engine.runtime import Engine, EngineSettings
 from engine.sqlite_store import SqliteStore
 from engine.store import Attempt, DeliveryState
+from simulator.vehicles import make_vin
 from tests.factories import OTHER_VIN, VIN, offset
 
 TOKEN = "s3cret-api-token"
@@ -330,6 +333,87 @@ def test_loan_put_get_list(live: Live) -> None:
     wait_for(lambda: "LN-1" in live.engine.pipeline.loans, "the loan in the engine", 1.0)
 
 
+def test_loan_import_raises_the_conflicts_the_puts_would(live: Live) -> None:
+    rng = random.Random(7)
+    vin_x, vin_y = (make_vin(rng, "LSV", 2022) for _ in range(2))
+    assert live.http.put("/v1/loans/IMP-0", json=loan_doc(["imp-a"], vin_x)).status_code == 201
+    batch = [
+        {"loan_id": "IMP-1", **loan_doc(["imp-b"], vin_x)},  # clashes with the stored IMP-0
+        {"loan_id": "IMP-2", **loan_doc(["imp-c"], vin_y)},
+        {"loan_id": "IMP-3", **loan_doc(["imp-d"], vin_y)},  # clashes with IMP-2, just above
+        {"loan_id": "IMP-0", **loan_doc(["imp-a", "imp-e"], vin_x)},  # a re-PUT: no new alert
+    ]
+    response = live.http.post("/v1/loans:import", json=batch)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["imported"], body["loan_ids"]) == (4, ["IMP-1", "IMP-2", "IMP-3", "IMP-0"])
+    raised = [(a["loan_id"], a["details"]["other_loan_ids"]) for a in body["alerts"]]
+    assert raised == [("IMP-1", ["IMP-0"]), ("IMP-3", ["IMP-2"])]
+    assert all(a["type"] == "pledge.vin_conflict" for a in body["alerts"])
+    for alert in body["alerts"]:
+        assert live.http.get(f"/v1/alerts/{alert['id']}").status_code == 200  # stored
+    assert live.http.get("/v1/loans/IMP-0").json()["device_ids"] == ["imp-a", "imp-e"]
+    wait_for(lambda: live.engine.loan_for("imp-d") is not None, "imported loans in the engine")
+    assert live.engine.loan_for("imp-e").loan_id == "IMP-0"  # type: ignore[union-attr]  # waited
+
+
+def test_loan_import_is_all_or_nothing_and_takes_large_bodies(live: Live) -> None:
+    rng = random.Random(8)
+    good = [
+        {"loan_id": f"BULK-{i}", **loan_doc([f"bulk-{i}"], make_vin(rng, "LFV", 2021))}
+        for i in range(6000)  # about 1.3 MB: over the 1 MiB limit of other bodies
+    ]
+    bad = [*good[:3], {"loan_id": "BULK-bad", **loan_doc(["bulk-x"], "NOT-A-VIN")}]
+    body = assert_problem(
+        live.http.post("/v1/loans:import", json=bad), 422, "validation-error", "BULK-bad"
+    )
+    assert body["errors"][0]["field"] == "loans[3].vin"
+    assert live.http.get("/v1/loans/BULK-0").status_code == 404
+    twice = [good[0], good[0]]
+    assert_problem(live.http.post("/v1/loans:import", json=twice), 422, "validation-error", "twice")
+    not_a_list = live.http.post("/v1/loans:import", json={"loan_id": "BULK-0"})
+    assert_problem(not_a_list, 422, "validation-error", "array")
+    started = time.perf_counter()
+    response = live.http.post("/v1/loans:import", json=good)
+    assert response.status_code == 200, response.text
+    assert response.json()["imported"] == len(good)
+    assert time.perf_counter() - started < 60  # one transaction, not 6,000 requests
+    assert live.http.get("/v1/loans/BULK-5999").json()["vin"] == good[5999]["vin"]
+
+
+def test_cli_imports_fences_and_loans_through_the_api(
+    live: Live, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`pledgewatch fences import FILE` and `loans import FILE` (DESIGN §7)."""
+    fences = {
+        "type": "FeatureCollection",
+        "features": [{**polygon_feature(), "id": f"cli-{i}"} for i in range(3)],
+    }
+    (tmp_path / "fences.geojson").write_bytes(orjson.dumps(fences))
+    vin = make_vin(random.Random(9), "LGX", 2023)
+    loans = [{"loan_id": "CLI-1", **loan_doc(["cli-a"], vin, ["cli-0"])}]
+    (tmp_path / "loans.json").write_bytes(orjson.dumps(loans))
+    api = ["--api", live.url, "--api-token", TOKEN]
+    assert cli_main(["fences", "import", str(tmp_path / "fences.geojson"), *api]) == 0
+    assert cli_main(["loans", "import", str(tmp_path / "loans.json"), *api]) == 0
+    assert "imported 3 fences" in capsys.readouterr().out
+    assert live.http.get("/v1/fences/cli-2").status_code == 200
+    assert live.http.get("/v1/loans/CLI-1").json()["zone_ids"] == ["cli-0"]
+
+    # A bad record is caught before anything is sent; a wrong token or no engine is clear.
+    loans.append({"loan_id": "CLI-2", **loan_doc(["cli-b"], "SHORT")})
+    (tmp_path / "loans.json").write_bytes(orjson.dumps(loans))
+    assert cli_main(["loans", "import", str(tmp_path / "loans.json"), *api]) == 2
+    assert "loans[1]" in capsys.readouterr().err
+    assert live.http.get("/v1/loans/CLI-2").status_code == 404
+    wrong = ["--api", live.url, "--api-token", "nope"]
+    assert cli_main(["fences", "import", str(tmp_path / "fences.geojson"), *wrong]) == 2
+    assert "HTTP 401" in capsys.readouterr().err
+    nobody = ["--api", "http://127.0.0.1:9", "--api-token", TOKEN]
+    assert cli_main(["fences", "import", str(tmp_path / "fences.geojson"), *nobody]) == 2
+    assert "no engine answers" in capsys.readouterr().err
+
+
 def test_bad_vin_is_422_naming_the_field(live: Live) -> None:
     response = live.http.put("/v1/loans/LN-bad", json=loan_doc(["t"], vin="NOT-A-VIN"))
     body = assert_problem(response, 422, "validation-error", "vin", "NOT-A-VIN")
@@ -608,6 +692,7 @@ def test_openapi_lists_every_route(live: Live) -> None:
         ("PUT", "/v1/loans/{loan_id}"),
         ("GET", "/v1/loans/{loan_id}"),
         ("GET", "/v1/loans"),
+        ("POST", "/v1/loans:import"),
         ("PUT", "/v1/webhooks/{hook_id}"),
         ("GET", "/v1/webhooks/{hook_id}"),
         ("GET", "/v1/webhooks"),
