@@ -1035,10 +1035,14 @@ def _operator_routes(app: FastAPI, api: _Api) -> None:
         responses=_errors(400),
     )
     def list_rejects(cursor: CursorParam = None, limit: LimitParam = None) -> Response:
-        """Refused readings with reason, detail and raw bytes as text (backslash escapes)."""
+        """Refused readings with reason, detail, raw bytes as text (backslash escapes) and
+        the time they were received."""
         n = _limit(limit)
         page = _paged(lambda: api.store.list_rejects(cursor, n))
-        return _page([r.to_json() for r in page.items], page.next)
+        items: list[object] = [
+            {**r.reject.to_json(), "received_at": iso_ms(r.received_ms)} for r in page.items
+        ]
+        return _page(items, page.next)
 
 
 # -- health and metrics

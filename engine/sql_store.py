@@ -18,13 +18,13 @@ from functools import cache
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from alerts.model import Alert
-from devices.readings import Reject
 from engine.store import (
     AlertQuery,
     Attempt,
     Delivery,
     Page,
     StoredAlert,
+    StoredReject,
     Webhook,
 )
 from engine.stores import (
@@ -352,7 +352,7 @@ class SqlStore(ABC, Generic[Tx]):
         )
         return changed > 0
 
-    def list_rejects(self, cursor: str | None, limit: int) -> Page[Reject]:
+    def list_rejects(self, cursor: str | None, limit: int) -> Page[StoredReject]:
         """Dead letters (rejected input), newest first."""
         before = MAX_ID if cursor is None else decode_cursor("reject", cursor, (int,))[0]
         rows = self._query(

@@ -113,6 +113,14 @@ class StoredAlert:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredReject:
+    """A dead letter as stored: the rejected input and when it was received."""
+
+    reject: Reject
+    received_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     """One page of a list endpoint: `{"items": [...], "next": cursor or null}`."""
 
@@ -219,7 +227,7 @@ class Store(Protocol):
     def ack_alert(self, alert_id: str, note: str | None, now_ms: int) -> bool:
         """Record an operator's acknowledgement; False if there is no such alert."""
 
-    def list_rejects(self, cursor: str | None, limit: int) -> Page[Reject]:
+    def list_rejects(self, cursor: str | None, limit: int) -> Page[StoredReject]:
         """Dead letters (rejected input), newest first."""
 
     def count_telemetry(self, device_id: str | None = None) -> int:

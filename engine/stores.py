@@ -34,6 +34,7 @@ from engine.store import (
     Page,
     Store,
     StoredAlert,
+    StoredReject,
     Webhook,
 )
 from geofence.fence import Fence, fence_to_feature, parse_fence
@@ -405,10 +406,11 @@ def stored_alert_from_row(body: str | bytes, acked_ms: int | None, note: str | N
     return StoredAlert(alert=_json(body), acked_ms=acked_ms, ack_note=note)
 
 
-def reject_from_row(row: Sequence[Any]) -> Reject:
-    """A dead letter from a row in `REJECT_COLUMNS` order (received_ms is not part of it)."""
-    topic, reason, detail, device_id, index, raw = row[:6]
-    return Reject(topic, RejectReason(reason), detail, bytes(raw), device_id, index)
+def reject_from_row(row: Sequence[Any]) -> StoredReject:
+    """A dead letter from a row in `REJECT_COLUMNS` order, then `received_ms`."""
+    topic, reason, detail, device_id, index, raw, received_ms = row[:7]
+    reject = Reject(topic, RejectReason(reason), detail, bytes(raw), device_id, index)
+    return StoredReject(reject, int(received_ms))
 
 
 # paging

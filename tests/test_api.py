@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -602,12 +603,15 @@ def test_devices_inside_and_near(live: Live) -> None:
 
 
 def test_rejected_input_is_listed_with_raw_text(live: Live) -> None:
+    before_ms = int(time.time() * 1000)
     live.source.publish("telematics/rej-1/gps", b"\xff{not json\n")
     page = live.http.get("/v1/rejects", params={"limit": 5}).json()
     [item] = [r for r in page["items"] if r["topic"] == "telematics/rej-1/gps"]
     assert item["reason"] == "not_json"
     assert item["raw"] == "\\xff{not json\n"
     assert item["detail"]
+    received_ms = datetime.fromisoformat(item["received_at"]).timestamp() * 1000
+    assert before_ms - 1000 <= received_ms <= time.time() * 1000 + 1000
 
 
 # -- errors the framework raises, and limits

@@ -159,7 +159,9 @@ def test_commit_batch_writes_every_part(store: Store) -> None:
     assert store.count_telemetry() == 3
     assert store.count_telemetry("trk-1") == 3
     assert store.count_telemetry("trk-2") == 0
-    assert [r.raw for r in store.list_rejects(None, 10).items] == [b"\xff{"]
+    assert [(r.reject.raw, r.received_ms) for r in store.list_rejects(None, 10).items] == [
+        (b"\xff{", batch.now_ms)
+    ]
     stored = store.get_alert("alert-0001")
     assert stored is not None
     assert stored.alert == alert(1).to_json()
@@ -381,11 +383,12 @@ def test_rejects_keep_raw_bytes(store: Store) -> None:
     ]
     store.commit_batch(Batch(now_ms=T0, rejects=rejects, readings=[fix(0, HOME)]))
     page = store.list_rejects(None, 2)
-    assert page.items[0].topic == "bad\\x00topic/\\ud800"
-    assert page.items[0].detail == "device id \\x00"
-    assert page.items[1] == rejects[1]
+    assert page.items[0].reject.topic == "bad\\x00topic/\\ud800"
+    assert page.items[0].reject.detail == "device id \\x00"
+    assert page.items[1].reject == rejects[1]
+    assert page.items[1].received_ms == T0
     assert page.next is not None
-    assert store.list_rejects(page.next, 2).items == [rejects[0]]
+    assert [r.reject for r in store.list_rejects(page.next, 2).items] == [rejects[0]]
     assert store.count_telemetry() == 1
 
 
