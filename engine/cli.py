@@ -251,6 +251,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """`pledgewatch simulate`: a fleet of virtual trackers over MQTT, or `--out` replay files."""
+    from simulator.live import FleetError  # noqa: PLC0415  # heavy: the simulator
+    from simulator.simulate import SimulateOptions, simulate  # noqa: PLC0415
+
+    try:
+        return simulate(SimulateOptions.from_args(args))
+    except FleetError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _simulate_options(sim: argparse.ArgumentParser) -> None:
+    _option(sim, "--devices", type=int, default=100, help="trackers (default 100)")
+    _option(sim, "--duration", type=float, help="wall seconds to publish for (default 60)")
+    _option(sim, "--count", type=int, help="stop after this many messages")
+    _option(sim, "--rate", type=float, help="target messages/s (sets the speed)")
+    _option(sim, "--speed", type=float, help="event seconds per wall second, >= 1 (default 1)")
+    _option(sim, "--mix", default="default", help="percent per scenario: leaves_zone=5,towed=2")
+    _option(sim, "--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS (default 1)")
+    _option(sim, "--clients", type=int, default=8, help="MQTT connections (default 8)")
+    _option(sim, "--mqtt-url", default="mqtt://127.0.0.1:1883", help="the MQTT broker")
+    _option(sim, "--seed", default="1", help="any string: same seed and flags, same stream")
+    _option(sim, "--out", help="write replay files to this directory instead of publishing")
+    _option(sim, "--start", help="wall start, epoch ms or ISO (default now; fixed with --out)")
+    _option(sim, "--id-prefix", default="sim", help="prefix of device, loan and car ids")
+    _option(sim, "--setup-dir", help="also write fences, loans and ground truth here")
+
+
 def _service_options(parser: argparse.ArgumentParser) -> None:
     _option(parser, "--mqtt-url", default="mqtt://127.0.0.1:1883", help="the MQTT broker")
     _option(
@@ -308,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     _option(demo, "--config", help="with --offline: rule settings overriding the defaults")
     _flag(demo, "--offline", "replay the example city offline and print its alerts instead")
     demo.set_defaults(func=cmd_demo)
+
+    sim = sub.add_parser("simulate", help="a fleet of virtual trackers publishing over MQTT")
+    _simulate_options(sim)
+    sim.set_defaults(func=cmd_simulate)
     return parser
 
 
