@@ -227,14 +227,16 @@ def fleet_cars(
 ) -> tuple[int, dict[ScenarioKind, int]]:
     """How many cars make `devices` trackers (two scenarios put two trackers in a car), and
     how many of them play each scenario (percent of the cars, see `apportion`)."""
-    cars = devices
-    while True:
+
+    def trackers(cars: int) -> int:
         counts = apportion(mix, cars)
-        extra = sum(n for k, n in counts.items() if k in TWO_TRACKERS)
-        if cars + extra <= devices:
-            # a tracker or two short of `devices` when a two-tracker car came in: quiet cars
-            return cars + (devices - cars - extra), counts
-        cars -= cars + extra - devices
+        return cars + sum(n for k, n in counts.items() if k in TWO_TRACKERS)
+
+    cars = devices
+    while trackers(cars) > devices:
+        cars -= 1
+    # a tracker short of `devices` when the next car would have brought two: a quiet car
+    return cars + devices - trackers(cars), apportion(mix, cars)
 
 
 def _rng(seed: str, what: str) -> random.Random:
@@ -382,11 +384,17 @@ class FleetPlan:
                 lists[i] = None
             yield out
 
+    def car(self, car_no: int) -> Car:
+        """Car number `car_no` (1-based) with its trackers' true tracks (a quiet one is built
+        anew on each call)."""
+        car = self.scenario_cars.get(car_no)
+        if car is not None:
+            return car
+        q = self.quiet[car_no]
+        return commuter(q.setup, _rng(self.spec.seed, f"car:{car_no}"), q.device, q.loan)
+
     def _car_messages(self, slot: _Slot) -> list[_Out]:
-        car = self.scenario_cars.get(slot.car_no)
-        if car is None:
-            q = self.quiet[slot.car_no]
-            car = commuter(q.setup, _rng(self.spec.seed, f"car:{slot.car_no}"), q.device, q.loan)
+        car = self.car(slot.car_no)
         frame = self.city.frame
         streams = [
             messages(t, frame, _rng(self.spec.seed, f"tracker:{t.device_id}")) for t in car.trackers
@@ -548,8 +556,10 @@ def plan_fleet(spec: FleetSpec, progress: Callable[[str], None] | None = None) -
     """
     _validate(spec)
     say = progress or (lambda _line: None)
-    start = spec.start_wall_ms or int(time.time() * 1000)
-    end = (start + round(spec.duration_s * 1000)) // 1000 * 1000
+    # whole seconds: OwnTracks stamps are whole seconds, and the event clock is the wall
+    # clock moved by a whole number of them
+    start = (spec.start_wall_ms or int(time.time() * 1000)) // 1000 * 1000
+    end = start + round(spec.duration_s) * 1000
     wall_ms = end - start
     cars, counts = fleet_cars(spec.devices, spec.mix)
     zones = max(1, math.ceil(cars / CARS_PER_ZONE))
@@ -583,7 +593,7 @@ def plan_fleet(spec: FleetSpec, progress: Callable[[str], None] | None = None) -
     say(
         f"planning {cars:,} cars ({spec.devices:,} trackers) in {zones} zones, "
         f"speed {plan.speed:.3g}x: {plan.span_s / 60:.1f} min of event time in "
-        f"{plan.wall_s:g} s"
+        f"{plan.wall_s:.0f} s"
     )
     offline_event_ms = plan.offline_s * 1000 * plan.speed
     t0 = plan.t0_ms
