@@ -24,6 +24,7 @@ from engine.replay import Replay
 from geofence.fence import FenceError, load_fences
 from geofence.index import FenceIndex
 from lending.model import LoanError, parse_loans
+from simulator.loadtest.command import add_arguments as load_options
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 
@@ -279,6 +280,13 @@ def _simulate_options(sim: argparse.ArgumentParser) -> None:
     _option(sim, "--setup-dir", help="also write fences, loans and ground truth here")
 
 
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    """`pledgewatch loadtest`: play a fleet into an engine, measure, and write a report."""
+    from simulator.loadtest.command import main  # noqa: PLC0415  # heavy: the simulator
+
+    return main(args)
+
+
 def _service_options(parser: argparse.ArgumentParser) -> None:
     _option(parser, "--mqtt-url", default="mqtt://127.0.0.1:1883", help="the MQTT broker")
     _option(
@@ -340,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="a fleet of virtual trackers publishing over MQTT")
     _simulate_options(sim)
     sim.set_defaults(func=cmd_simulate)
+
+    load = sub.add_parser("loadtest", help="play a fleet into an engine, measure it, report")
+    load_options(load, _option, _flag)
+    load.set_defaults(func=cmd_loadtest)
     return parser
 
 
