@@ -6,6 +6,8 @@ and how accurate it is.
 - `latency`: when each received alert became due, from what was published when; pure.
 - `target`: the engine under test, started as `pledgewatch run` or attached by URL, its
   `/metrics` and its process's CPU and memory.
-- `run`: setup, publishing, sampling, drain, ramp and the live progress line.
+- `sampling`: the once-a-second sampler, the alert collector and the progress line.
+- `run`: setup, publishing, drain, ramp, and the report document.
 - `report`: `report.json`, `report.md` and the PNG charts (matplotlib, Agg).
+- `command`: the flags, wired into `engine.cli`.
 """

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from geofence.fence import Fence, FenceError, FenceKind, parse_fence
+from simulator.truth import parse_iso_ms
 
 CATEGORY_COLORS = {
     "pawnshop": "#d62728",
@@ -175,9 +176,9 @@ def chart_map(fences_doc: Mapping[str, object], cars: Sequence[CarTrack], path: 
                 style = {"fc": ZONE_COLOR, "alpha": 0.22 if own else 0.07, "ec": ZONE_COLOR}
             else:
                 color = CATEGORY_COLORS.get(fence.category or "", OTHER_SITE_COLOR)
-                style = {"fc": color, "alpha": 0.35, "ec": color}
+                style = {"fc": color, "alpha": 0.45, "ec": color, "zorder": 3}
             for ring in _rings(fence):
-                ax.add_patch(Polygon(ring, closed=True, lw=0.8, **style))
+                ax.add_patch(Polygon(ring, closed=True, lw=1.2, **style))
         for i, (device, fixes) in enumerate(sorted(car.fixes.items())):
             ordered = sorted(fixes)
             ax.plot(
@@ -189,7 +190,7 @@ def chart_map(fences_doc: Mapping[str, object], cars: Sequence[CarTrack], path: 
                 alpha=0.9,
             )
         for alert in car.alerts:
-            where = _alert_position(alert, car)
+            where = _alert_position(alert, near)
             if where is None:
                 continue
             type_ = str(alert.get("type"))
@@ -197,11 +198,12 @@ def chart_map(fences_doc: Mapping[str, object], cars: Sequence[CarTrack], path: 
                 [where[1]],
                 [where[0]],
                 marker=marker_of[type_],
-                s=55,
+                s=45,
                 color="#d62728",
                 ec="white",
                 lw=0.7,
                 zorder=5,
+                alpha=0.85,
                 label=type_,
             )
         mid_lat = (box[1] + box[3]) / 2
@@ -249,19 +251,25 @@ def _near_and_far(
     return near or fixes, [f for f in fixes if _km(f, mid) > FAR_KM]
 
 
-def _alert_position(alert: Mapping[str, Any], car: CarTrack) -> tuple[float, float] | None:
-    """Where the alert says it was, else the car's last fix at or before its time."""
+def _alert_position(
+    alert: Mapping[str, Any], near: list[tuple[int, float, float]]
+) -> tuple[float, float] | None:
+    """Where the alert says it was if that is on the map, else the car's last fix on the map
+    at or before the alert's time (a spoofed fix is marked where the car really was)."""
     lat, lon = alert.get("lat"), alert.get("lon")
-    if isinstance(lat, float | int) and isinstance(lon, float | int):
-        return float(lat), float(lon)
-    ts = alert.get("ts_ms")
-    fixes = car.fixes.get(str(alert.get("device_id")), []) or [
-        f for fx in car.fixes.values() for f in fx
-    ]
-    if not fixes or not isinstance(ts, int):
+    on_map = (
+        isinstance(lat, float | int)
+        and isinstance(lon, float | int)
+        and bool(near)
+        and _km((0, float(lat), float(lon)), near[0]) <= 2 * FAR_KM
+    )
+    if on_map:
+        return float(lat), float(lon)  # type: ignore[arg-type]  # checked numbers above
+    ts_text = alert.get("ts")
+    if not near or not isinstance(ts_text, str):
         return None
-    before = [f for f in fixes if f[0] <= ts] or fixes
-    last = max(before)
+    ts = parse_iso_ms(ts_text)
+    last = max([f for f in near if f[0] <= ts] or near)
     return last[1], last[2]
 
 
@@ -283,6 +291,7 @@ def markdown(doc: Mapping[str, Any]) -> str:
     """A readable summary of `report.json`: how fast, how late, how accurate."""
     sections = [
         _head(doc),
+        _summary_md(doc),
         _ramp_md(doc["ramp"]) if doc.get("ramp") else _fast_md(doc),
         _late_md(doc),
         _quality_md(doc.get("quality")),
@@ -330,6 +339,66 @@ def _head(doc: Mapping[str, Any]) -> list[str]:
             ),
             "",
         ]
+    return lines
+
+
+def kept_up(throughput: Mapping[str, Any]) -> bool:
+    """Whether the backlog stayed within a second of input (plus one batch) all along."""
+    rate = throughput.get("published_rps_mean") or 0.0
+    return bool(throughput.get("backlog_max", 0) <= rate + 1000)
+
+
+def _summary_md(doc: Mapping[str, Any]) -> list[str]:
+    tp, res, quality = doc["throughput"], doc["resources"], doc.get("quality")
+    reading = doc["latency"]["by_kind"]["reading"]["total_ms"]
+    lines = ["## Summary", ""]
+    ramp = doc.get("ramp")
+    if ramp:
+        lines.append(
+            f"- **How fast**: the engine sustained {_fmt(ramp.get('sustained_readings_per_s'))} "
+            f"readings/s with p99 under {ramp['max_p99_ms']:g} ms."
+        )
+    else:
+        if kept_up(tp):
+            verdict = "and kept up (its backlog never exceeded a second of input)"
+        else:
+            rate = tp["published_rps_mean"] or 1.0
+            verdict = (
+                f"and fell behind: its backlog reached {_fmt(tp['backlog_max'])} readings "
+                f"({tp['backlog_max'] / rate:,.1f} s of input); it caught up "
+                f"{_fmt(tp['caught_up_s'], ' s', 1)} after the last publish"
+            )
+        lines.append(
+            f"- **How fast**: {_fmt(tp['published_rps_mean'])} readings/s published for "
+            f"{_fmt(tp['publish_s'], ' s', 0)}; the engine processed "
+            f"{_fmt(tp['processed_rps_mean'])} readings/s meanwhile {verdict}."
+        )
+    lines.append(
+        f"- **How late**: an alert raised by a reading reached the webhook p50 "
+        f"{_fmt(reading['p50'])} ms, p99 {_fmt(reading['p99'])} ms, max {_fmt(reading['max'])} "
+        f"ms after the reading was published ({reading['count']:,} alerts)."
+    )
+    if quality:
+        lines.append(
+            f"- **How accurate**: recall {_pct(quality['recall'])}, precision "
+            f"{_pct(quality['precision'])}, {_fmt(quality['false_per_1000_car_hours'], '', 2)} "
+            f"false alerts per 1,000 car-hours ({quality['required']:,} required alerts, "
+            f"{quality['cars']:,} cars)."
+        )
+    if res.get("engine_cpu_cores_mean") is not None:
+        lines.append(
+            f"- **At what cost**: the engine used {_fmt(res['engine_cpu_cores_mean'], '', 2)} "
+            f"cores on average and at most {_mib(res.get('engine_rss_peak'))} of memory."
+        )
+    cores = doc["machine"].get("cores") or 0
+    busy = res.get("machine_busy_cores_mean")
+    if isinstance(busy, float | int) and cores:
+        full = " (fully busy: the engine competed for CPU)" if busy >= 0.9 * cores else ""
+        lines.append(
+            f"- **The machine**: {busy:.2f} of {cores} cores busy during the run{full}; the "
+            f"load test itself used {_fmt(res.get('loadtest_cpu_cores_mean'), '', 2)}."
+        )
+    lines.append("")
     return lines
 
 
@@ -473,7 +542,7 @@ def _setup_md(doc: Mapping[str, Any]) -> list[str]:
     return [
         "## Setup",
         "",
-        f"{'; '.join(parts)}: {_fmt(setup.get('total_s'), ' s', 1)} in all.".capitalize(),
+        f"Setup took {_fmt(setup.get('total_s'), ' s', 1)}: {'; '.join(parts)}.",
         "",
     ]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import math
 import os
 import platform
@@ -28,8 +27,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -37,7 +36,7 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
-from alerts.receiver import Delivery, WebhookReceiver
+from alerts.receiver import WebhookReceiver
 from devices.mqtt_source import BrokerAddress
 from engine.core.config import Config
 from engine.private_broker import BrokerUnavailable, PrivateBroker, answers
@@ -51,19 +50,24 @@ from simulator.live import (
     publish,
 )
 from simulator.loadtest import report
-from simulator.loadtest.latency import DueKind, PublishLog, Sample, sample, summarize, windows
+from simulator.loadtest.latency import DueKind, PublishLog, summarize, windows
 from simulator.loadtest.quality import Quality, score
+from simulator.loadtest.sampling import (
+    Collector,
+    Point,
+    Progress,
+    Sampler,
+    processed_at,
+    resources,
+    series,
+)
 from simulator.loadtest.target import (
     ALERTS,
     DELIVERIES,
-    OUTBOX,
     Metrics,
     StartedEngine,
     Target,
     TargetError,
-    machine_busy_s,
-    proc_cpu_s,
-    proc_rss_bytes,
 )
 from simulator.truth import GroundTruth, Role
 
@@ -74,7 +78,8 @@ STALL_S = 30.0  # the drain gives up when the engine processed nothing for this 
 QUIET_S = 2.0  # the drain ends once no webhook arrived for this long (and all else is done)
 LATENCY_WINDOW_S = 5.0
 RAMP_OFFLINE_S = 86_400
-RAMP_START_RATE = 500.0  # messages/s of the first ramp step unless --rate or --speed
+RAMP_START_RATE = 500.0  # messages/s of the first ramp step (or the fleet's own rate, if more)
+PUBLISHER_LAG_S = 1.0  # a ramp step whose publisher ended further behind is generator-bound
 MIN_STEP_ALERTS = 20  # fewer timed alerts in a ramp step: its p99 is not judged
 MAP_CARS = 6
 # Scenarios worth a map panel, most telling first; others fill the remaining panels.
@@ -137,189 +142,6 @@ class Options:
     max_p99_ms: float = 1000.0
     ramp_max_steps: int = 12
     command: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Point:
-    """One sample of the sampler, cumulative counts since publishing started."""
-
-    t: float  # unix seconds
-    published: int  # valid readings handed to the broker
-    processed: float  # valid readings the engine took (accepted + duplicates)
-    alerts_raised: float
-    webhooks: int  # unique alerts received
-    outbox: float
-    engine_cpu_s: float | None
-    engine_rss: int | None
-    self_cpu_s: float
-    machine_busy_s: float
-    p99_ms: float | None
-
-
-class Progress:
-    """Setup lines and the live one-line display, on stderr."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.started = time.monotonic()
-        self._last_plain = 0.0
-        self._live = False
-
-    def say(self, message: str) -> None:
-        """A line of its own (ends a live line first)."""
-        if self._live:
-            self.stream.write("\n")
-            self._live = False
-        self.stream.write(f"[{time.monotonic() - self.started:6.1f}s] {message}\n")
-        self.stream.flush()
-
-    def live(self, message: str, *, force: bool = False) -> None:
-        """Rewrite the live line (a terminal), or print it every 5 s (a log file)."""
-        now = time.monotonic()
-        text = f"[{now - self.started:6.1f}s] {message}"
-        if self.tty:
-            self.stream.write("\r\x1b[K" + text)
-            self._live = True
-        elif force or now - self._last_plain >= 5.0:
-            self._last_plain = now
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-
-@dataclass(slots=True)
-class Collector:
-    """Alerts as the webhook receives them, timed against the publish log by the sampler."""
-
-    log: PublishLog
-    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # unique, by id
-    samples: list[Sample] = field(default_factory=list)
-    not_timed: list[dict[str, Any]] = field(default_factory=list)
-    last_received_s: float = 0.0
-    _inbox: list[Delivery] = field(default_factory=list)
-    _waiting: list[Delivery] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _take_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def on_delivery(self, delivery: Delivery) -> None:
-        """The receiver's hook (its threads)."""
-        with self._lock:
-            self._inbox.append(delivery)
-            self.last_received_s = delivery.received_s
-
-    def take(self, *, final: bool = False) -> None:
-        """Time what arrived. An alert whose reading is not in the log yet waits for the next
-        turn (the publisher notes a send just after it); at the end it is 'not timed'."""
-        with self._take_lock:  # the sampler and the drain both call this
-            self._take(final=final)
-
-    def _take(self, *, final: bool) -> None:
-        with self._lock:
-            fresh, self._inbox = self._inbox, []
-        todo, self._waiting = [*self._waiting, *fresh], []
-        for d in todo:
-            if not d.first_seen:
-                continue  # a redelivery: timed once, by the first arrival
-            self.alerts.setdefault(str(d.alert.get("id")), d.alert)
-            s = sample(self.log, d.alert, d.received_s)
-            if s is not None:
-                self.samples.append(s)
-            elif final or time.time() - d.received_s > 5.0:
-                self.not_timed.append(d.alert)
-            else:
-                self._waiting.append(d)
-
-    def p99(self, since_s: float = 0.0) -> float | None:
-        """p99 of reading latencies (ms) of alerts received since `since_s`."""
-        values = [
-            s.total_ms
-            for s in self.samples
-            if s.kind is DueKind.READING and s.received_s >= since_s
-        ]
-        return float(np.percentile(values, 99)) if values else None
-
-
-class Sampler(threading.Thread):
-    """Once a second: `/metrics`, the engine's CPU and RSS, the publish log, the alerts."""
-
-    def __init__(
-        self,
-        target: Target,
-        collector: Collector,
-        progress: Progress,
-        baseline: Metrics,
-        phase: Callable[[], str],
-    ) -> None:
-        super().__init__(name="loadtest-sampler", daemon=True)
-        self.target = target
-        self.collector = collector
-        self.progress = progress
-        self.baseline = baseline
-        self.phase = phase
-        self.points: list[Point] = []
-        self.latest_metrics = baseline
-        self.scrape_errors = 0
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        """Sample until stopped."""
-        while not self.stop_event.is_set():
-            self.tick()
-            self.stop_event.wait(1.0)
-
-    def tick(self) -> Point:
-        """Take one sample now."""
-        now = time.time()
-        self.collector.log.absorb()
-        self.collector.take()
-        try:
-            m = self.target.metrics()
-            self.latest_metrics = m
-        except Exception:  # noqa: BLE001  # a slow or dying engine must not stop the sampling
-            self.scrape_errors += 1
-            m = self.latest_metrics
-        pid = self.target.pid
-        cpu: float | None = None
-        rss: int | None = None
-        if pid is not None:
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                cpu, rss = proc_cpu_s(pid), proc_rss_bytes(pid)
-        times = os.times()
-        base = self.baseline
-        point = Point(
-            t=now,
-            published=self.collector.log.readings,
-            processed=m.processed - base.processed,
-            alerts_raised=m.total(ALERTS) - base.total(ALERTS),
-            webhooks=len(self.collector.alerts),
-            outbox=m.total(OUTBOX),
-            engine_cpu_s=cpu,
-            engine_rss=rss,
-            self_cpu_s=times.user + times.system,
-            machine_busy_s=machine_busy_s(),
-            p99_ms=self.collector.p99(),
-        )
-        self.points.append(point)
-        self._show(point)
-        return point
-
-    def _show(self, p: Point) -> None:
-        prev = self.points[-2] if len(self.points) > 1 else None
-        dt = p.t - prev.t if prev else 0.0
-        pub = (p.published - prev.published) / dt if prev and dt > 0 else 0.0
-        done = (p.processed - prev.processed) / dt if prev and dt > 0 else 0.0
-        p99 = f"{p.p99_ms:,.0f} ms" if p.p99_ms is not None else "-"
-        self.progress.live(
-            f"{self.phase():<8} published {pub:8,.0f}/s  processed {done:8,.0f}/s  "
-            f"backlog {max(0, p.published - p.processed):8,.0f}  alerts {p.webhooks:7,d}  "
-            f"p99 {p99}"
-        )
-
-    def stop(self) -> None:
-        """Stop sampling and take a last sample."""
-        self.stop_event.set()
-        self.join(10)
-        self.tick()
 
 
 def _now_iso() -> str:
@@ -434,10 +256,12 @@ class Loadtest:
             self.rules = self.opts.engine_rules or Config()
             self.unjudged, notes = _unjudged(plan_config, self.rules)
             self.notes += notes
-            if self.opts.engine_pid is None:
-                self.notes.append(
-                    "engine CPU and memory not measured: attached without --engine-pid"
-                )
+            if (
+                self.opts.engine_pid is not None
+                and not Path(f"/proc/{self.opts.engine_pid}").exists()
+            ):
+                msg = f"--engine-pid {self.opts.engine_pid}: no such process on this machine"
+                raise LoadtestError(msg)
             return target
         db_url = self.opts.db_url or f"sqlite:///{self.work}/loadtest.db"
         token = secrets.token_urlsafe(16)
@@ -518,7 +342,14 @@ class Loadtest:
             spec = dataclasses.replace(
                 spec, duration_s=opts.ramp_step_s, rate=rate, id_prefix=f"{spec.id_prefix}r1"
             )
-        plan = self._plan(spec)
+        try:
+            plan = self._plan(spec)
+        except FleetError:
+            if not opts.ramp or opts.spec.rate or opts.spec.speed:
+                raise
+            # A fleet whose own rate is above the default start: start at real time.
+            spec = dataclasses.replace(spec, rate=None, speed=1.0)
+            plan = self._plan(spec)
         self.status = "setting up"
         mqtt_url = self._broker()
         plan_config = plan.engine_config()
@@ -712,7 +543,9 @@ class Loadtest:
     def _judge_step(self, step: int, plan: FleetPlan, before: Point | None) -> dict[str, Any]:
         """A step is sustained when the engine processed everything within 5 s of the last
         publish, the p99 of its reading latencies stayed under the bound (judged when at
-        least `MIN_STEP_ALERTS` alerts were timed), and the publisher reached 90 % of the rate."""
+        least `MIN_STEP_ALERTS` alerts were timed), and the publisher kept to its schedule.
+        The plan's rate for a target is estimated from a pilot fleet: the step's own
+        published rate is what counts."""
         assert self.sampler is not None
         assert self.stats is not None
         start_s, end_s = self.publish_end - self.stats.elapsed_s, self.publish_end
@@ -729,7 +562,7 @@ class Loadtest:
         self.collector.take()
         span = max(end_s - start_s, 1e-9)
         published = target - published_before
-        processed_in_time = _processed_at(self.sampler.points, end_s) - processed_before
+        processed_in_time = processed_at(self.sampler.points, end_s) - processed_before
         step_samples = [
             s.total_ms
             for s in self.collector.samples
@@ -746,10 +579,11 @@ class Loadtest:
             p99 is not None and len(step_samples) >= MIN_STEP_ALERTS and p99 > self.opts.max_p99_ms
         ):
             verdict = f"p99 {p99:,.0f} ms over {self.opts.max_p99_ms:g} ms"
-        elif msgs / span < 0.9 * wanted:
+        elif self.stats.final_lag_s > PUBLISHER_LAG_S:
             verdict = (
-                f"the load generator reached only {msgs / span:,.0f} of {wanted:,.0f} msg/s "
-                "(the engine kept up: the sustained rate is a lower bound)"
+                f"the load generator fell {self.stats.final_lag_s:.1f} s behind its schedule "
+                f"at {msgs / span:,.0f} msg/s (the engine kept up: the sustained rate is a "
+                "lower bound)"
             )
         return {
             "step": step,
@@ -791,8 +625,7 @@ class Loadtest:
     def _charts(self, doc: dict[str, Any], out: Path) -> None:
         charts: dict[str, str] = {}
         try:
-            series = doc["series"]
-            report.chart_throughput(series, self.ramp_steps, out / "throughput.png")
+            report.chart_throughput(doc["series"], self.ramp_steps, out / "throughput.png")
             charts["throughput"] = "throughput.png"
             points = [
                 (s.received_s - self.t0, s.total_ms)
@@ -840,16 +673,16 @@ class Loadtest:
         assert self.target is not None
         pts = self.sampler.points
         t0 = self.t0
-        series = _series(pts, t0)
+        over_time = series(pts, t0)
         publish_pts = [p for p in pts if p.t <= self.publish_end + 0.5]
         span = max(self.publish_end - t0, 1e-9)
         published = self.log.readings
         processed = pts[-1].processed
-        processed_by_end = _processed_at(pts, self.publish_end)
+        processed_by_end = processed_at(pts, self.publish_end)
         caught = next(
             (p.t for p in pts if p.t >= self.publish_end and p.processed >= published), None
         )
-        rates = [r for r in series["processed_rps"] if r is not None]
+        rates = [r for r in over_time["processed_rps"] if r is not None]
         base = self.sampler.baseline
         raised = (
             {k: v - base.by_label(ALERTS).get(k, 0.0) for k, v in final.by_label(ALERTS).items()}
@@ -910,7 +743,7 @@ class Loadtest:
                 "published_rps_mean": round(published / span, 1),
                 "processed_rps_mean": round(processed_by_end / span, 1),
                 "processed_rps_peak": round(max(rates), 1) if rates else None,
-                "backlog_max": round(max(series["backlog"], default=0.0)),
+                "backlog_max": round(max(over_time["backlog"], default=0.0)),
                 "caught_up_s": None if caught is None else round(caught - self.publish_end, 2),
             },
             "latency": {
@@ -928,9 +761,9 @@ class Loadtest:
                 "deliveries_by_result": final.by_label(DELIVERIES) if final else {},
             },
             "quality": quality,
-            "resources": _resources(pts, publish_pts, self.target),
+            "resources": resources(pts, publish_pts, self.target),
             "ramp": self.ramp_result,
-            "series": series,
+            "series": over_time,
             "notes": self.notes,
         }
 
@@ -965,87 +798,6 @@ def _count(values: Iterable[str | None]) -> dict[str, int]:
     for v in values:
         out[str(v)] = out.get(str(v), 0) + 1
     return dict(sorted(out.items()))
-
-
-def _processed_at(points: list[Point], at_s: float) -> float:
-    """Processed readings at `at_s`, interpolated between samples."""
-    prev: Point | None = None
-    for p in points:
-        if p.t >= at_s:
-            if prev is None or p.t == prev.t:
-                return p.processed
-            frac = (at_s - prev.t) / (p.t - prev.t)
-            return prev.processed + frac * (p.processed - prev.processed)
-        prev = p
-    return points[-1].processed if points else 0.0
-
-
-def _series(points: list[Point], t0: float) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "t",
-            "published_rps",
-            "processed_rps",
-            "backlog",
-            "engine_cpu_cores",
-            "engine_rss_mib",
-            "webhooks",
-        )
-    }
-    for prev, p in itertools.pairwise(points):
-        dt = p.t - prev.t
-        if dt <= 0:
-            continue
-        out["t"].append(round(p.t - t0, 2))
-        out["published_rps"].append(round((p.published - prev.published) / dt, 1))
-        out["processed_rps"].append(round((p.processed - prev.processed) / dt, 1))
-        out["backlog"].append(max(0.0, p.published - p.processed))
-        cpu = (
-            round((p.engine_cpu_s - prev.engine_cpu_s) / dt, 3)
-            if p.engine_cpu_s is not None and prev.engine_cpu_s is not None
-            else None
-        )
-        out["engine_cpu_cores"].append(cpu)
-        out["engine_rss_mib"].append(
-            None if p.engine_rss is None else round(p.engine_rss / 2**20, 1)
-        )
-        out["webhooks"].append(p.webhooks)
-    return out
-
-
-def _resources(pts: list[Point], publish_pts: list[Point], target: Target) -> dict[str, Any]:
-    """CPU (cores, mean over the publish phase and the peak second) and RSS of the engine;
-    CPU of this process and of the whole machine."""
-    out: dict[str, Any] = {}
-    first, last = (publish_pts[0], publish_pts[-1]) if publish_pts else (pts[0], pts[-1])
-    span = max(last.t - first.t, 1e-9)
-    out["loadtest_cpu_cores_mean"] = round((last.self_cpu_s - first.self_cpu_s) / span, 3)
-    out["machine_busy_cores_mean"] = round((last.machine_busy_s - first.machine_busy_s) / span, 3)
-    if first.engine_cpu_s is None or last.engine_cpu_s is None:
-        out["engine_not_measured"] = (
-            "attached to an engine without --engine-pid"
-            if target.mode == "attached"
-            else "its process could not be read"
-        )
-        return out
-    out["engine_cpu_cores_mean"] = round((last.engine_cpu_s - first.engine_cpu_s) / span, 3)
-    per_second = [
-        (b.engine_cpu_s - a.engine_cpu_s) / (b.t - a.t)
-        for a, b in itertools.pairwise(pts)
-        if a.engine_cpu_s is not None and b.engine_cpu_s is not None and b.t > a.t
-    ]
-    out["engine_cpu_cores_peak"] = round(max(per_second), 3) if per_second else None
-    rss = [p.engine_rss for p in pts if p.engine_rss is not None]
-    out["engine_rss_start"] = rss[0] if rss else None
-    out["engine_rss_peak"] = max(rss) if rss else None
-    out["engine_rss_end"] = rss[-1] if rss else None
-    out["engine_cpu_s_total"] = (
-        round(pts[-1].engine_cpu_s - pts[0].engine_cpu_s, 2)
-        if (pts[-1].engine_cpu_s is not None and pts[0].engine_cpu_s is not None)
-        else None
-    )
-    return out
 
 
 def run(opts: Options, err: IO[str] = sys.stderr) -> int:
