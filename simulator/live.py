@@ -404,7 +404,12 @@ class FleetPlan:
         # orjson's bytes keep its 4 KiB buffer: a copy of the exact size is 30 times smaller
         return [
             _Out(
-                m.ts_ms, m.topic, memoryview(m.body()).tobytes(), m.device_id, m.readings, m.rejects
+                m.ts_ms,
+                sys.intern(m.topic),
+                memoryview(m.body()).tobytes(),
+                m.device_id,
+                m.readings,
+                m.rejects,
             )
             for m in merge(streams)
             if m.ts_ms <= self.end_ms  # held up in the network past the end of the run
@@ -878,8 +883,3 @@ def write_jsonl(plan: FleetPlan, directory: Path, limit: int | None = None) -> l
     truth = plan.replay_truth(counter.counts())
     written.append(write_json(directory / "ground_truth.json", truth.to_json()))
     return written
-
-
-def stderr_progress(line: str) -> None:
-    """Print a progress line on stderr."""
-    print(line, file=sys.stderr, flush=True)
