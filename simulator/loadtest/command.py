@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser, option: Option, flag: Flag) -
         help="percent of cars per scenario, e.g. towed=1,leaves_zone=2 (default: the simulator's)",
     )
     option(fleet, "--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS of the publishes")
-    option(fleet, "--clients", type=int, default=4, help="MQTT connections to publish over")
+    option(fleet, "--clients", type=int, default=8, help="MQTT connections to publish over")
     option(
         fleet,
         "--id-prefix",

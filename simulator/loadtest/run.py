@@ -127,7 +127,7 @@ class Options:
     """Everything `pledgewatch loadtest` takes from its flags."""
 
     spec: FleetSpec
-    clients: int = 4
+    clients: int = 8
     api: str | None = None  # a running engine's API; None: start one
     api_token: str | None = None
     engine_pid: int | None = None
@@ -516,7 +516,7 @@ class Loadtest:
                 plan = self._plan(spec)
             self._prepare(plan)
             self.phase = f"step {step}"
-            before = self.sampler.tick() if self.sampler and self.sampler.points else None
+            before = self.sampler.points[-1] if self.sampler and self.sampler.points else None
             self._publish(plan, mqtt_url)
             result = self._judge_step(step, plan, before)
             self.ramp_steps.append(result)

@@ -27,6 +27,8 @@ from simulator.loadtest.target import (
     proc_rss_bytes,
 )
 
+MIN_INTERVAL_S = 0.5  # rates need this much time between samples (CPU time moves in ticks)
+
 
 @dataclass(frozen=True, slots=True)
 class Point:
@@ -239,7 +241,7 @@ def series(points: list[Point], t0: float) -> dict[str, list[Any]]:
     }
     for prev, p in itertools.pairwise(points):
         dt = p.t - prev.t
-        if dt <= 0:
+        if dt < MIN_INTERVAL_S:
             continue
         out["t"].append(round(p.t - t0, 2))
         out["published_rps"].append(round((p.published - prev.published) / dt, 1))
@@ -277,7 +279,7 @@ def resources(pts: list[Point], publish_pts: list[Point], target: Target) -> dic
     per_second = [
         (b.engine_cpu_s - a.engine_cpu_s) / (b.t - a.t)
         for a, b in itertools.pairwise(pts)
-        if a.engine_cpu_s is not None and b.engine_cpu_s is not None and b.t > a.t
+        if a.engine_cpu_s is not None and b.engine_cpu_s is not None and b.t - a.t >= MIN_INTERVAL_S
     ]
     out["engine_cpu_cores_peak"] = round(max(per_second), 3) if per_second else None
     rss = [p.engine_rss for p in pts if p.engine_rss is not None]
