@@ -801,11 +801,15 @@ def _count(values: Iterable[str | None]) -> dict[str, int]:
 
 
 def run(opts: Options, err: IO[str] = sys.stderr) -> int:
-    """Run a load test; 0 when it completed, 1 when it failed, 130 when interrupted."""
+    """Run a load test; 0 when it completed, 1 when it failed, 130 when interrupted.
+
+    Whatever happens, the engine and the broker it started are stopped and what was
+    measured is written."""
     test = Loadtest(opts, err)
-    code = 0
+    code = 1
     try:
         test.execute()
+        code = 0
     except KeyboardInterrupt:
         test.progress.say("interrupted: stopping, writing a partial report")
         test.status = f"interrupted while {test.status}"
@@ -813,8 +817,11 @@ def run(opts: Options, err: IO[str] = sys.stderr) -> int:
     except (LoadtestError, TargetError, FleetError) as exc:
         test.progress.say(f"the load test failed: {exc}")
         test.status = f"failed while {test.status}: {exc}"
-        code = 1
-    out = test.finish()
-    if out is not None:
-        test.progress.say(f"report: {out / 'report.md'} ({out / 'report.json'})")
+    except Exception as exc:
+        test.status = f"failed while {test.status}: {type(exc).__name__}: {exc}"
+        raise  # a bug: its traceback, after the cleanup below
+    finally:
+        out = test.finish()
+        if out is not None:
+            test.progress.say(f"report: {out / 'report.md'} ({out / 'report.json'})")
     return code

@@ -59,23 +59,26 @@ class Progress:
 
     def say(self, message: str) -> None:
         """A line of its own (ends a live line first)."""
-        if self._live:
-            self.stream.write("\n")
-            self._live = False
-        self.stream.write(f"[{time.monotonic() - self.started:6.1f}s] {message}\n")
-        self.stream.flush()
+        end_live = "\n" if self._live else ""
+        self._live = False
+        self._write(f"{end_live}[{time.monotonic() - self.started:6.1f}s] {message}\n")
 
     def live(self, message: str, *, force: bool = False) -> None:
         """Rewrite the live line (a terminal), or print it every 5 s (a log file)."""
         now = time.monotonic()
         text = f"[{now - self.started:6.1f}s] {message}"
         if self.tty:
-            self.stream.write("\r\x1b[K" + text)
+            self._write("\r\x1b[K" + text)
             self._live = True
         elif force or now - self._last_plain >= 5.0:
             self._last_plain = now
-            self.stream.write(text + "\n")
-        self.stream.flush()
+            self._write(text + "\n")
+
+    def _write(self, text: str) -> None:
+        # A closed stderr (piped into `head`) must not stop the run before its cleanup.
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.write(text)
+            self.stream.flush()
 
 
 @dataclass(slots=True)
