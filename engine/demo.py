@@ -63,17 +63,34 @@ def broker(url: str, workdir: Path) -> Iterator[str]:
         private.stop()
 
 
-def _print_alert(delivery: Delivery) -> None:
-    """Print an alert the first time its id arrives (delivery is at least once)."""
-    if not delivery.first_seen:
-        return
-    alert = delivery.alert
-    print(
-        f"{alert['ts']!s:<24} {alert['severity']!s:<8} {alert['type']!s:<26} "
-        f"{alert['loan_id'] or '-'!s:<8} {alert['device_id'] or '-'!s:<14} "
-        f"{alert['fence_id'] or '-'}",
-        flush=True,
-    )
+class _Console:
+    """Prints each alert the first time its id arrives (delivery is at least once), and
+    then how many it printed: the receiver's threads may still be answering at the end."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.printed = 0
+        self.closed = False
+
+    def show(self, delivery: Delivery) -> None:
+        if not delivery.first_seen:
+            return
+        alert = delivery.alert
+        with self.lock:
+            if self.closed:
+                return
+            print(
+                f"{alert['ts']!s:<24} {alert['severity']!s:<8} {alert['type']!s:<26} "
+                f"{alert['loan_id'] or '-'!s:<8} {alert['device_id'] or '-'!s:<14} "
+                f"{alert['fence_id'] or '-'}",
+                flush=True,
+            )
+            self.printed += 1
+
+    def close(self) -> int:
+        with self.lock:
+            self.closed = True
+            return self.printed
 
 
 def _shift_ts(payload: object, offset_ms: int) -> object:
@@ -174,7 +191,8 @@ def run_demo(mqtt_url: str, http: str, play_s: float, duration_s: float | None) 
         )
         service = Service(settings)
         service.start()
-        printer = WebhookReceiver(secret, on_delivery=_print_alert, keep=False).start()
+        console = _Console()
+        printer = WebhookReceiver(secret, on_delivery=console.show, keep=False).start()
         api = httpx.Client(
             base_url=f"http://{settings.http_host}:{port}",
             headers={"Authorization": f"Bearer {token}"},
@@ -216,5 +234,6 @@ def run_demo(mqtt_url: str, http: str, play_s: float, duration_s: float | None) 
             service.stop()
             api.close()
             printer.stop()
-        print(f"\n{printer.counts.unique} alerts. The demo's database stays at {workdir}/demo.db")
+        printed = console.close()
+        print(f"\n{printed} alerts. The demo's database stays at {workdir}/demo.db")
     return 0
