@@ -24,6 +24,7 @@ from engine.replay import Replay
 from geofence.fence import FenceError, load_fences, parse_feature_collection
 from geofence.index import FenceIndex
 from lending.model import LoanError, parse_loans
+from simulator.loadtest.command import add_arguments as load_options
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 
@@ -305,6 +306,41 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """`pledgewatch simulate`: a fleet of virtual trackers over MQTT, or `--out` replay files."""
+    from simulator.live import FleetError  # noqa: PLC0415  # heavy: the simulator
+    from simulator.simulate import SimulateOptions, simulate  # noqa: PLC0415
+
+    try:
+        return simulate(SimulateOptions.from_args(args))
+    except FleetError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _simulate_options(sim: argparse.ArgumentParser) -> None:
+    _option(sim, "--devices", type=int, default=100, help="trackers (default 100)")
+    _option(sim, "--duration", type=float, help="wall seconds to publish for (default 60)")
+    _option(sim, "--count", type=int, help="stop after this many messages")
+    _option(sim, "--rate", type=float, help="target messages/s (sets the speed)")
+    _option(sim, "--speed", type=float, help="event seconds per wall second, >= 1 (default 1)")
+    _option(sim, "--mix", default="default", help="percent per scenario: leaves_zone=5,towed=2")
+    _option(sim, "--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS (default 1)")
+    _option(sim, "--clients", type=int, default=8, help="MQTT connections (default 8)")
+    _option(sim, "--mqtt-url", default="mqtt://127.0.0.1:1883", help="the MQTT broker")
+    _option(sim, "--seed", default="1", help="any string: same seed and flags, same stream")
+    _option(sim, "--out", help="write replay files to this directory instead of publishing")
+    _option(sim, "--start", help="wall start, epoch ms or ISO (default now; fixed with --out)")
+    _option(sim, "--id-prefix", default="sim", help="prefix of device, loan and car ids")
+    _option(sim, "--setup-dir", help="also write fences, loans and ground truth here")
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    """`pledgewatch loadtest`: play a fleet into an engine, measure, and write a report."""
+    from simulator.loadtest.command import main  # noqa: PLC0415  # heavy: the simulator
+
+    return main(args)
+
+
 def _service_options(parser: argparse.ArgumentParser) -> None:
     _option(parser, "--mqtt-url", default="mqtt://127.0.0.1:1883", help="the MQTT broker")
     _option(
@@ -380,6 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
         _option(imp, "--api", default="http://127.0.0.1:8080", help="the engine's API base URL")
         _option(imp, "--api-token", help="bearer token of the API")
         imp.set_defaults(func=cmd_import, kind=kind)
+
+    sim = sub.add_parser("simulate", help="a fleet of virtual trackers publishing over MQTT")
+    _simulate_options(sim)
+    sim.set_defaults(func=cmd_simulate)
+
+    load = sub.add_parser("loadtest", help="play a fleet into an engine, measure it, report")
+    load_options(load, _option, _flag)
+    load.set_defaults(func=cmd_loadtest)
     return parser
 
 

@@ -10,7 +10,6 @@ the webhook receives, as a table, until Ctrl-C.
 from __future__ import annotations
 
 import contextlib
-import http.server
 import os
 import secrets
 import sys
@@ -26,7 +25,7 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerts.signing import verify
+from alerts.receiver import Delivery, WebhookReceiver
 from devices.mqtt_source import BrokerAddress
 from engine.core.config import Config
 from engine.private_broker import BrokerUnavailable, PrivateBroker, answers, free_port
@@ -64,51 +63,34 @@ def broker(url: str, workdir: Path) -> Iterator[str]:
         private.stop()
 
 
-class _Printer:
-    """The demo's own webhook receiver: verifies signatures and prints each alert once."""
+class _Console:
+    """Prints each alert the first time its id arrives (delivery is at least once), and
+    then how many it printed: the receiver's threads may still be answering at the end."""
 
-    def __init__(self, secret: str) -> None:
-        self.secret = secret
-        self.seen: set[str] = set()
-        self.count = 0
+    def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.port = free_port()
-        printer = self
+        self.printed = 0
+        self.closed = False
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # the http.server API
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                ok = verify(
-                    printer.secret,
-                    int(self.headers.get("X-Pledgewatch-Timestamp", "0")),
-                    body,
-                    self.headers.get("X-Pledgewatch-Signature", ""),
-                    time.time(),
-                )
-                self.send_response(200 if ok else 401)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                if ok:
-                    printer.show(orjson.loads(body))
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def show(self, alert: dict[str, object]) -> None:
+    def show(self, delivery: Delivery) -> None:
+        if not delivery.first_seen:
+            return
+        alert = delivery.alert
         with self.lock:
-            if alert["id"] in self.seen:
-                return  # at least once: receivers deduplicate on the id
-            self.seen.add(str(alert["id"]))
-            self.count += 1
+            if self.closed:
+                return
             print(
                 f"{alert['ts']!s:<24} {alert['severity']!s:<8} {alert['type']!s:<26} "
                 f"{alert['loan_id'] or '-'!s:<8} {alert['device_id'] or '-'!s:<14} "
                 f"{alert['fence_id'] or '-'}",
                 flush=True,
             )
+            self.printed += 1
+
+    def close(self) -> int:
+        with self.lock:
+            self.closed = True
+            return self.printed
 
 
 def _shift_ts(payload: object, offset_ms: int) -> object:
@@ -209,7 +191,8 @@ def run_demo(mqtt_url: str, http: str, play_s: float, duration_s: float | None) 
         )
         service = Service(settings)
         service.start()
-        printer = _Printer(secret)
+        console = _Console()
+        printer = WebhookReceiver(secret, on_delivery=console.show, keep=False).start()
         api = httpx.Client(
             base_url=f"http://{settings.http_host}:{port}",
             headers={"Authorization": f"Bearer {token}"},
@@ -219,7 +202,7 @@ def run_demo(mqtt_url: str, http: str, play_s: float, duration_s: float | None) 
         imported.raise_for_status()
         for loan in orjson.loads((EXAMPLE / "loans.json").read_bytes()):
             api.put(f"/v1/loans/{loan['loan_id']}", json=loan).raise_for_status()
-        hook = {"url": f"http://127.0.0.1:{printer.port}/alerts", "secret": secret}
+        hook = {"url": printer.url, "secret": secret}
         api.put("/v1/webhooks/demo-console", json=hook).raise_for_status()
         print(f"API http://{settings.http_host}:{port}  token {token}")
         print(f"MQTT {broker_url}   store {settings.db_url}")
@@ -250,6 +233,7 @@ def run_demo(mqtt_url: str, http: str, play_s: float, duration_s: float | None) 
             client.loop_stop()
             service.stop()
             api.close()
-            printer.server.shutdown()
-        print(f"\n{printer.count} alerts. The demo's database stays at {workdir}/demo.db")
+            printer.stop()
+        printed = console.close()
+        print(f"\n{printed} alerts. The demo's database stays at {workdir}/demo.db")
     return 0

@@ -23,7 +23,8 @@ from shapely import LineString, MultiPoint, Polygon
 from shapely import Point as ShapelyPoint
 from shapely.geometry.polygon import orient
 
-from geofence.fence import FenceKind
+from geofence.fence import CIRCLE_SEGMENTS, FenceKind
+from geofence.geo import geodesic_circle
 from simulator.frame import LocalFrame, Point, distance_m
 
 CELL_M = 7_000.0
@@ -131,7 +132,16 @@ def _streets(rng: random.Random, lo: float, hi: float) -> tuple[float, ...]:
     )
 
 
-def _zone(rng: random.Random, slot: int, center: Point) -> Area:
+def _engine_circle(frame: LocalFrame, center: Point, radius_m: float) -> Polygon:
+    """The circle the engine builds for a Point fence (a geodesic one around the exported,
+    rounded centre), in grid metres: far from the frame's origin a circle drawn in the
+    frame would be off by metres, more than the margins the scenarios keep."""
+    lat, lon = frame.to_latlon(*center)
+    ring = geodesic_circle(round(lat, 7), round(lon, 7), radius_m, CIRCLE_SEGMENTS)
+    return Polygon([frame.to_grid(y, x) for x, y in ring.exterior.coords[:-1]])
+
+
+def _zone(rng: random.Random, slot: int, center: Point, frame: LocalFrame | None = None) -> Area:
     district = DISTRICTS[slot % len(DISTRICTS)]
     suffix = "" if slot < len(DISTRICTS) else f"-{slot // len(DISTRICTS) + 1}"
     fence_id = f"zone-{district}{suffix}"
@@ -139,7 +149,11 @@ def _zone(rng: random.Random, slot: int, center: Point) -> Area:
     cu, cv = center
     if rng.random() < 0.5:
         radius = round(rng.uniform(1_300.0, 2_800.0), 1)
-        shape = ShapelyPoint(cu, cv).buffer(radius, quad_segs=16)
+        shape = (
+            ShapelyPoint(cu, cv).buffer(radius, quad_segs=16)
+            if frame is None
+            else _engine_circle(frame, center, radius)
+        )
         return Area(fence_id, name, FenceKind.ZONE, "home", None, center, radius, (), shape)
     base = rng.uniform(1_500.0, 2_500.0)
     n = rng.randint(7, 10)
@@ -168,8 +182,12 @@ def _site(
     return (cu, cv), hu, hv
 
 
-def build_city(rng: random.Random, slots: int) -> City:
-    """A city with `slots` home zones (one per car) and a risk site at every cell corner."""
+def build_city(rng: random.Random, slots: int, *, engine_circles: bool = False) -> City:
+    """A city with `slots` home zones (one per car) and a risk site at every cell corner.
+
+    `engine_circles`: circles take the engine's own shape (see `_engine_circle`), for a city
+    of more than a few cells; the goldens keep the frame's circles they were made with.
+    """
     cols = max(2, math.ceil(math.sqrt(slots)))
     rows = max(2, math.ceil(slots / cols))
     frame = LocalFrame(CITY_CENTRE[0], CITY_CENTRE[1], round(rng.uniform(8.0, 24.0), 1))
@@ -183,7 +201,7 @@ def build_city(rng: random.Random, slots: int) -> City:
             (c - (cols - 1) / 2) * CELL_M + rng.uniform(-400.0, 400.0),
             (r - (rows - 1) / 2) * CELL_M + rng.uniform(-400.0, 400.0),
         )
-        zones.append(_zone(rng, slot, center))
+        zones.append(_zone(rng, slot, center, frame if engine_circles else None))
     corners = [
         ((c - cols / 2) * CELL_M, (r - rows / 2) * CELL_M)
         for r in range(rows + 1)
@@ -207,7 +225,11 @@ def build_city(rng: random.Random, slots: int) -> City:
         (cu, cv), hu, hv = _site(rng, us, vs, corners[corner_index])
         if rng.random() < 0.5:
             radius = round(rng.uniform(50.0, min(150.0, hu, hv)), 1)
-            shape = ShapelyPoint(cu, cv).buffer(radius, quad_segs=16)
+            shape = (
+                _engine_circle(frame, (cu, cv), radius)
+                if engine_circles
+                else ShapelyPoint(cu, cv).buffer(radius, quad_segs=16)
+            )
             site = Area(
                 fence_id, name, FenceKind.RISK_SITE, category, dwell_s, (cu, cv), radius, (), shape
             )

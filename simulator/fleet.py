@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 
@@ -87,17 +88,15 @@ def build_run(spec: RunSpec) -> Run:
         seed=spec.seed,
         start_ms=t0,
         end_ms=t1,
-        cars=tuple(_car_truth(car) for car in cars),
+        cars=tuple(car_truth(car) for car in cars),
         required=tuple(e for car in cars for e in car.required),
-        allowed=tuple(
-            e for car in cars if car.role is Role.SCENARIO for e in _crossings(city, car)
-        ),
+        allowed=tuple(e for car in cars if car.role is Role.SCENARIO for e in crossings(city, car)),
         counts=count_input(merged),
     )
     return Run(spec, city, tuple(cars), tuple(merged), truth)
 
 
-def _car_truth(car: Car) -> CarTruth:
+def car_truth(car: Car) -> CarTruth:
     return CarTruth(
         car.car_id,
         car.role,
@@ -109,7 +108,7 @@ def _car_truth(car: Car) -> CarTruth:
     )
 
 
-def _crossings(city: City, car: Car) -> list[Expectation]:
+def crossings(city: City, car: Car) -> list[Expectation]:
     """Enter/exit of every fence a tracker's true track comes near the boundary of."""
     loan_of = {d: loan.loan_id for loan in car.loans for d in loan.device_ids}
     out: list[Expectation] = []
@@ -130,37 +129,70 @@ def _crossings(city: City, car: Car) -> list[Expectation]:
     return out
 
 
-def count_input(msgs: list[Message]) -> InputCounts:
-    """What a replay of `msgs` must count (DESIGN §2): readings, duplicates, late, gaps, rejects.
+class Carried(Protocol):
+    """What `count_input` reads of a message: whose it is, its readings and its rejects."""
+
+    @property
+    def device_id(self) -> str | None:
+        """The device the message is from (None for junk)."""
+
+    @property
+    def readings(self) -> tuple[tuple[str, int, int | None], ...]:
+        """Its valid readings as (stream, ts_ms, seq)."""
+
+    @property
+    def rejects(self) -> tuple[str, ...]:
+        """The reasons its bad parts must be refused with."""
+
+
+class InputCounter:
+    """Counts what a replay of a message stream must count (DESIGN §2), message by message.
 
     Per device, in arrival order: a reading already seen (same stream and ts) is a duplicate;
     one not newer than the last of its stream is late; a `seq` jump is missing readings.
     """
-    readings: Counter[str] = Counter()
-    rejects: Counter[str] = Counter()
-    duplicates = late = missing = 0
-    seen: set[tuple[str | None, str, int]] = set()
-    last: dict[tuple[str | None, str], int] = {}
-    last_seq: dict[str | None, int] = {}
-    for m in msgs:
-        rejects.update(m.rejects)
+
+    def __init__(self) -> None:
+        self.readings: Counter[str] = Counter()
+        self.rejects: Counter[str] = Counter()
+        self.duplicates = self.late = self.missing = 0
+        self._seen: set[tuple[str | None, str, int]] = set()
+        self._last: dict[tuple[str | None, str], int] = {}
+        self._last_seq: dict[str | None, int] = {}
+
+    def add(self, m: Carried) -> None:
+        """Count one message."""
+        self.rejects.update(m.rejects)
         for stream, ts, seq in m.readings:
             key = (m.device_id, stream, ts)
-            if key in seen:
-                duplicates += 1
+            if key in self._seen:
+                self.duplicates += 1
                 continue
-            seen.add(key)
-            readings[stream] += 1
-            if ts <= last.get((m.device_id, stream), -1):
-                late += 1
+            self._seen.add(key)
+            self.readings[stream] += 1
+            if ts <= self._last.get((m.device_id, stream), -1):
+                self.late += 1
                 continue
-            last[m.device_id, stream] = ts
+            self._last[m.device_id, stream] = ts
             if seq is not None:
-                previous = last_seq.get(m.device_id)
+                previous = self._last_seq.get(m.device_id)
                 if previous is not None and seq > previous + 1:
-                    missing += seq - previous - 1
-                last_seq[m.device_id] = seq
-    return InputCounts(dict(readings), duplicates, late, missing, dict(rejects))
+                    self.missing += seq - previous - 1
+                self._last_seq[m.device_id] = seq
+
+    def counts(self) -> InputCounts:
+        """The counts so far."""
+        return InputCounts(
+            dict(self.readings), self.duplicates, self.late, self.missing, dict(self.rejects)
+        )
+
+
+def count_input(msgs: Iterable[Carried]) -> InputCounts:
+    """What a replay of `msgs` must count (see `InputCounter`)."""
+    counter = InputCounter()
+    for m in msgs:
+        counter.add(m)
+    return counter.counts()
 
 
 def fences_doc(run: Run) -> dict[str, object]:

@@ -33,6 +33,13 @@ class LocalFrame:
         lon = self.lon0 + x / (METRES_PER_DEGREE * math.cos(math.radians(self.lat0)))
         return lat, lon
 
+    def to_grid(self, lat: float, lon: float) -> Point:
+        """The grid point (`u`, `v`) metres of WGS84 (`lat`, `lon`): the inverse of `to_latlon`."""
+        x = (lon - self.lon0) * METRES_PER_DEGREE * math.cos(math.radians(self.lat0))
+        y = (lat - self.lat0) * METRES_PER_DEGREE
+        th = math.radians(self.rotation_deg)
+        return x * math.cos(th) + y * math.sin(th), -x * math.sin(th) + y * math.cos(th)
+
     def compass_deg(self, grid_angle_deg: float) -> float:
         """Compass heading (clockwise from north, 0..360) of a direction given in the grid frame."""
         east_angle = grid_angle_deg + self.rotation_deg  # counter-clockwise from east

@@ -14,7 +14,8 @@ import itertools
 import math
 import random
 from bisect import bisect_right
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from shapely import Polygon
 
@@ -26,10 +27,11 @@ _BRAKE_MPS2 = 2.0
 _TURN_MIN_DEG = 20.0
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(NamedTuple):
     """The car at one whole second of a drive. `angle_deg` is its direction in the grid frame
     (counter-clockwise from the u axis); `dist_m` is how far it has driven since the drive began.
+
+    A named tuple: a fleet makes one per second of every drive.
     """
 
     u: float
@@ -85,6 +87,11 @@ class Track:
     """A gapless sequence of phases: each phase starts when the previous one ends."""
 
     phases: tuple[Phase, ...]
+    starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Index the phase starts (`phase_at` is called for every reading)."""
+        object.__setattr__(self, "starts", tuple(p.t0_ms for p in self.phases))
 
     @property
     def t0_ms(self) -> int:
@@ -98,8 +105,7 @@ class Track:
 
     def phase_at(self, t_ms: int) -> Phase:
         """The phase in force at `t_ms` (the later one at a boundary)."""
-        starts = [p.t0_ms for p in self.phases]
-        return self.phases[max(0, bisect_right(starts, t_ms) - 1)]
+        return self.phases[max(0, bisect_right(self.starts, t_ms) - 1)]
 
     def state_at(self, t_ms: int) -> State:
         """Where the car is and what it does at `t_ms` (linear between whole seconds)."""
@@ -119,6 +125,35 @@ class Track:
         return State(
             point, speed * 3.6, a.angle_deg, phase.ignition, moving=True, odo_m=phase.odo_m + dist
         )
+
+    def window(self, t0_ms: int, t1_ms: int) -> Track:
+        """The part of the track between `t0_ms` and `t1_ms`; a drive cut at either end keeps
+        its whole seconds inside (so the part may start up to a second late)."""
+        kept: list[Phase] = []
+        for phase in self.phases:
+            if phase.t1_ms <= t0_ms or phase.t0_ms >= t1_ms:
+                continue
+            if isinstance(phase, Stay):
+                kept.append(
+                    replace(phase, t0_ms=max(phase.t0_ms, t0_ms), t1_ms=min(phase.t1_ms, t1_ms))
+                )
+                continue
+            first = max(0, -((phase.t0_ms - t0_ms) // 1000))  # ceil((t0 - start) / 1 s)
+            last = min(len(phase.samples) - 1, (t1_ms - phase.t0_ms) // 1000)
+            if last > first:
+                kept.append(
+                    Move(
+                        phase.t0_ms + 1000 * first,
+                        phase.t0_ms + 1000 * last,
+                        phase.samples[first : last + 1],
+                        phase.ignition,
+                        phase.odo_m,  # samples keep their distance from the drive's start
+                    )
+                )
+        if not kept:
+            msg = f"the track has nothing between {t0_ms} and {t1_ms}"
+            raise ValueError(msg)
+        return Track(tuple(kept))
 
     def until(self, t_ms: int) -> Track:
         """The track cut at `t_ms`, which must fall in a `Stay`."""
@@ -192,24 +227,42 @@ def drive(
     accel = rng.uniform(1.0, 1.8)
     dt = 1.0 / _DT_TICKS
 
+    last_seg = len(seg_len) - 1
+
     def at(s: float, speed: float) -> Sample:
-        k = min(max(bisect_right(cum, s) - 1, 0), len(seg_len) - 1)
+        k = bisect_right(cum, s) - 1
+        k = 0 if k < 0 else min(k, last_seg)
         f = (s - cum[k]) / seg_len[k] if seg_len[k] > 0 else 0.0
         a, b = pts[k], pts[k + 1]
         return Sample(a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f, speed, seg_angle[k], s)
 
+    # The loop runs twice per simulated second of every drive of a fleet: min(), max() and
+    # a search for the next stop are spelled out (same arithmetic, same results).
+    next_stop = [0] * len(limits)
+    upcoming = len(limits) - 1  # the destination: a stop
+    for i in range(len(limits) - 1, -1, -1):
+        if limits[i][1] == 0.0:
+            upcoming = i
+        next_stop[i] = upcoming
+    brake2 = 2 * _BRAKE_MPS2
+    sqrt = math.sqrt
     samples = [at(0.0, 0.0)]
     s, v, tick, li = 0.0, 0.0, 0, 0
     while True:
-        k = min(max(bisect_right(cum, s) - 1, 0), len(seg_len) - 1)
+        k = bisect_right(cum, s) - 1
+        k = 0 if k < 0 else min(k, last_seg)
         allowed = cruise[k]
+        vdt = v * dt
         for s_c, v_c, _ in limits[li : li + 4]:
-            allowed = min(
-                allowed, math.sqrt(v_c * v_c + 2 * _BRAKE_MPS2 * max(0.0, s_c - s - v * dt))
-            )
-        v_new = min(v + accel * dt, allowed)
+            gap = s_c - s - vdt
+            limit = sqrt(v_c * v_c + brake2 * (gap if gap > 0.0 else 0.0))  # noqa: FURB136
+            if limit < allowed:  # noqa: PLR1730  # see above: no min() call
+                allowed = limit
+        v_new = v + accel * dt
+        if allowed < v_new:  # noqa: PLR1730
+            v_new = allowed
         ds = (v + v_new) / 2 * dt
-        stop = next(i for i in range(li, len(limits)) if limits[i][1] == 0.0)
+        stop = next_stop[li]
         s_stop, _, wait = limits[stop]
         tick += 1
         if s + ds >= s_stop - 0.3:

@@ -59,6 +59,9 @@ NEAR_BAND_M = 10.0  # hysteresis (25 m) minus GPS error
 MOVING_GAP_MS = 32_000  # longest gap between fixes reaching the core while moving: 15 s,
 # jitter, and one fix lost or late on the way (glitches never hit two fixes in a row)
 STILL_GAP_MS = 125_000  # ... while standing still
+OUTSIDE_FLOOR_S = GRACE_MS / 1000 + 240  # parked outside long enough for zone.left to fire
+PARKED_FLOOR_S = 300.0  # parked long enough for the tracker to report it parked
+SILENCE_PAD_MS = 400_000  # a silence lasts this much longer than the offline limit
 
 
 class ScenarioKind(StrEnum):
@@ -126,10 +129,21 @@ class Car:
     required: tuple[Expectation, ...] = ()
 
 
+class DoesNotFit(RuntimeError):  # noqa: N818  # reads as the condition it is
+    """A scenario's story (and the alerts it guarantees) does not fit in the run's span."""
+
+
 @dataclass(frozen=True, slots=True)
 class CarSetup:
     """What a builder gets: the city, the car's number (1-based) and home zone, the run's span,
-    and the VINs already taken in the run (shared, grows as cars are built)."""
+    and the VINs already taken in the run (shared, grows as cars are built).
+
+    A fleet (`simulator.live`) also sets: `id_prefix` (ids that stay unique in a fleet of any
+    size), `vehicle` (drawn when the fleet is planned), `pace` (the factor on a story's
+    idle times, below 1 to fit a span shorter than two hours; the times the rules need are
+    kept), `offline_ms` (the silence, in event time, that the engine reports offline) and
+    `lead_s` (to start the story later in a run longer than it).
+    """
 
     city: City
     car_no: int
@@ -137,24 +151,65 @@ class CarSetup:
     t0_ms: int
     t1_ms: int
     vins: set[str]
+    id_prefix: str | None = None
+    vehicle: Vehicle | None = None
+    pace: float = 1.0
+    offline_ms: int = 1_800_000
+    lead_s: float = 0.0  # parked this long before the story starts
 
     @property
     def car_id(self) -> str:
-        """`car-07`."""
+        """`car-07` (a fleet's: `sim-car00007`)."""
+        if self.id_prefix is not None:
+            return f"{self.id_prefix}-car{self.car_no:05d}"
         return f"car-{self.car_no:02d}"
 
     @property
     def device_id(self) -> str:
-        """The car's (first) hard-wired tracker: `trk-007`."""
+        """The car's (first) hard-wired tracker: `trk-007` (a fleet's: `sim-00007`)."""
+        if self.id_prefix is not None:
+            return f"{self.id_prefix}-{self.car_no:05d}"
         return f"trk-{self.car_no:03d}"
 
     @property
     def loan_id(self) -> str:
-        """The car's (first) loan: `L-1007`."""
+        """The car's (first) loan: `L-1007` (a fleet's: `sim-L00007`)."""
+        if self.id_prefix is not None:
+            return f"{self.id_prefix}-L{self.car_no:05d}"
         return f"L-{1000 + self.car_no}"
 
+    @property
+    def second_loan_id(self) -> str:
+        """Another lender's loan on the same car: `L-2007` (a fleet's: `sim-L00007-2`)."""
+        if self.id_prefix is not None:
+            return f"{self.loan_id}-2"
+        return f"L-{2000 + self.car_no}"
 
-class _Plan:
+    def idle_s(self, rng: random.Random, lo_s: float, hi_s: float, floor_s: float = 0.0) -> float:
+        """An idle time drawn from `lo_s`..`hi_s` at the setup's pace, at least `floor_s`."""
+        return max(rng.uniform(lo_s, hi_s) * self.pace, floor_s)
+
+
+def make_loan(
+    rng: random.Random,
+    vehicle: Vehicle,
+    loan_id: str,
+    device_ids: tuple[str, ...],
+    zone: Area,
+) -> LoanSpec:
+    """A loan on `vehicle` of 50-70 % of its value, permitted in `zone`."""
+    return LoanSpec(
+        loan_id,
+        vehicle.vin,
+        device_ids,
+        (zone.fence_id,),
+        int(round(vehicle.value * rng.uniform(0.5, 0.7), -3)),
+        vehicle,
+        round(vehicle.odometer_km - rng.uniform(500.0, 5000.0), 0),
+    )
+
+
+class Script:
     """Common moves of every script, sharing the car's builder and home."""
 
     def __init__(self, setup: CarSetup, rng: random.Random) -> None:
@@ -163,11 +218,13 @@ class _Plan:
         self.city = setup.city
         self.zone = setup.zone
         self.inner = interior(setup.zone)
-        self.vehicle = make_vehicle(rng, setup.vins)
+        self.vehicle = setup.vehicle or make_vehicle(rng, setup.vins)
         self.home = self.inside_spot("home")
         self.tb = TrackBuilder(
             self.city, rng, self.home, setup.t0_ms, self.vehicle.odometer_km * 1000
         )
+        if setup.lead_s > 0:
+            self.tb.park(setup.lead_s)
 
     def inside_spot(self, name: str, away_from: Place | None = None) -> Place:
         """A kerbside spot well inside the zone, far from `away_from` (900 m if the zone allows)."""
@@ -206,12 +263,27 @@ class _Plan:
             raise RuntimeError(msg)
         return min(sites, key=lambda s: s.shape.distance(home))
 
-    def errand(self, park_s: tuple[float, float]) -> Move:
+    def park(self, lo_s: float, hi_s: float, floor_s: float = 0.0) -> Stay:
+        """Park for `lo_s`..`hi_s` at the setup's pace (at least `floor_s`)."""
+        return self.tb.park(self.setup.idle_s(self.rng, lo_s, hi_s, floor_s))
+
+    def errand(self, park_s: tuple[float, float], floor_s: float = 0.0) -> Move:
         """Drive to another spot inside the zone and park there for a while."""
         spot = self.inside_spot("errand", away_from=self.tb.place)
         move = self.tb.drive_to(spot, self.inner)
-        self.tb.park(self.rng.uniform(*park_s))
+        self.fits()
+        self.park(*park_s, floor_s)
         return move
+
+    def fits(self) -> None:
+        """DoesNotFit if the story already runs past the end of the run (a stay may: it is
+        cut short at the end)."""
+        last = self.tb.phases[-1]
+        end = last.t1_ms if isinstance(last, Move) else last.t0_ms + 1
+        if end > self.setup.t1_ms:
+            span_min = (self.setup.t1_ms - self.setup.t0_ms) / 60_000
+            msg = f"the story runs past the end of the run ({span_min:.0f} min of event time)"
+            raise DoesNotFit(msg)
 
     def go_home(self) -> Move:
         """Drive back home on streets inside the zone."""
@@ -219,21 +291,15 @@ class _Plan:
 
     def errands_until_end(self, min_left_s: float = 1500.0) -> None:
         """Errands in the zone while there is time, then park until the end of the run."""
-        while self.setup.t1_ms - self.tb.t_ms > min_left_s * 1000:
+        while self.setup.t1_ms - self.tb.t_ms > min_left_s * self.setup.pace * 1000:
             self.errand((600.0, 2400.0))
+        self.fits()
         self.tb.park_until(self.setup.t1_ms)
 
     def loan(self, device_ids: tuple[str, ...], loan_id: str | None = None) -> LoanSpec:
         """A loan on this car, permitted in its home zone."""
-        v = self.vehicle
-        return LoanSpec(
-            loan_id or self.setup.loan_id,
-            v.vin,
-            device_ids,
-            (self.zone.fence_id,),
-            int(round(v.value * self.rng.uniform(0.5, 0.7), -3)),
-            v,
-            round(v.odometer_km - self.rng.uniform(500.0, 5000.0), 0),
+        return make_loan(
+            self.rng, self.vehicle, loan_id or self.setup.loan_id, device_ids, self.zone
         )
 
     def wired(
@@ -427,18 +493,24 @@ def apart_window(move: Move, point: tuple[float, float], metres: float) -> tuple
     return _since_ms(move, d >= metres - 30.0), _settled_ms(move, d >= metres + 30.0)
 
 
-def _ms(rng: random.Random, lo_s: float, hi_s: float) -> int:
-    return round(rng.uniform(lo_s, hi_s) * 1000)
+def _ms(rng: random.Random, lo_s: float, hi_s: float, pace: float = 1.0) -> int:
+    return round(rng.uniform(lo_s, hi_s) * pace * 1000)
+
+
+def _until_end(p: Script) -> Stay:
+    """Park until the end of the run (DoesNotFit if the story already ran past it)."""
+    p.fits()
+    return p.tb.park_until(p.setup.t1_ms)
 
 
 def stays_home(setup: CarSetup, rng: random.Random) -> Car:
     """Errands inside the zone all day, a tunnel on the way: no alert at all."""
-    p = _Plan(setup, rng)
-    p.tb.park(rng.uniform(300, 900))
+    p = Script(setup, rng)
+    p.park(300, 900)
     p.errand((1200, 2400))
     p.errand((600, 1500))
     p.go_home()
-    p.tb.park_until(setup.t1_ms)
+    _until_end(p)
     track = p.tb.build()
     tracker = p.wired(track, p.dead_zone(track))
     return p.car(ScenarioKind.STAYS_HOME, (tracker,), (p.loan((tracker.device_id,)),), ())
@@ -449,12 +521,12 @@ def leaves_zone(setup: CarSetup, rng: random.Random) -> Car:
 
     The car leaves its zone in a tunnel: the exit arrives late, in a catch-up array.
     """
-    p = _Plan(setup, rng)
-    p.tb.park(rng.uniform(300, 900))
+    p = Script(setup, rng)
+    p.park(300, 900)
     out = p.drive_across(lambda: p.outside_spot("mall", 800, 4_000, 400), outward=True)
-    p.tb.park(rng.uniform(1800, 2700))
+    p.park(1800, 2700, OUTSIDE_FLOOR_S)
     back = p.drive_across(lambda: p.home, outward=False)
-    p.tb.park_until(setup.t1_ms)
+    _until_end(p)
     tracker = p.wired(p.tb.build(), p.tunnel_at_exit(out))
     required = (*p.left_zone(out, "a trip to another district"), *p.came_back(back))
     return p.car(ScenarioKind.LEAVES_ZONE, (tracker,), (p.loan((tracker.device_id,)),), required)
@@ -462,14 +534,14 @@ def leaves_zone(setup: CarSetup, rng: random.Random) -> Car:
 
 def pawnshop_dwell(setup: CarSetup, rng: random.Random) -> Car:
     """The car sits 25-35 min at a pawnshop outside its zone (one car, many pledges)."""
-    p = _Plan(setup, rng)
+    p = Script(setup, rng)
     site = p.nearest_site("pawnshop")
     dwell_ms = dwell_s(site) * 1000
-    p.tb.park(rng.uniform(300, 900))
+    p.park(300, 900)
     there = p.drive_across(lambda: site_place(p.city, site), outward=True)
-    p.tb.park(rng.uniform(1500, 2100))
+    p.park(1500, 2100, dwell_ms / 1000 + OUTSIDE_FLOOR_S)
     back = p.drive_across(lambda: p.home, outward=False)
-    p.tb.park_until(setup.t1_ms)
+    _until_end(p)
     tracker = p.wired(p.tb.build())
     fid = site.fence_id
     enter_lo, enter_hi = crossing_window(there, site.shape, outward=False)
@@ -493,9 +565,9 @@ def pawnshop_dwell(setup: CarSetup, rng: random.Random) -> Car:
 
 def towed(setup: CarSetup, rng: random.Random) -> Car:
     """Parked in its zone; a tow truck lifts it (a shock) and hauls it out of the zone."""
-    p = _Plan(setup, rng)
-    p.tb.park(rng.uniform(300, 600))
-    p.errand((1500, 2400))
+    p = Script(setup, rng)
+    p.park(300, 600)
+    p.errand((1500, 2400), PARKED_FLOOR_S)
     hook = p.tb.t_ms - _ms(rng, 60, 150)
     tow = p.drive_across(
         lambda: p.outside_spot("yard", 1_000, 4_000, 400),
@@ -503,7 +575,7 @@ def towed(setup: CarSetup, rng: random.Random) -> Car:
         ignition=False,
         speed_kmh=(20.0, 40.0),
     )
-    p.tb.park_until(setup.t1_ms)
+    _until_end(p)
     g = round(rng.uniform(2.6, 3.4), 2)
     # the shock is sent twice (a redelivery): still one shock and one tow alert
     tracker = p.wired(p.tb.build(), (Shock(hook, g), Resend(hook, Stream.VIB)))
@@ -517,16 +589,16 @@ def towed(setup: CarSetup, rng: random.Random) -> Car:
 
 def flatbed_tow(setup: CarSetup, rng: random.Random) -> Car:
     """Parked in its zone; loaded onto a flatbed without a jolt, it moves with the engine off."""
-    p = _Plan(setup, rng)
-    p.tb.park(rng.uniform(300, 600))
-    p.errand((1500, 2400))
+    p = Script(setup, rng)
+    p.park(300, 600)
+    p.errand((1500, 2400), PARKED_FLOOR_S)
     tow = p.drive_across(
         lambda: p.outside_spot("yard", 1_000, 4_000, 400),
         outward=True,
         ignition=False,
         speed_kmh=(20.0, 40.0),
     )
-    p.tb.park_until(setup.t1_ms)
+    _until_end(p)
     tracker = p.wired(p.tb.build())
     # the first fix reading over 10 km/h or over 200 m from the parking spot, GPS error aside
     speed = np.array([s.speed_mps * 3.6 for s in tow.samples])
@@ -549,14 +621,14 @@ def flatbed_tow(setup: CarSetup, rng: random.Random) -> Car:
 
 def brief_visit(setup: CarSetup, rng: random.Random) -> Car:
     """A 10-20 min stop at a lender's lot, well under its 30 min dwell: no dwell alert."""
-    p = _Plan(setup, rng)
+    p = Script(setup, rng)
     site = p.nearest_site(rng.choice(("lender", "used_car_market")))
     assert dwell_s(site) >= 1800
-    p.tb.park(rng.uniform(300, 900))
+    p.park(300, 900)
     there = p.drive_across(lambda: site_place(p.city, site), outward=True)
-    p.tb.park(rng.uniform(600, 1200))
+    p.park(600, 1200, PARKED_FLOOR_S)
     back = p.drive_across(lambda: p.home, outward=False)
-    p.tb.park_until(setup.t1_ms)
+    _until_end(p)
     tracker = p.wired(p.tb.build())
     fid = site.fence_id
     enter = crossing_window(there, site.shape, outward=False)
@@ -572,8 +644,8 @@ def brief_visit(setup: CarSetup, rng: random.Random) -> Car:
 
 def quick_exit(setup: CarSetup, rng: random.Random) -> Car:
     """A 1-2 min stop just outside the zone (engine running): exit and enter, no zone.left."""
-    p = _Plan(setup, rng)
-    p.tb.park(rng.uniform(300, 900))
+    p = Script(setup, rng)
+    p.park(300, 900)
     mark = p.tb.mark()
     for _ in range(30):
         p.tb.restore(mark)
@@ -611,14 +683,14 @@ def quick_exit(setup: CarSetup, rng: random.Random) -> Car:
 
 def tracker_removed(setup: CarSetup, rng: random.Random) -> Car:
     """Two trackers; the hidden one is pulled out and left at the kerb, the car drives off."""
-    p = _Plan(setup, rng)
-    p.tb.park(rng.uniform(300, 600))
-    p.errand((900, 1500))
+    p = Script(setup, rng)
+    p.park(300, 600)
+    p.errand((900, 1500), PARKED_FLOOR_S)
     parked = p.tb.phases[-1]
     assert isinstance(parked, Stay)
-    removed = parked.t0_ms + _ms(rng, 300, 600)
+    removed = parked.t0_ms + _ms(rng, 300, 600, setup.pace)
     go = p.drive_across(lambda: p.outside_spot("away", 2_000, 5_000, 400), outward=True)
-    p.tb.park_until(setup.t1_ms)
+    _until_end(p)
     car_track = p.tb.build()
     drop = (
         parked.point[0] + rng.uniform(-15, 15),
@@ -650,12 +722,12 @@ def tracker_removed(setup: CarSetup, rng: random.Random) -> Car:
 
 def vin_swap(setup: CarSetup, rng: random.Random) -> Car:
     """The OBD tracker is unplugged and plugged into another car, whose VIN it then reports."""
-    p = _Plan(setup, rng)
-    p.tb.park(rng.uniform(300, 600))
-    p.errand((1500, 2400))
+    p = Script(setup, rng)
+    p.park(300, 600)
+    p.errand((1500, 2400), PARKED_FLOOR_S)
     parked = p.tb.phases[-1]
-    unplug = parked.t0_ms + _ms(rng, 300, 600)
-    plug = unplug + _ms(rng, 600, 1200)
+    unplug = parked.t0_ms + _ms(rng, 300, 600, setup.pace)
+    plug = unplug + _ms(rng, 600, 1200, setup.pace)
     car_a = p.tb.build()
     other = make_vehicle(rng, setup.vins)
     b = TrackBuilder(
@@ -667,6 +739,9 @@ def vin_swap(setup: CarSetup, rng: random.Random) -> Car:
     )
     b.park_until(plug)
     p.tb = b
+    # the other car drives off as the tracker comes to: a first fix of a parked car 300 m
+    # from where the tracker last stood would be a tow
+    p.errand((600.0, 2400.0))
     p.errands_until_end()
     track = car_a.until(unplug).then(p.tb.build())
     events: tuple[Event, ...] = (
@@ -689,8 +764,8 @@ def vin_swap(setup: CarSetup, rng: random.Random) -> Car:
 
 def spoofed_jump(setup: CarSetup, rng: random.Random) -> Car:
     """Mid-drive, one fix lands hundreds of kilometres away; the next ones are normal."""
-    p = _Plan(setup, rng)
-    p.tb.park(rng.uniform(300, 600))
+    p = Script(setup, rng)
+    p.park(300, 600)
     drive = p.errand((900, 1800))
     while drive.t1_ms - drive.t0_ms < 180_000:
         drive = p.errand((600, 1200))
@@ -707,13 +782,15 @@ def spoofed_jump(setup: CarSetup, rng: random.Random) -> Car:
 
 def power_cut(setup: CarSetup, rng: random.Random) -> Car:
     """Parked at home, the tracker's case is opened, then its power wire is cut."""
-    p = _Plan(setup, rng)
-    p.tb.park(rng.uniform(300, 600))
+    p = Script(setup, rng)
+    p.park(300, 600)
     p.errand((600, 900))
-    parked = p.tb.park_until(setup.t1_ms)
-    opened = parked.t0_ms + _ms(rng, 600, 1200)
+    parked = _until_end(p)
+    opened = parked.t0_ms + _ms(rng, 600, 1200, setup.pace)
     cut = opened + _ms(rng, 30, 120)
-    assert cut < parked.t1_ms - 600_000
+    if cut >= parked.t1_ms - 600_000:
+        msg = "the power cut would come less than 10 min before the end of the run"
+        raise DoesNotFit(msg)
     events = (StatusChange(opened, tamper=True), StatusChange(cut, ext_power=False))
     tracker = p.wired(p.tb.build(), events)
     required = (
@@ -725,13 +802,17 @@ def power_cut(setup: CarSetup, rng: random.Random) -> Car:
 
 def goes_silent(setup: CarSetup, rng: random.Random) -> Car:
     """Parked at home, the tracker says nothing for 45-55 min, then reports again."""
-    p = _Plan(setup, rng)
-    p.tb.park(rng.uniform(300, 600))
+    p = Script(setup, rng)
+    p.park(300, 600)
     p.errand((600, 900))
-    parked = p.tb.park_until(setup.t1_ms)
-    start = parked.t0_ms + _ms(rng, 300, 600)
-    end = start + _ms(rng, 2700, 3300)
-    assert end < setup.t1_ms - 600_000
+    parked = _until_end(p)
+    start = parked.t0_ms + _ms(rng, 300, 600, setup.pace)
+    # silent well past the offline limit (the replay's, and a live engine's, if longer)
+    longest = max(OFFLINE_MS, setup.offline_ms) + SILENCE_PAD_MS
+    end = start + max(_ms(rng, 2700, 3300, setup.pace), longest)
+    if end >= setup.t1_ms - 600_000:
+        msg = "the silence would end less than 10 min before the end of the run"
+        raise DoesNotFit(msg)
     tracker = p.wired(p.tb.build(), (Silence(start, end),))
     required = (
         p.expect(
@@ -751,10 +832,10 @@ def silent_outside(setup: CarSetup, rng: random.Random) -> Car:
 
     Its zone grace runs out while it says nothing: `zone.left` must still come (DESIGN §4).
     """
-    p = _Plan(setup, rng)
-    p.tb.park(rng.uniform(300, 900))
+    p = Script(setup, rng)
+    p.park(300, 900)
     out = p.drive_across(lambda: p.outside_spot("garage", 250, 700, 250), outward=True)
-    p.tb.park_until(setup.t1_ms)
+    _until_end(p)
     start = out.t1_ms + _ms(rng, 20, 60)
     tracker = p.wired(p.tb.build(), (Silence(start, setup.t1_ms + 1),))
     required = (
@@ -772,11 +853,11 @@ def silent_outside(setup: CarSetup, rng: random.Random) -> Car:
 
 def impounded(setup: CarSetup, rng: random.Random) -> Car:
     """The car is driven into an impound lot: an alert at once (dwell 0)."""
-    p = _Plan(setup, rng)
+    p = Script(setup, rng)
     site = p.nearest_site("impound")
-    p.tb.park(rng.uniform(300, 900))
+    p.park(300, 900)
     there = p.drive_across(lambda: site_place(p.city, site), outward=True)
-    p.tb.park_until(setup.t1_ms)
+    _until_end(p)
     tracker = p.wired(p.tb.build())
     fid = site.fence_id
     enter_lo, enter_hi = crossing_window(there, site.shape, outward=False)
@@ -798,15 +879,15 @@ def impounded(setup: CarSetup, rng: random.Random) -> Car:
 
 def double_pledge(setup: CarSetup, rng: random.Random) -> Car:
     """Two lenders hold active loans on the same car, each with its own tracker in it."""
-    p = _Plan(setup, rng)
-    p.tb.park(rng.uniform(300, 900))
+    p = Script(setup, rng)
+    p.park(300, 900)
     p.errands_until_end()
     track = p.tb.build()
     first = p.wired(track)
     second = p.wired(track, device_id=f"{setup.device_id}x", ts_format=TsFormat.ISO_CST)
     loans = (
         p.loan((first.device_id,)),
-        p.loan((second.device_id,), loan_id=f"L-{2000 + setup.car_no}"),
+        p.loan((second.device_id,), loan_id=setup.second_loan_id),
     )
     required = (
         Expectation(
@@ -823,8 +904,8 @@ def double_pledge(setup: CarSetup, rng: random.Random) -> Car:
 
 def quiet(setup: CarSetup, rng: random.Random, *, owntracks: bool) -> Car:
     """Background traffic: errands inside the zone, a real fleet's glitches, no alert."""
-    p = _Plan(setup, rng)
-    p.tb.park(rng.uniform(60, 1800))
+    p = Script(setup, rng)
+    p.park(60, 1800)
     p.errands_until_end(min_left_s=1200)
     track = p.tb.build()
     tracker: Tracker

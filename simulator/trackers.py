@@ -133,6 +133,7 @@ class Tracker:
     vin: str | None = None
     events: tuple[Event, ...] = ()
     glitches: bool = False
+    still_ms: int = STILL_MS  # fix interval standing still (a fleet's parked units save power)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +190,7 @@ def _gps_times(
     phases = tracker.track.phases
     for n, phase in enumerate(phases):
         moving = isinstance(phase, Move)
-        interval = moving_ms if moving else STILL_MS
+        interval = moving_ms if moving else tracker.still_ms
         end = phase.t1_ms if n == len(phases) - 1 else phase.t1_ms - MIN_FIX_GAP_MS
         t = phase.t0_ms + rng.randint(1, 3) * 1000 + ms_offset
         if n == 0:
@@ -204,6 +205,8 @@ def _gps_times(
         while t <= end:
             times.append((t, moving))
             t += interval + (0 if phone else rng.randrange(-200, 300, 100))
+    if not silences:
+        return times
     return [(t, m) for t, m in times if not any(s.start_ms <= t < s.end_ms for s in silences)]
 
 

@@ -1,7 +1,8 @@
-"""The simulator's only file output: a run's four documents in a directory."""
+"""The simulator's only file output: a run's documents in a directory."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
@@ -9,6 +10,31 @@ import orjson
 from simulator.fleet import Run, fences_doc, loans_doc, reading_lines, truth_doc
 
 PRETTY = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+
+
+def write_json(path: Path, doc: object) -> Path:
+    """Write `doc` as indented JSON; the path."""
+    path.write_bytes(orjson.dumps(doc, option=PRETTY))
+    return path
+
+
+def write_documents(
+    out_dir: Path,
+    fences: dict[str, object],
+    loans: list[dict[str, object]],
+    lines: Iterable[bytes],
+    readings_name: str = "readings.jsonl",
+) -> list[Path]:
+    """Write `fences.geojson`, `loans.json` and the readings lines (streamed); the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [
+        write_json(out_dir / "fences.geojson", fences),
+        write_json(out_dir / "loans.json", loans),
+        out_dir / readings_name,
+    ]
+    with written[2].open("wb") as f:
+        f.writelines(lines)
+    return written
 
 
 def write_run(
@@ -19,16 +45,9 @@ def write_run(
     with_truth: bool = True,
 ) -> list[Path]:
     """Write `fences.geojson`, `loans.json`, the readings and `ground_truth.json`; the paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = [
-        out_dir / "fences.geojson",
-        out_dir / "loans.json",
-        out_dir / readings_name,
-    ]
-    written[0].write_bytes(orjson.dumps(fences_doc(run), option=PRETTY))
-    written[1].write_bytes(orjson.dumps(loans_doc(run), option=PRETTY))
-    written[2].write_bytes(b"".join(reading_lines(run)))
+    written = write_documents(
+        out_dir, fences_doc(run), loans_doc(run), reading_lines(run), readings_name
+    )
     if with_truth:
-        written.append(out_dir / "ground_truth.json")
-        written[3].write_bytes(orjson.dumps(truth_doc(run), option=PRETTY))
+        written.append(write_json(out_dir / "ground_truth.json", truth_doc(run)))
     return written

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -19,7 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerts.signing import verify
+from alerts.receiver import Delivery, WebhookReceiver
 from tests.brokers import REPO, Broker, free_port, wait_port
 
 TOKEN = "test-token-1"
@@ -28,85 +26,63 @@ SECRET = "whsec-test"
 
 @dataclass
 class Received:
-    """One webhook POST as the receiver saw it."""
+    """One accepted webhook POST as the receiver saw it."""
 
     alert: dict[str, object]
     headers: dict[str, str]
-    signature_ok: bool
+    signature_ok: bool  # always True: the shared receiver refuses (401) a bad signature
     at: float
 
 
-@dataclass
 class Receiver:
-    """An HTTP server that records webhook POSTs and verifies their signatures.
+    """The shared webhook receiver (`alerts.receiver`) as the end-to-end tests use it.
 
     `behave(n)` decides the response to the n-th request (1-based): a status code, or a
-    number of seconds to stall (a timeout for the sender) then 200.
+    number of seconds to stall (a timeout for the sender) then 200. A POST with a bad
+    signature is answered 401 and counted in `refused`, never recorded.
     """
 
-    port: int = field(default_factory=free_port)
-    received: list[Received] = field(default_factory=list)
-    requests: int = 0
-    behave: Callable[[int], int | float] = lambda _n: 200
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self) -> None:
+        self.behave: Callable[[int], int | float] = lambda _n: 200
+        # A lambda, not `self.behave`: tests replace `behave` after the receiver is made.
+        respond = lambda n: self.behave(n)  # noqa: E731, PLW0108
+        self.hook = WebhookReceiver(SECRET, respond=respond, port=free_port())
+
+    @property
+    def port(self) -> int:
+        return self.hook.port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return self.hook.url
+
+    @property
+    def requests(self) -> int:
+        return self.hook.counts.requests
+
+    @property
+    def refused(self) -> int:
+        return self.hook.counts.refused
+
+    @property
+    def received(self) -> list[Received]:
+        return [_received(d) for d in self.hook.deliveries()]
 
     def start(self) -> None:
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # the http.server API
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with receiver.lock:
-                    receiver.requests += 1
-                    n = receiver.requests
-                action = receiver.behave(n)
-                if isinstance(action, float):
-                    time.sleep(action)
-                    action = 200
-                if 200 <= action < 300:
-                    ok = verify(
-                        SECRET,
-                        int(self.headers["X-Pledgewatch-Timestamp"]),
-                        body,
-                        self.headers["X-Pledgewatch-Signature"],
-                        time.time(),
-                    )
-                    with receiver.lock:
-                        receiver.received.append(
-                            Received(orjson.loads(body), dict(self.headers), ok, time.time())
-                        )
-                self.send_response(action)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.hook.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.hook.stop()
 
     def ids(self) -> list[str]:
-        with self.lock:
-            return [str(r.alert["id"]) for r in self.received]
+        return self.hook.ids()
 
     def wait_for(self, predicate: Callable[[list[Received]], bool], timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self.lock:
-                if predicate(list(self.received)):
-                    return True
-            time.sleep(0.05)
-        with self.lock:
-            return predicate(list(self.received))
+        return self.hook.wait_for(lambda ds: predicate([_received(d) for d in ds]), timeout_s)
+
+
+def _received(d: Delivery) -> Received:
+    return Received(d.alert, d.headers, signature_ok=True, at=d.received_s)
 
 
 @pytest.fixture

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from shapely import Point as ShapelyPoint
+from shapely import Polygon as ShapelyPolygon
 
 from devices.decode import decode
 from devices.readings import GpsFix, Vibration
@@ -19,8 +22,9 @@ from geofence.fence import FenceKind, parse_feature_collection
 from geofence.geo import haversine_m
 from lending.model import VIN_RE, parse_loans
 from simulator import __main__ as simulator_cli
-from simulator.city import interior
+from simulator.city import build_city, fence_features, interior
 from simulator.fleet import Run, RunSpec, build_run, fences_doc, loans_doc, reading_lines, truth_doc
+from simulator.frame import LocalFrame
 from simulator.golden import DEMO_DIR, GOLDEN_DIR, demo_spec, golden_specs
 from simulator.junk import ALL_JUNK
 from simulator.motion import Move
@@ -303,3 +307,37 @@ def test_cli_writes_a_run(tmp_path: Path) -> None:
     assert names == ["fences.geojson", "ground_truth.json", "loans.json", "readings.jsonl"]
     truth = GroundTruth.from_json(orjson.loads((out / "ground_truth.json").read_bytes()))
     assert {e.type for e in truth.required} >= {"shock", "tow.suspected"}
+
+
+@given(st.floats(-40_000, 40_000), st.floats(-40_000, 40_000), st.floats(0.0, 45.0))
+def test_grid_and_degrees_convert_both_ways(u: float, v: float, rotation_deg: float) -> None:
+    frame = LocalFrame(31.23, 121.47, rotation_deg)
+    back = frame.to_grid(*frame.to_latlon(u, v))
+    assert math.dist(back, (u, v)) < 1e-6
+
+
+def test_a_large_city_draws_circles_as_the_engine_does() -> None:
+    """Far from the frame's origin the frame's own circle is metres off the engine's."""
+    city = build_city(random.Random("wide"), 100, engine_circles=True)
+    doc = {"type": "FeatureCollection", "features": fence_features(city)}
+    fences = {f.fence_id: f for f in parse_feature_collection(doc)}
+    circles = [a for a in city.areas if a.radius_m is not None]
+    assert len(circles) > 20
+    for area in circles:
+        engine = fences[area.fence_id].geometry
+        assert isinstance(engine, ShapelyPolygon)
+        ring = ShapelyPolygon([city.frame.to_grid(y, x) for x, y in engine.exterior.coords])
+        assert ring.hausdorff_distance(area.shape) < 0.05, area.fence_id
+
+
+def test_a_track_window_keeps_the_truth_inside_it(demo: Run) -> None:
+    track = demo.cars[1].trackers[0].track
+    move = next(p for p in track.phases if isinstance(p, Move))
+    t0, t1 = move.t0_ms + 10_500, track.t1_ms - 600_000
+    part = track.window(t0, t1)
+    assert t0 <= part.t0_ms < t0 + 1000
+    assert t1 - 1000 < part.t1_ms <= t1
+    for a, b in itertools.pairwise(part.phases):
+        assert a.t1_ms == b.t0_ms
+    for t in range(part.t0_ms, part.t1_ms, 7_000):
+        assert part.state_at(t) == track.state_at(t)
