@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import dataclasses
-import http.server
 import math
 import os
 import select
@@ -44,7 +43,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from alerts.model import Alert, AlertType
-from alerts.signing import verify
+from alerts.receiver import WebhookReceiver
 from benchmarks.bench_replay import (
     PROFILE_TOP,
     T0_MS,
@@ -60,21 +59,18 @@ from benchmarks.common import (
     fmt_rate,
     fmt_ratio,
     log,
-    machine_cpu_s,
     machine_info,
     mosquitto_version,
     percentile,
-    proc_cpu_s,
     rate,
     table,
-    tree_cpu_s,
-    tree_memory,
     write_json,
 )
 from devices.mqtt_source import Message
 from engine.core.config import Config
 from engine.gc_policy import tune_gc
 from engine.private_broker import PrivateBroker, free_port
+from engine.procfs import machine_cpu_s, proc_cpu_s, tree_cpu_s, tree_memory
 from engine.replay import Replay
 from engine.runtime import Engine
 from engine.stores import open_store
@@ -1011,63 +1007,6 @@ def engine_check(delta: dict[str, float], readings: int, pub_check: str = "ok") 
 # -- latency: a webhook receiver in this process
 
 
-@dataclass(slots=True)
-class Receiver:
-    """A real HTTP server taking webhook POSTs: the wall time each arrived, its body, and
-    whether its signature verified."""
-
-    port: int = field(default_factory=free_port)
-    got: list[tuple[float, dict[str, Any], bool]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    server: http.server.ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        """Where the engine should POST."""
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def start(self) -> None:
-        """Serve on a thread."""
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as a real receiver would
-
-            def do_POST(self) -> None:  # the http.server API
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                at = time.time()
-                ok = verify(
-                    SECRET,
-                    int(self.headers["X-Pledgewatch-Timestamp"]),
-                    body,
-                    self.headers["X-Pledgewatch-Signature"],
-                    at,
-                )
-                with receiver.lock:
-                    receiver.got.append((at, orjson.loads(body), ok))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-
-    def received(self) -> list[tuple[float, dict[str, Any], bool]]:
-        """A copy of what arrived so far."""
-        with self.lock:
-            return list(self.got)
-
-
 def _iso_ms(text: str) -> int:
     return round(datetime.fromisoformat(text).timestamp() * 1000)
 
@@ -1096,8 +1035,7 @@ def run_latency(
     msgs = read_messages(fleet.readings, warm_until_ms - (T0_MS + interval_ms), ("trk-", "lat-"))
     warm = [m for m in msgs if m.ts_ms < warm_until_ms]
     paced = [m for m in msgs if m.ts_ms >= warm_until_ms]
-    receiver = Receiver()
-    receiver.start()
+    receiver = WebhookReceiver(SECRET).start()
     try:
         r = engine.http.put(
             "/v1/webhooks/bench",
@@ -1131,7 +1069,7 @@ def run_latency(
         # The reference is computed afterwards; until then, wait for webhooks to stop coming.
         quiet_since, count = time.time(), -1
         while time.time() - quiet_since < 1.0:
-            n = len(receiver.received())
+            n = receiver.counts.requests
             if n != count:
                 quiet_since, count = time.time(), n
             time.sleep(0.1)
@@ -1143,10 +1081,11 @@ def run_latency(
         want_ids = {a.id for a in want}
         deadline = time.time() + 30
         while time.time() < deadline:
-            if want_ids <= {str(b["id"]) for _, b, _ in receiver.received()}:
+            if want_ids <= set(receiver.ids()):
                 break
             time.sleep(0.1)
-        got = receiver.received()
+        got = receiver.deliveries()
+        bad_sig = receiver.counts.refused
     finally:
         receiver.stop()
     by_key = {(m.device, m.ts_ms): i for i, m in enumerate(paced)}
@@ -1155,10 +1094,9 @@ def run_latency(
     to_hook: list[float] = []
     seen: Counter[str] = Counter()
     unmatched = 0
-    bad_sig = 0
-    for at, body, sig_ok in got:
+    for delivery in got:
+        at, body = delivery.received_s, delivery.alert
         seen[str(body["id"])] += 1
-        bad_sig += not sig_ok
         i = by_key.get((str(body["device_id"]), _iso_ms(str(body["ts"]))))
         if i is None:
             unmatched += 1

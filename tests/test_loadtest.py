@@ -141,3 +141,37 @@ def test_ctrl_c_stops_the_run_and_writes_a_partial_report(tmp_path: Path) -> Non
     assert doc["engine"]["exit_status"] == 0  # stopped by the load test, cleanly
     assert doc["quality"]["horizon_ms"] < doc["plan"]["event_end"]
     assert (out / "throughput.png").exists()
+
+
+def test_ramp_steps_the_rate_up_and_reports_the_highest_sustained(tmp_path: Path) -> None:
+    out = tmp_path / "ramp"
+    command = [
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "loadtest",
+        "--devices",
+        "60",
+        "--ramp",
+        "--ramp-step-s",
+        "5",
+        "--ramp-max-steps",
+        "2",
+        "--max-p99-ms",
+        "60000",
+        "--report",
+        str(out),
+    ]
+    done = subprocess.run(
+        command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240, check=False
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    ramp = orjson.loads((out / "report.json").read_bytes())["ramp"]
+    steps = ramp["steps"]
+    assert [s["step"] for s in steps] == [1, 2]
+    assert all(s["verdict"] == "sustained" for s in steps), steps
+    assert ramp["stopped_because"] == "reached --ramp-max-steps 2"
+    # Each step asks for 1.5x what the last one published; the publisher gets close.
+    assert steps[1]["published_msgs_per_s"] > steps[0]["published_msgs_per_s"]
+    assert ramp["sustained_msgs_per_s"] == steps[1]["published_msgs_per_s"]
+    assert (out / "throughput.png").read_bytes().startswith(PNG)

@@ -16,16 +16,9 @@ from typing import IO, Any
 import numpy as np
 
 from alerts.receiver import Delivery
+from engine.procfs import machine_cpu_s, tree_cpu_s, tree_memory
 from simulator.loadtest.latency import DueKind, PublishLog, Sample, sample
-from simulator.loadtest.target import (
-    ALERTS,
-    OUTBOX,
-    Metrics,
-    Target,
-    machine_busy_s,
-    proc_cpu_s,
-    proc_rss_bytes,
-)
+from simulator.loadtest.target import ALERTS, OUTBOX, Metrics, Target
 
 MIN_INTERVAL_S = 0.5  # rates need this much time between samples (CPU time moves in ticks)
 
@@ -177,7 +170,8 @@ class Sampler(threading.Thread):
         rss: int | None = None
         if pid is not None:
             with contextlib.suppress(OSError, ValueError, IndexError):
-                cpu, rss = proc_cpu_s(pid), proc_rss_bytes(pid)
+                # the engine with its MQTT child process
+                cpu, rss = tree_cpu_s(pid), tree_memory(pid)["VmRSS"]
         times = os.times()
         base = self.baseline
         point = Point(
@@ -190,7 +184,7 @@ class Sampler(threading.Thread):
             engine_cpu_s=cpu,
             engine_rss=rss,
             self_cpu_s=times.user + times.system,
-            machine_busy_s=machine_busy_s(),
+            machine_busy_s=sum(machine_cpu_s()),  # interrupts included
             p99_ms=self.collector.p99(),
         )
         self.points.append(point)

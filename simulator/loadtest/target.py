@@ -33,8 +33,6 @@ BATCH_SECONDS = "pledgewatch_batch_seconds_sum"
 IMPORT_CHUNK = 2000  # fences per `POST /v1/fences:import`, well under its body limit
 LOANS_IMPORT_CHUNK = 5000  # loans per `POST /v1/loans:import` (about 1 MiB)
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
 
 class TargetError(RuntimeError):
     """The engine cannot be started or reached, or refused the setup; says what to do."""
@@ -75,28 +73,6 @@ class Metrics:
     def processed(self) -> float:
         """Valid readings the engine has taken: accepted plus dropped as duplicates."""
         return self.total(READINGS) + self.total(DUPLICATES)
-
-
-def proc_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads) a live process has used: /proc/<pid>/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # the name in parentheses may hold spaces
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
-def proc_rss_bytes(pid: int) -> int:
-    """Resident set size of a live process: VmRSS in /proc/<pid>/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def machine_busy_s() -> float:
-    """Busy CPU seconds of the whole machine since boot, all cores: /proc/stat."""
-    first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in first[:8])
-    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
 
 
 class Target:
