@@ -77,6 +77,7 @@ from engine.stores import open_store
 from geofence.fence import load_fences
 from geofence.index import FenceIndex
 from lending.model import parse_loans
+from simulator.loadtest.target import Metrics as ScrapedMetrics
 
 TOKEN = "bench-token"  # noqa: S105  # a throwaway token for a private engine on loopback
 SECRET = "bench-webhook-secret"  # noqa: S105  # the benchmark's own receiver checks it
@@ -494,33 +495,10 @@ def publisher_files(
 # -- the engine as a process
 
 
-@dataclass(frozen=True, slots=True)
-class Metrics:
-    """One scrape of `/metrics`: sample name with labels -> value."""
+class Metrics(ScrapedMetrics):
+    """One scrape of `/metrics` (the load test's parser), and what the checks add to it."""
 
-    values: dict[str, float]
-
-    @classmethod
-    def parse(cls, text: str) -> Metrics:
-        """Parse the Prometheus text format (no timestamps)."""
-        values: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                values[key] = float(value)
-        return cls(values)
-
-    def total(self, name: str) -> float:
-        """The sum of a metric over its labels."""
-        return sum(v for k, v in self.values.items() if k == name or k.startswith(name + "{"))
-
-    def by_label(self, name: str) -> dict[str, float]:
-        """A labelled metric as {label value: value}."""
-        out = {}
-        for k, v in self.values.items():
-            if k.startswith(name + "{"):
-                out[k[k.index('"') + 1 : k.rindex('"')]] = v
-        return out
+    __slots__ = ()
 
     def handled(self) -> float:
         """Readings accepted, duplicate or rejected: every input the engine has finished."""

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import httpx
 import orjson
@@ -45,7 +46,7 @@ class Metrics:
     values: dict[str, float]
 
     @classmethod
-    def parse(cls, text: str) -> Metrics:
+    def parse(cls, text: str) -> Self:
         """Parse the Prometheus text format (no timestamps, as the engine writes it)."""
         values: dict[str, float] = {}
         for line in text.splitlines():
