@@ -127,6 +127,28 @@ def run(store: Store, policy: RetryPolicy = FAST) -> Dispatcher:
     return d
 
 
+def deliver_all(
+    store: Store,
+    behave: Callable[[int], int | str],
+    loans: dict[str, int],
+    policy: RetryPolicy = FAST,
+) -> tuple[Server, Dispatcher, list[str]]:
+    """Raise alerts for one webhook on a server that answers by `behave`; run the dispatcher
+    until the outbox is empty. The server (closed), dispatcher (stopped) and alert ids."""
+    server = Server(behave=behave)
+    try:
+        store.put_webhook(Webhook("ops", server.url, SECRET))
+        ids = raise_alerts(store, loans)
+        d = run(store, policy)
+        try:
+            until(lambda: store.outbox_pending() == 0, "every delivery recorded")
+        finally:
+            d.stop()
+    finally:
+        server.close()
+    return server, d, ids
+
+
 def per_loan(ids: list[str], hits: list[Hit]) -> dict[str | None, list[str]]:
     order: dict[str | None, list[str]] = {}
     for hit in sorted(hits, key=lambda h: ids.index(h.alert_id)):
@@ -158,17 +180,7 @@ def test_signed_posts_in_order_per_loan_over_kept_alive_connections(
 def test_a_connection_the_server_dropped_is_reopened_without_a_failed_attempt(
     store: Store,
 ) -> None:
-    server = Server(behave=lambda _n: "drop")
-    try:
-        store.put_webhook(Webhook("ops", server.url, SECRET))
-        ids = raise_alerts(store, {"L-1": 5})
-        d = run(store)
-        try:
-            until(lambda: store.outbox_pending() == 0, "every delivery recorded")
-        finally:
-            d.stop()
-    finally:
-        server.close()
+    server, d, ids = deliver_all(store, lambda _n: "drop", {"L-1": 5})
     assert [h.alert_id for h in server.hits] == ids
     assert d.counters.snapshot() == {"delivered": 5}  # no attempt failed
     assert len({h.client_port for h in server.hits}) == 5  # a new connection each time
@@ -177,17 +189,7 @@ def test_a_connection_the_server_dropped_is_reopened_without_a_failed_attempt(
 def test_failures_are_retried_with_backoff_and_keep_the_loan_order(
     store: Store,
 ) -> None:
-    server = Server(behave=lambda n: 500 if n in {1, 2} else 200)
-    try:
-        store.put_webhook(Webhook("ops", server.url, SECRET))
-        ids = raise_alerts(store, {"L-1": 3})
-        d = run(store)
-        try:
-            until(lambda: store.outbox_pending() == 0, "every delivery recorded")
-        finally:
-            d.stop()
-    finally:
-        server.close()
+    server, d, ids = deliver_all(store, lambda n: 500 if n in {1, 2} else 200, {"L-1": 3})
     assert [h.alert_id for h in server.hits] == ids  # the head waited for its retries
     assert d.counters.snapshot() == {"failed": 2, "delivered": 3}
 
@@ -221,18 +223,11 @@ def test_a_stalled_endpoint_times_out_and_is_retried(store: Store) -> None:
             return 504
         return 200
 
-    server = Server(behave=behave)
+    slow = RetryPolicy(base_s=0.05, cap_s=0.1, max_age_s=60.0, timeout_s=0.5)
     try:
-        store.put_webhook(Webhook("ops", server.url, SECRET))
-        ids = raise_alerts(store, {"L-1": 2})
-        d = run(store, RetryPolicy(base_s=0.05, cap_s=0.1, max_age_s=60.0, timeout_s=0.5))
-        try:
-            until(lambda: store.outbox_pending() == 0, "every delivery recorded")
-        finally:
-            stall.set()
-            d.stop()
+        server, d, ids = deliver_all(store, behave, {"L-1": 2}, slow)
     finally:
-        server.close()
+        stall.set()
     assert [h.alert_id for h in server.hits] == ids
     counts = d.counters.snapshot()
     assert counts["delivered"] == 2
