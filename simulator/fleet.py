@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import orjson
+import shapely
 
 from simulator.city import City, build_city, fence_features, path_line
 from simulator.junk import Junk, inject_junk
@@ -111,9 +112,11 @@ def car_truth(car: Car) -> CarTruth:
 def crossings(city: City, car: Car) -> list[Expectation]:
     """Enter/exit of every fence a tracker's true track comes near the boundary of."""
     loan_of = {d: loan.loan_id for loan in car.loans for d in loan.device_ids}
+    boundaries = shapely.boundary([area.shape for area in city.areas])
     out: list[Expectation] = []
     for tracker in car.trackers:
         line = path_line(tracker.track.points())
+        near = shapely.dwithin(line, boundaries, CROSSING_MARGIN_M)  # one call, every area
         out.extend(
             Expectation(
                 type_,
@@ -122,8 +125,8 @@ def crossings(city: City, car: Car) -> list[Expectation]:
                 loan_of.get(tracker.device_id),
                 why="the track passes this boundary",
             )
-            for area in city.areas
-            if line.distance(area.shape.boundary) <= CROSSING_MARGIN_M
+            for area, close in zip(city.areas, near.tolist(), strict=True)
+            if close
             for type_ in ("geofence.enter", "geofence.exit")
         )
     return out
