@@ -67,6 +67,7 @@ from benchmarks.common import (
     write_json,
 )
 from devices.mqtt_source import Message
+from engine.api_import import import_items
 from engine.core.config import Config
 from engine.gc_policy import tune_gc
 from engine.private_broker import PrivateBroker, free_port
@@ -92,8 +93,6 @@ TARGET_P99_MS = 100.0
 
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 MiB = 1024 * 1024
-IMPORT_CHUNK = 2000  # fences per POST /v1/fences:import (well under its 8 MiB limit)
-LOANS_IMPORT_CHUNK = 5000  # loans per POST /v1/loans:import (about 1 MiB)
 STALL_S = 60.0  # no progress for this long: the phase failed
 READINGS = "pledgewatch_readings_total"
 BATCHES = "pledgewatch_batch_seconds_count"
@@ -608,22 +607,11 @@ class EngineProcess:
         """Fences through `POST /v1/fences:import`, loans through `POST /v1/loans:import`."""
         features = orjson.loads(fences_path.read_bytes())["features"]
         started = time.perf_counter()
-        for i in range(0, len(features), IMPORT_CHUNK):
-            body = {"type": "FeatureCollection", "features": features[i : i + IMPORT_CHUNK]}
-            r = self.http.post("/v1/fences:import", content=orjson.dumps(body))
-            if r.status_code != 200:
-                msg = f"fence import refused: {r.status_code} {r.text[:500]}"
-                raise RuntimeError(msg)
+        import_items(self.http, "fences", features)
         fences_s = time.perf_counter() - started
         started = time.perf_counter()
         loans = orjson.loads(loans_path.read_bytes()) if loans_path is not None else []
-        for i in range(0, len(loans), LOANS_IMPORT_CHUNK):
-            r = self.http.post(
-                "/v1/loans:import", content=orjson.dumps(loans[i : i + LOANS_IMPORT_CHUNK])
-            )
-            if r.status_code != 200:
-                msg = f"loan import refused: {r.status_code} {r.text[:500]}"
-                raise RuntimeError(msg)
+        import_items(self.http, "loans", loans)
         loans_s = time.perf_counter() - started
         return {
             "fences": len(features),

@@ -253,15 +253,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
-IMPORT_CHUNKS = {"fences": 2000, "loans": 5000}  # per request: well under the 8 MiB limit
-
-
 def cmd_import(args: argparse.Namespace) -> int:
     """`pledgewatch fences import FILE` / `loans import FILE`: through a running engine's API,
     after checking the whole file here (so one bad record fails before anything is sent)."""
     import httpx  # noqa: PLC0415  # only this command talks HTTP
 
-    kind: str = args.kind
+    from engine.api_import import ImportRefusedError, import_items  # noqa: PLC0415  # httpx
+
+    kind = args.kind
     doc = _read_json(args.file)
     try:
         if kind == "fences":
@@ -272,37 +271,22 @@ def cmd_import(args: argparse.Namespace) -> int:
             items = list(cast("list[object]", doc))
     except (FenceError, LoanError) as exc:
         raise CliError(f"{args.file}: {exc}") from exc
+
+    def show(done: int, alerts: list[dict[str, object]]) -> None:
+        for alert in alerts:
+            print(f"alert {alert['type']} loan {alert['loan_id']}: {alert['details']}")
+        print(f"{done} of {len(ids)} {kind} imported", file=sys.stderr, flush=True)
+
     headers = {"Authorization": f"Bearer {args.api_token}"} if args.api_token else {}
-    chunk = IMPORT_CHUNKS[kind]
-    done = 0
     with httpx.Client(base_url=args.api.rstrip("/"), headers=headers, timeout=120) as http:
-        for start in range(0, len(items), chunk):
-            part = items[start : start + chunk]
-            body = {"type": "FeatureCollection", "features": part} if kind == "fences" else part
-            try:
-                response = http.post(f"/v1/{kind}:import", content=orjson.dumps(body))
-            except httpx.HTTPError as exc:
-                msg = (
-                    f"no engine answers at {args.api} ({exc}); start `pledgewatch run` or "
-                    f"pass --api. {done} of {len(ids)} {kind} were imported before."
-                )
-                raise CliError(msg) from exc
-            if response.status_code != 200:
-                try:
-                    detail = response.json().get("detail", response.text)
-                except ValueError:
-                    detail = response.text[:500]
-                msg = (
-                    f"the engine refused {kind} {start + 1}-{start + len(part)} "
-                    f"(HTTP {response.status_code}): {detail}. "
-                    f"{done} of {len(ids)} {kind} were imported before."
-                )
-                raise CliError(msg)
-            done += len(part)
-            for alert in response.json().get("alerts", []):
-                print(f"alert {alert['type']} loan {alert['loan_id']}: {alert['details']}")
-            print(f"{done} of {len(ids)} {kind} imported", file=sys.stderr, flush=True)
-    print(f"imported {done} {kind} into {args.api}")
+        try:
+            import_items(http, kind, items, show)
+        except ImportRefusedError as exc:
+            raise CliError(str(exc)) from exc
+        except httpx.HTTPError as exc:
+            msg = f"no engine answers at {args.api} ({exc}); start `pledgewatch run` or pass --api"
+            raise CliError(msg) from exc
+    print(f"imported {len(items)} {kind} into {args.api}")
     return 0
 
 

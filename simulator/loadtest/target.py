@@ -21,6 +21,7 @@ from typing import Self
 import httpx
 import orjson
 
+from engine.api_import import ImportRefusedError, Kind, import_items
 from engine.private_broker import free_port
 
 READINGS = "pledgewatch_readings_total"
@@ -31,8 +32,6 @@ OUTBOX = "pledgewatch_outbox_pending"
 DELIVERIES = "pledgewatch_deliveries_total"
 BATCHES = "pledgewatch_batch_seconds_count"
 BATCH_SECONDS = "pledgewatch_batch_seconds_sum"
-IMPORT_CHUNK = 2000  # fences per `POST /v1/fences:import`, well under its body limit
-LOANS_IMPORT_CHUNK = 5000  # loans per `POST /v1/loans:import` (about 1 MiB)
 
 
 class TargetError(RuntimeError):
@@ -115,28 +114,22 @@ class Target:
         if not isinstance(features, list):
             msg = "the plan's fences are not a FeatureCollection"
             raise TargetError(msg)
-        for i in range(0, len(features), IMPORT_CHUNK):
-            body = {"type": "FeatureCollection", "features": features[i : i + IMPORT_CHUNK]}
-            r = self.api.post("/v1/fences:import", content=orjson.dumps(body))
-            if r.status_code != 200:
-                msg = f"the engine refused the fences: {r.status_code} {r.text[:500]}"
-                raise TargetError(msg)
-            progress(f"fences {min(i + IMPORT_CHUNK, len(features))}/{len(features)}")
-        return len(features)
+        return self._import("fences", features, progress)
 
     def import_loans(
         self, loans: Sequence[Mapping[str, object]], progress: Callable[[str], None]
     ) -> int:
         """`POST /v1/loans:import` in chunks (each one transaction); the number imported."""
-        for i in range(0, len(loans), LOANS_IMPORT_CHUNK):
-            r = self.api.post(
-                "/v1/loans:import", content=orjson.dumps(list(loans[i : i + LOANS_IMPORT_CHUNK]))
+        return self._import("loans", loans, progress)
+
+    def _import(self, kind: Kind, items: Sequence[object], progress: Callable[[str], None]) -> int:
+        try:
+            import_items(
+                self.api, kind, items, lambda done, _: progress(f"{kind} {done}/{len(items)}")
             )
-            if r.status_code != 200:
-                msg = f"the engine refused the loans: {r.status_code} {r.text[:500]}"
-                raise TargetError(msg)
-            progress(f"loans {min(i + LOANS_IMPORT_CHUNK, len(loans))}/{len(loans)}")
-        return len(loans)
+        except ImportRefusedError as exc:
+            raise TargetError(str(exc)) from exc
+        return len(items)
 
     def put_webhook(self, hook_id: str, url: str, secret: str) -> None:
         """Register the receiver for every alert type."""
