@@ -594,10 +594,10 @@ def _loan_routes(app: FastAPI, api: _Api) -> None:
         with api.loan_lock:
             old = api.store.get_loan(loan_id)
             now = api.engine.now_ms()
-            # Re-PUT of an active loan with the same VIN: its conflict was reported already.
-            fresh = old is None or not old.active or old.vin != loan.vin
-            conflict = api.engine.vin_conflict_for(loan, now) if fresh else None
-            alerts = [conflict] if conflict is not None else []
+            stored = api.store.loans_with_vin(loan.vin)
+            if old is not None and old.vin != loan.vin:
+                stored.append(old)
+            alerts = import_conflicts(stored, [loan], now)
             api.store.put_loan(loan, alerts, now)
         api.engine.put_loan(loan)
         if alerts:
@@ -658,7 +658,8 @@ def _loan_routes(app: FastAPI, api: _Api) -> None:
 
 
 def import_conflicts(stored: Sequence[Loan], loans: Sequence[Loan], now_ms: int) -> list[Alert]:
-    """The `pledge.vin_conflict` alerts of PUTting `loans` one after another over `stored`."""
+    """The `pledge.vin_conflict` alerts of PUTting `loans` one after another over `stored`
+    (which must hold every stored loan with one of their VINs or ids)."""
     by_id = {loan.loan_id: loan for loan in stored}
     by_vin: dict[str, dict[str, Loan]] = {}
     for loan in stored:

@@ -23,7 +23,6 @@ from devices.decode import decode
 from devices.mqtt_source import Message, backoff_s
 from devices.readings import Reading, Reject
 from engine.core.config import Config
-from engine.core.loan import vin_conflict
 from engine.core.state import DeviceState
 from engine.metrics import Histogram, counter_lines, gauge_lines
 from engine.pipeline import Pipeline
@@ -276,10 +275,6 @@ class Engine:
     def loan_for(self, device_id: str) -> Loan | None:
         """The loan a tracker belongs to, as the engine sees it now."""
         return self.pipeline.ctx.loan_for(device_id)
-
-    def vin_conflict_for(self, loan: Loan, now_ms: int) -> Alert | None:
-        """The `pledge.vin_conflict` a PUT of this loan raises, judged on the store."""
-        return vin_conflict(loan, self.store.loans_with_vin(loan.vin), now_ms, now_ms)
 
     def devices_inside(self, fence: Fence) -> list[str]:
         """Devices whose last fix is inside the fence."""
