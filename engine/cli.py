@@ -16,6 +16,7 @@ from typing import IO, cast
 
 import orjson
 
+from alerts.dispatcher import RetryPolicy
 from alerts.model import Alert
 from devices.readings import Reject
 from engine.core.config import Config
@@ -211,7 +212,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`pledgewatch run`: the engine, the API and the dispatcher until SIGTERM or SIGINT."""
-    from alerts.dispatcher import RetryPolicy  # noqa: PLC0415  # heavy
     from engine.service import Service, ServiceSettings, parse_http  # noqa: PLC0415  # heavy
 
     if not args.api_token and not args.insecure_dev:
@@ -264,10 +264,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     doc = _read_json(args.file)
     try:
         if kind == "fences":
-            ids = [f.fence_id for f in parse_feature_collection(doc)]
+            parse_feature_collection(doc)
             items = list(cast("dict[str, list[object]]", doc)["features"])  # its shape is checked
         else:
-            ids = [loan.loan_id for loan in parse_loans(doc)]
+            parse_loans(doc)
             items = list(cast("list[object]", doc))
     except (FenceError, LoanError) as exc:
         raise CliError(f"{args.file}: {exc}") from exc
@@ -275,7 +275,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     def show(done: int, alerts: list[dict[str, object]]) -> None:
         for alert in alerts:
             print(f"alert {alert['type']} loan {alert['loan_id']}: {alert['details']}")
-        print(f"{done} of {len(ids)} {kind} imported", file=sys.stderr, flush=True)
+        print(f"{done} of {len(items)} {kind} imported", file=sys.stderr, flush=True)
 
     headers = {"Authorization": f"Bearer {args.api_token}"} if args.api_token else {}
     with httpx.Client(base_url=args.api.rstrip("/"), headers=headers, timeout=120) as http:
