@@ -21,9 +21,16 @@ from dataclasses import dataclass
 from functools import partial
 from urllib.parse import urlsplit
 
+from alerts.outbox import (
+    Attempt,
+    Delivery,
+    DeliveryCounters,
+    DeliveryState,
+    Outbox,
+    OutboxError,
+    Webhook,
+)
 from alerts.signing import headers
-from engine.metrics import DeliveryCounters
-from engine.store import Attempt, Delivery, DeliveryState, Store, StoreError, Webhook
 
 _log = logging.getLogger(__name__)
 
@@ -161,7 +168,7 @@ class _Worker:
         while not self.stop.is_set():
             try:
                 sent = self.round()
-            except StoreError as exc:
+            except OutboxError as exc:
                 _log.warning("webhook %s: store unavailable (%s)", self.hook.hook_id, exc)
                 sent = 0
             if not sent:
@@ -200,7 +207,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: Store,
+        store: Outbox,
         policy: RetryPolicy | None = None,
         poll_s: float = 0.2,
         clock: Callable[[], float] = time.time,
@@ -229,7 +236,7 @@ class Dispatcher:
         while not self._stop.wait(1.0):
             try:
                 self.sync()
-            except StoreError as exc:
+            except OutboxError as exc:
                 _log.warning("dispatcher: store unavailable (%s)", exc)
 
     def sync(self) -> None:

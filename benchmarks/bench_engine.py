@@ -43,7 +43,6 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from alerts.model import Alert, AlertType
-from alerts.receiver import WebhookReceiver
 from benchmarks.bench_replay import (
     PROFILE_TOP,
     T0_MS,
@@ -67,17 +66,18 @@ from benchmarks.common import (
     write_json,
 )
 from devices.mqtt_source import Message
-from engine.api_import import import_items
 from engine.core.config import Config
-from engine.gc_policy import tune_gc
-from engine.private_broker import PrivateBroker, free_port
-from engine.procfs import machine_cpu_s, proc_cpu_s, tree_cpu_s, tree_memory
-from engine.replay import Replay
-from engine.runtime import Engine
-from engine.stores import open_store
+from engine.runtime.gc_policy import tune_gc
+from engine.runtime.live import Engine
+from engine.runtime.replay import Replay
+from engine.store.factory import open_store
 from geofence.fence import load_fences
 from geofence.index import FenceIndex
 from lending.model import parse_loans
+from simulator.harness.api_client import import_items
+from simulator.harness.broker import PrivateBroker, free_port
+from simulator.harness.procfs import machine_cpu_s, proc_cpu_s, tree_cpu_s, tree_memory
+from simulator.harness.receiver import WebhookReceiver
 from simulator.loadtest.target import Metrics as ScrapedMetrics
 
 TOKEN = "bench-token"  # noqa: S105  # a throwaway token for a private engine on loopback

@@ -5,7 +5,7 @@
 
 Generates (seeded, into a temp dir) a readings JSONL in the DESIGN §7 format, a fences
 GeoJSON and a loans JSON, then times (a) the baseline: read, orjson-parse, `decode`, raw
-STRtree lookup in batches; (b) `engine.replay.Replay` in-process; (c) `pledgewatch replay`
+STRtree lookup in batches; (b) `engine.runtime.replay.Replay` in-process; (c) `pledgewatch replay`
 as a subprocess. Then profiles (b) once. See benchmarks/README.md.
 """
 
@@ -46,8 +46,8 @@ from benchmarks.common import (
 )
 from devices.readings import GpsFix
 from engine.core.config import Config
-from engine.gc_policy import THRESHOLDS, tune_gc
-from engine.replay import BATCH_LINES, Replay, decode_line
+from engine.runtime.gc_policy import THRESHOLDS, tune_gc
+from engine.runtime.replay import BATCH_LINES, Replay, decode_line
 from geofence.fence import FenceKind, load_fences
 from geofence.geo import EARTH_RADIUS_M
 from geofence.index import FenceIndex
@@ -499,7 +499,7 @@ def measure(
         seconds,
         sum(replay.pipeline.counters.readings.values()),
         check_replay(replay, inputs),
-        note="engine.replay.Replay(index, loans, ...).feed(file); finish()",
+        note="engine.runtime.replay.Replay(index, loans, ...).feed(file); finish()",
     )
     by_type = dict(sorted(Counter(a.type.value for a in alerts).items()))
     inproc.extra = {"alerts": len(alerts), "alerts_by_type": by_type}
@@ -550,7 +550,7 @@ def measure(
             "status_share": args.status_share,
             "batch_lines": BATCH_LINES,
             "config": "engine defaults (Config())",
-            "gc": f"engine.gc_policy.tune_gc: freeze, thresholds {THRESHOLDS}",
+            "gc": f"engine.runtime.gc_policy.tune_gc: freeze, thresholds {THRESHOLDS}",
         },
         "input": {
             "lines": inputs.lines,

@@ -17,9 +17,9 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from engine.private_broker import mosquitto_binary
 from geofence.fence import Fence, parse_fence
 from geofence.geo import EARTH_RADIUS_M
+from simulator.harness.broker import mosquitto_binary
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 """Where the benchmarks write their JSON results by default (committed: keep them small)."""
@@ -269,7 +269,7 @@ def _star_ring(
     return [*coords, coords[0]]
 
 
-# Processes: CPU and memory from /proc (Linux); the private broker is engine.private_broker.
+# Processes: CPU and memory from /proc (Linux); the private broker is simulator.harness.broker.
 
 REPO = Path(__file__).resolve().parent.parent
 """The repository root (the working directory of the helper processes the benchmarks start)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 
 from engine.core.config import Config
-from engine.replay import Replay
+from engine.runtime.replay import Replay
 from geofence.fence import load_fences
 from geofence.index import FenceIndex
 from lending.model import parse_loans
@@ -63,7 +63,7 @@ def golden_specs() -> list[RunSpec]:
 def demo_spec() -> RunSpec:
     """The demo city: every scenario once plus three background cars, two hours, some junk.
 
-    No line from the future: the live demo (`engine.demo`) paces its playback by the
+    No line from the future: the live demo (`engine.cli.demo`) paces its playback by the
     recorded timestamps, and one 8 h ahead would stall it.
     """
     junk = tuple(k for k in ALL_JUNK if k is not Junk.CLOCK_IN_FUTURE)

@@ -1,4 +1,4 @@
-"""A private Mosquitto per test (`engine.private_broker`), with the settings we ship."""
+"""A private Mosquitto per test (`simulator.harness.broker`), with the settings we ship."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.private_broker import PrivateBroker, free_port, wait_port
+from simulator.harness.broker import PrivateBroker, free_port, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
 Broker = PrivateBroker

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import settings
 from psycopg import sql
 
-from engine.postgres_store import PostgresStore
-from engine.sqlite_store import SqliteStore
-from engine.store import Store
+from engine.store.port import Store
+from engine.store.postgres_store import PostgresStore
+from engine.store.sqlite_store import SqliteStore
 
 # CI explores the same examples on every run (a red build is then a real regression, and
 # reproducible); developers' runs keep exploring new ones.

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from alerts.model import Alert, AlertType
 from devices.readings import GpsFix, Reading, StatusReport, Vibration
 from engine.core.config import Config
-from engine.pipeline import Pipeline
+from engine.runtime.pipeline import Pipeline
 from geofence.fence import Fence, parse_fence
 from geofence.geo import EARTH_RADIUS_M
 from geofence.index import FenceIndex

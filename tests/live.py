@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerts.receiver import Delivery, WebhookReceiver
+from simulator.harness.receiver import Delivery, WebhookReceiver
 from tests.brokers import REPO, Broker, free_port, wait_port
 
 TOKEN = "test-token-1"
@@ -35,7 +35,7 @@ class Received:
 
 
 class Receiver:
-    """The shared webhook receiver (`alerts.receiver`) as the end-to-end tests use it.
+    """The shared webhook receiver (`simulator.harness.receiver`) as the end-to-end tests use it.
 
     `behave(n)` decides the response to the n-th request (1-based): a status code, or a
     number of seconds to stall (a timeout for the sender) then 200. A POST with a bad

@@ -21,12 +21,12 @@ import pytest
 import uvicorn
 
 from alerts.dispatcher import Dispatcher, RetryPolicy
+from alerts.outbox import Attempt, DeliveryState
 from devices.mqtt_source import Message
-from engine.cli import main as cli_main
-from engine.http_api import create_app
-from engine.runtime import Engine, EngineSettings
-from engine.sqlite_store import SqliteStore
-from engine.store import Attempt, DeliveryState
+from engine.api.app import create_app
+from engine.cli.main import main as cli_main
+from engine.runtime.live import Engine, EngineSettings
+from engine.store.sqlite_store import SqliteStore
 from simulator.vehicles import make_vin
 from tests.factories import OTHER_VIN, VIN, offset
 

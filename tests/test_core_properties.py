@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from alerts.model import Alert, AlertType, iso_ms
 from devices.readings import Reading
-from engine.pipeline import Pipeline
+from engine.runtime.pipeline import Pipeline
 from tests.factories import HOME, Fleet, circle, fix, loan, offset, status, vib
 
 FENCES = [

@@ -13,8 +13,9 @@ import orjson
 import pytest
 
 from alerts.dispatcher import Dispatcher, RetryPolicy
+from alerts.outbox import DeliveryState, Webhook
 from alerts.signing import verify
-from engine.store import Batch, DeliveryState, Store, Webhook
+from engine.store.port import Batch, Store
 from tests.factories import alert
 
 SECRET = "whsec-dispatch"

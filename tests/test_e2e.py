@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from engine.core.config import Config
-from engine.replay import Replay
+from engine.runtime.replay import Replay
 from geofence.fence import parse_fence
 from geofence.index import FenceIndex
 from lending.model import parse_loan

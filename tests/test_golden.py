@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-import engine.replay
+import engine.runtime.replay
 from simulator.golden import ALL_SCENARIOS, Replayed, replay_files
 from simulator.scenarios import ScenarioKind
 from simulator.truth import GroundTruth, Role, check
@@ -137,7 +137,7 @@ def test_near_misses_stay_silent(name: str, absent: str) -> None:
 
 
 def test_batch_size_does_not_change_the_alerts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine.replay, "BATCH_LINES", 7)
+    monkeypatch.setattr(engine.runtime.replay, "BATCH_LINES", 7)
     assert _replay(ALL_SCENARIOS).lines == _expected_lines(ALL_SCENARIOS)
 
 

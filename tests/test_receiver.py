@@ -7,8 +7,8 @@ import time
 import httpx
 import orjson
 
-from alerts.receiver import Delivery, WebhookReceiver
 from alerts.signing import headers
+from simulator.harness.receiver import Delivery, WebhookReceiver
 
 SECRET = "whsec-receiver-test"
 

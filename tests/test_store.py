@@ -14,20 +14,14 @@ import pytest
 from shapely import Polygon
 
 from alerts.model import AlertType
+from alerts.outbox import Attempt, DeliveryState, Webhook
 from devices.readings import GpsFix, Reject, RejectReason, StatusReport, Vibration
 from engine.core.state import DeviceState, DwellTimer, LoanState, PairState, Position
-from engine.postgres_store import PostgresStore
-from engine.sqlite_store import SqliteStore
-from engine.store import (
-    AlertQuery,
-    Attempt,
-    Batch,
-    DeliveryState,
-    Store,
-    StoreError,
-    Webhook,
-)
-from engine.stores import CursorError, StoreConfigError, open_store, sqlite_path
+from engine.store.factory import open_store, sqlite_path
+from engine.store.port import AlertQuery, Batch, Store, StoreConfigError, StoreError
+from engine.store.postgres_store import PostgresStore
+from engine.store.rows import CursorError
+from engine.store.sqlite_store import SqliteStore
 from geofence.fence import parse_fence
 from lending.model import LoanStatus
 from tests.conftest import PG_DSN, OpenStore

@@ -9,5 +9,5 @@ and how accurate it is.
 - `sampling`: the once-a-second sampler, the alert collector and the progress line.
 - `run`: setup, publishing, drain, ramp, and the report document.
 - `report`: `report.json`, `report.md` and the PNG charts (matplotlib, Agg).
-- `command`: the flags, wired into `engine.cli`.
+- `command`: the flags, wired into `engine.cli.main`.
 """

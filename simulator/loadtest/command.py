@@ -11,7 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 Option = Callable[..., None]
-"""engine.cli's `_option(parser, flag, **kwargs)`: a flag whose default reads PLEDGEWATCH_*."""
+"""engine.cli.main's `_option(parser, flag, **kwargs)`: a flag whose default reads PLEDGEWATCH_*."""
 Flag = Callable[[argparse.ArgumentParser, str, str], None]
 AUTO_EVENT_S = 3600.0
 
@@ -75,7 +75,7 @@ def auto_speed(duration_s: float) -> float:
 
 def main(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     """Run `pledgewatch loadtest` from parsed flags; the exit status."""
-    from engine.cli import CliError, load_config  # noqa: PLC0415  # engine.cli imports us
+    from engine.cli.main import CliError, load_config  # noqa: PLC0415  # engine.cli.main imports us
     from simulator.live import DEFAULT_MIX, FleetError, FleetSpec, parse_mix  # noqa: PLC0415
     from simulator.loadtest.run import Options, run  # noqa: PLC0415  # heavy: the simulator
 

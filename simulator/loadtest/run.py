@@ -36,10 +36,10 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
-from alerts.receiver import WebhookReceiver
 from devices.mqtt_source import BrokerAddress
 from engine.core.config import Config
-from engine.private_broker import BrokerUnavailable, PrivateBroker, answers
+from simulator.harness.broker import BrokerUnavailable, PrivateBroker, answers
+from simulator.harness.receiver import WebhookReceiver
 from simulator.live import (
     FleetError,
     FleetPlan,

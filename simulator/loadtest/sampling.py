@@ -15,8 +15,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from alerts.receiver import Delivery
-from engine.procfs import machine_cpu_s, tree_cpu_s, tree_memory
+from simulator.harness.procfs import machine_cpu_s, tree_cpu_s, tree_memory
+from simulator.harness.receiver import Delivery
 from simulator.loadtest.latency import DueKind, PublishLog, Sample, sample
 from simulator.loadtest.target import ALERTS, OUTBOX, Metrics, Target
 

@@ -21,8 +21,8 @@ from typing import Self
 import httpx
 import orjson
 
-from engine.api_import import ImportRefusedError, Kind, import_items
-from engine.private_broker import free_port
+from simulator.harness.api_client import ImportRefusedError, Kind, import_items
+from simulator.harness.broker import free_port
 
 READINGS = "pledgewatch_readings_total"
 DUPLICATES = "pledgewatch_duplicates_total"

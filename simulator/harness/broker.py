@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-SHIPPED_CONF = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto.conf"
+SHIPPED_CONF = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto.conf"
 
 
 class BrokerUnavailable(RuntimeError):  # noqa: N818  # reads as the condition it is

@@ -24,9 +24,9 @@ from devices.mqtt_source import Message, backoff_s
 from devices.readings import Reading, Reject
 from engine.core.config import Config
 from engine.core.state import DeviceState
-from engine.metrics import Histogram, counter_lines, gauge_lines
-from engine.pipeline import Pipeline
-from engine.store import Batch, Store, StoreError
+from engine.runtime.metrics import Histogram, counter_lines, gauge_lines
+from engine.runtime.pipeline import Pipeline
+from engine.store.port import Batch, Store, StoreError
 from geofence.fence import Fence
 from geofence.index import FenceIndex
 from geofence.positions import PositionIndex

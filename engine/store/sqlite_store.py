@@ -23,17 +23,16 @@ import orjson
 
 from alerts.model import Alert
 from engine.core.state import DeviceState, LoanState, device_from_json, loan_from_json
-from engine.sql_store import INSERT_MIGRATION, SqlStore, clock_ms, insert_sql
-from engine.store import Batch, StoreError
-from engine.stores import (
+from engine.store.port import Batch, StoreConfigError, StoreError
+from engine.store.rows import (
     ALERT_COLUMNS,
     DAY_MS,
     REJECT_COLUMNS,
     TELEMETRY_COLUMNS,
-    StoreConfigError,
     alert_row,
     batch_rows,
 )
+from engine.store.sql_base import INSERT_MIGRATION, SqlStore, clock_ms, insert_sql
 
 # Failures of the environment, not of our SQL: the caller may retry the whole operation.
 _RETRYABLE = frozenset(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections import Counter
 from collections.abc import Callable, Mapping
 
 BATCH_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -58,24 +57,6 @@ def counter_lines(name: str, help_: str, label: str, values: Mapping[str, int]) 
 def gauge_lines(name: str, help_: str, value: float) -> list[str]:
     """One unlabelled gauge."""
     return [f"# HELP {name} {help_}", f"# TYPE {name} gauge", f"{name} {value}"]
-
-
-class DeliveryCounters:
-    """Webhook deliveries by result, counted by the dispatcher's threads."""
-
-    def __init__(self) -> None:
-        self._counts: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def add(self, result: str) -> None:
-        """Count one delivery attempt's result (`delivered`, `failed`, `dead`)."""
-        with self._lock:
-            self._counts[result] += 1
-
-    def snapshot(self) -> dict[str, int]:
-        """The counts now."""
-        with self._lock:
-            return dict(self._counts)
 
 
 MetricSource = Callable[[], list[str]]

@@ -18,10 +18,10 @@ from alerts.dispatcher import Dispatcher, RetryPolicy
 from devices.mqtt_process import MqttProcessSource
 from devices.mqtt_source import MqttSource
 from engine.core.config import Config
-from engine.gc_policy import tune_gc
-from engine.runtime import Engine, EngineSettings
-from engine.store import Store
-from engine.stores import open_store
+from engine.runtime.gc_policy import tune_gc
+from engine.runtime.live import Engine, EngineSettings
+from engine.store.factory import open_store
+from engine.store.port import Store
 
 _log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class Service:
 
     def start(self) -> None:
         """Start every part; returns once the API answers."""
-        from engine.http_api import create_app  # noqa: PLC0415  # keeps replay free of FastAPI
+        from engine.api.app import create_app  # noqa: PLC0415  # keeps replay free of FastAPI
 
         self.engine.start()
         tune_gc()

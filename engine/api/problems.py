@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.store import StoreError
+from engine.store.port import StoreError
 
 _log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from alerts.model import Alert
 from devices.decode import MAX_PAYLOAD_BYTES, Decoded, decode, decode_value
 from devices.readings import RAW_KEEP_BYTES, Reading, Reject, RejectReason
 from engine.core.config import Config
-from engine.pipeline import Pipeline
+from engine.runtime.pipeline import Pipeline
 from geofence.index import FenceIndex
 from lending.model import Loan
 

@@ -3,7 +3,7 @@
 Handlers are thin: parsing and validation live in `geofence`/`lending`, persistence in the
 `Store`, live state in the `Engine`. A change is written to the store first, then handed
 to the engine, which applies it between batches (the next batch sees it, no restart).
-Every error is an RFC 9457 problem (`engine.problems`). One ASGI middleware checks the
+Every error is an RFC 9457 problem (`engine.api.problems`). One ASGI middleware checks the
 bearer token and a declared Content-Length before any handler runs, and counts the bytes
 of a streamed body as they arrive: an oversized body is refused, never buffered whole.
 """
@@ -29,10 +29,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alerts.dispatcher import Dispatcher
 from alerts.model import Alert, AlertType, iso_ms
-from engine.core.loan import vin_conflict
-from engine.core.state import DeviceState
-from engine.metrics import counter_lines, gauge_lines, render
-from engine.problems import (
+from alerts.outbox import Delivery, Webhook
+from engine.api.problems import (
     EXCEPTION_HANDLERS,
     PROBLEM_MEDIA_TYPE,
     TITLES,
@@ -44,9 +42,12 @@ from engine.problems import (
     problem_response,
     validation,
 )
-from engine.runtime import Engine
-from engine.store import AlertQuery, Delivery, Page, Store, StoredAlert, Webhook
-from engine.stores import CursorError
+from engine.core.loan import vin_conflict
+from engine.core.state import DeviceState
+from engine.runtime.live import Engine
+from engine.runtime.metrics import counter_lines, gauge_lines, render
+from engine.store.port import AlertQuery, Page, Store, StoredAlert
+from engine.store.rows import CursorError
 from geofence.fence import (
     FENCE_ID_PATTERN,
     MAX_RADIUS_M,

@@ -18,16 +18,9 @@ from functools import cache
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from alerts.model import Alert
-from engine.store import (
-    AlertQuery,
-    Attempt,
-    Delivery,
-    Page,
-    StoredAlert,
-    StoredReject,
-    Webhook,
-)
-from engine.stores import (
+from alerts.outbox import Attempt, Delivery, Webhook
+from engine.store.port import AlertQuery, Page, StoredAlert, StoredReject
+from engine.store.rows import (
     DELIVERY_COLUMNS,
     DELIVERY_INSERT_COLUMNS,
     alert_where,

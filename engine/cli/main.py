@@ -20,14 +20,14 @@ from alerts.dispatcher import RetryPolicy
 from alerts.model import Alert
 from devices.readings import Reject
 from engine.core.config import Config
-from engine.gc_policy import tune_gc
-from engine.replay import Replay
+from engine.runtime.gc_policy import tune_gc
+from engine.runtime.replay import Replay
 from geofence.fence import FenceError, load_fences, parse_feature_collection
 from geofence.index import FenceIndex
 from lending.model import LoanError, parse_loans
 from simulator.loadtest.command import add_arguments as load_options
 
-EXAMPLES = Path(__file__).resolve().parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 class CliError(Exception):
@@ -184,7 +184,7 @@ def format_alert_row(alert: Alert) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     """`pledgewatch demo`: the live system with the example city, or `--offline` its replay."""
     if not args.offline:
-        from engine.demo import DemoError, run_demo  # noqa: PLC0415  # heavy
+        from engine.cli.demo import DemoError, run_demo  # noqa: PLC0415  # heavy
 
         try:
             return run_demo(args.mqtt_url, args.http, args.play_s, args.duration)
@@ -212,7 +212,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`pledgewatch run`: the engine, the API and the dispatcher until SIGTERM or SIGINT."""
-    from engine.service import Service, ServiceSettings, parse_http  # noqa: PLC0415  # heavy
+    from engine.cli.service import Service, ServiceSettings, parse_http  # noqa: PLC0415  # heavy
 
     if not args.api_token and not args.insecure_dev:
         raise CliError(
@@ -258,7 +258,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     after checking the whole file here (so one bad record fails before anything is sent)."""
     import httpx  # noqa: PLC0415  # only this command talks HTTP
 
-    from engine.api_import import ImportRefusedError, import_items  # noqa: PLC0415  # httpx
+    from simulator.harness.api_client import ImportRefusedError, import_items  # noqa: PLC0415  # httpx
 
     kind = args.kind
     doc = _read_json(args.file)
@@ -422,7 +422,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     return result
-
-
-if __name__ == "__main__":
-    sys.exit(main())

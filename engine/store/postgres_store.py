@@ -35,16 +35,15 @@ from psycopg.rows import TupleRow
 from alerts.model import Alert
 from devices.readings import Reading
 from engine.core.state import DeviceState, LoanState, device_from_json, loan_from_json
-from engine.sql_store import INSERT_MIGRATION, SqlStore, clock_ms
-from engine.store import Batch, StoreError
-from engine.stores import (
+from engine.store.port import Batch, StoreConfigError, StoreError
+from engine.store.rows import (
     DAY_MS,
     REJECT_COLUMNS,
     TELEMETRY_COLUMNS,
-    StoreConfigError,
     alert_row,
     batch_rows,
 )
+from engine.store.sql_base import INSERT_MIGRATION, SqlStore, clock_ms
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
 
 from alerts.model import Alert
+from alerts.outbox import Attempt, Delivery, OutboxError, Webhook
 from devices.readings import Reading, Reject
 from engine.core.state import DeviceState, LoanState
 from geofence.fence import Fence
@@ -22,61 +22,12 @@ from lending.model import Loan
 T = TypeVar("T")
 
 
-class StoreError(Exception):
+class StoreConfigError(ValueError):
+    """A database URL or store setting that cannot work; the message says what to change."""
+
+
+class StoreError(OutboxError):
     """A storage failure the caller may retry (connection lost, database locked)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Webhook:
-    """A webhook endpoint. `types` None means every alert type."""
-
-    hook_id: str
-    url: str
-    secret: str
-    types: frozenset[str] | None = None
-
-    def wants(self, alert_type: str) -> bool:
-        """Whether alerts of this type go to this endpoint."""
-        return self.types is None or alert_type in self.types
-
-
-class DeliveryState(StrEnum):
-    """Where a delivery of one alert to one webhook stands."""
-
-    PENDING = "pending"
-    DELIVERED = "delivered"
-    DEAD = "dead"  # gave up after the maximum age; shown by the API, can be redelivered
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One alert to one webhook. Deliveries with the same (hook, `order_key`) go in id order."""
-
-    delivery_id: int
-    hook_id: str
-    alert_id: str
-    alert_type: str
-    order_key: str  # the loan id, else the device id: per-loan order (DESIGN §5)
-    body: bytes  # the alert JSON exactly as signed and sent
-    state: DeliveryState
-    attempts: int
-    created_ms: int
-    next_at_ms: int
-    last_error: str | None = None
-    last_status: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """The result of one POST of a delivery: DELIVERED, PENDING again (a retry due at
-    `next_at_ms`) or DEAD (given up)."""
-
-    delivery_id: int
-    at_ms: int
-    state: DeliveryState
-    next_at_ms: int
-    status: int | None = None  # the HTTP status, None when no response came
-    error: str | None = None  # why it failed; None when delivered
 
 
 @dataclass(frozen=True, slots=True)

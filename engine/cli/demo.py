@@ -25,13 +25,13 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerts.receiver import Delivery, WebhookReceiver
 from devices.mqtt_source import BrokerAddress
+from engine.cli.service import Service, ServiceSettings
 from engine.core.config import Config
-from engine.private_broker import BrokerUnavailable, PrivateBroker, answers, free_port
-from engine.service import Service, ServiceSettings
+from simulator.harness.broker import BrokerUnavailable, PrivateBroker, answers, free_port
+from simulator.harness.receiver import Delivery, WebhookReceiver
 
-EXAMPLE = Path(__file__).resolve().parent / "examples" / "city"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "city"
 HEARTBEAT_S = 20.0
 HEADER = f"{'event time':<24} {'severity':<8} {'type':<26} {'loan':<8} {'device':<14} fence"
 

@@ -1,14 +1,9 @@
-"""Open a `Store` from a `--db-url`, and the row codecs both backends share.
-
-`sqlite:///relative/path.db` and `sqlite:////absolute/path.db` (SQLAlchemy's convention:
-three slashes, then the path) open the embedded default; `postgresql://…` (or
-`postgres://…`) opens PostgreSQL. The backends import this module for their codecs, so
-`open_store` imports them lazily: the SQLite default never loads psycopg.
+"""The row codecs both store backends share.
 
 Everything here is pure: readings, rejects, alerts, states and whole batches become row
 tuples, rows become `Fence`, `Loan`, `Webhook`, `Delivery`, `Reject` and `StoredAlert`
 values, and page cursors are encoded and checked. The SQL both backends run is in
-`sql_store.py`; each backend keeps its own connections, transactions and bulk writes.
+`sql_base.py`; each backend keeps its own connections, transactions and bulk writes.
 """
 
 from __future__ import annotations
@@ -17,26 +12,15 @@ import base64
 import binascii
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
 import orjson
 
 from alerts.model import Alert
+from alerts.outbox import Delivery, DeliveryState, Webhook, order_key
 from devices.readings import GpsFix, Reading, Reject, RejectReason, StatusReport, Vibration
 from engine.core.state import DeviceState, LoanState, device_to_json, loan_to_json
-from engine.store import (
-    AlertQuery,
-    Batch,
-    Delivery,
-    DeliveryState,
-    Page,
-    Store,
-    StoredAlert,
-    StoredReject,
-    Webhook,
-)
+from engine.store.port import AlertQuery, Batch, Page, StoredAlert, StoredReject
 from geofence.fence import Fence, fence_to_feature, parse_fence
 from lending.model import Loan, parse_loan
 from lending.model import loan_to_json as loan_doc
@@ -89,61 +73,8 @@ DELIVERY_INSERT_COLUMNS = (
 DELIVERY_COLUMNS = ("id", *DELIVERY_INSERT_COLUMNS, "last_error", "last_status")
 
 
-class StoreConfigError(ValueError):
-    """A database URL or store setting that cannot work; the message says what to change."""
-
-
 class CursorError(ValueError):
     """A page cursor that this list did not hand out (the API answers 400)."""
-
-
-def open_store(url: str) -> Store:
-    """Open the store a `--db-url` names: `sqlite:///path` or `postgresql://…`.
-
-    The schema is not touched: call `migrate()` before use.
-    """
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme == "sqlite":
-        from engine.sqlite_store import SqliteStore  # noqa: PLC0415  # keep psycopg unloaded
-
-        return SqliteStore(sqlite_path(url))
-    if scheme in {"postgresql", "postgres"}:
-        from engine.postgres_store import PostgresStore  # noqa: PLC0415  # load psycopg on demand
-
-        return PostgresStore(url)
-    msg = (
-        f"unsupported database URL {_redact(url)!r}: use sqlite:///relative/path.db, "
-        "sqlite:////absolute/path.db or postgresql://user@host:port/dbname"
-    )
-    raise StoreConfigError(msg)
-
-
-def sqlite_path(url: str) -> Path:
-    """The file of a `sqlite:///relative` or `sqlite:////absolute` URL."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "sqlite" or parts.netloc or not parts.path.startswith("/"):
-        msg = (
-            f"bad SQLite URL {url!r}: write sqlite:///relative/path.db (three slashes) "
-            "or sqlite:////absolute/path.db (four)"
-        )
-        raise StoreConfigError(msg)
-    path = unquote(parts.path[1:])
-    if not path or path.endswith("/") or path == ":memory:":
-        msg = f"bad SQLite URL {url!r}: name a database file, e.g. sqlite:///pledgewatch.db"
-        raise StoreConfigError(msg)
-    return Path(path)
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
-
-
-# rows in
 
 
 def telemetry_row(r: Reading) -> tuple[object, ...]:
@@ -270,11 +201,6 @@ def alert_row(alert: Alert, body: bytes) -> tuple[object, ...]:
         alert.fence_id,
         body.decode(),
     )
-
-
-def order_key(alert: Alert) -> str:
-    """The outbox queue an alert joins: its loan, else its device, else itself (DESIGN §5)."""
-    return alert.loan_id or alert.device_id or alert.id
 
 
 def delivery_rows(

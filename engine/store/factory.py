@@ -1,0 +1,63 @@
+"""Open a `Store` from a `--db-url`.
+
+`sqlite:///relative/path.db` and `sqlite:////absolute/path.db` (SQLAlchemy's convention:
+three slashes, then the path) open the embedded default; `postgresql://…` (or
+`postgres://…`) opens PostgreSQL. The backends are imported on demand: the SQLite default
+never loads psycopg.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from engine.store.port import Store, StoreConfigError
+
+
+def open_store(url: str) -> Store:
+    """Open the store a `--db-url` names: `sqlite:///path` or `postgresql://…`.
+
+    The schema is not touched: call `migrate()` before use.
+    """
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        from engine.store.sqlite_store import SqliteStore  # noqa: PLC0415  # keep psycopg unloaded
+
+        return SqliteStore(sqlite_path(url))
+    if scheme in {"postgresql", "postgres"}:
+        from engine.store.postgres_store import PostgresStore  # noqa: PLC0415  # load psycopg on demand
+
+        return PostgresStore(url)
+    msg = (
+        f"unsupported database URL {_redact(url)!r}: use sqlite:///relative/path.db, "
+        "sqlite:////absolute/path.db or postgresql://user@host:port/dbname"
+    )
+    raise StoreConfigError(msg)
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of a `sqlite:///relative` or `sqlite:////absolute` URL."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite" or parts.netloc or not parts.path.startswith("/"):
+        msg = (
+            f"bad SQLite URL {url!r}: write sqlite:///relative/path.db (three slashes) "
+            "or sqlite:////absolute/path.db (four)"
+        )
+        raise StoreConfigError(msg)
+    path = unquote(parts.path[1:])
+    if not path or path.endswith("/") or path == ":memory:":
+        msg = f"bad SQLite URL {url!r}: name a database file, e.g. sqlite:///pledgewatch.db"
+        raise StoreConfigError(msg)
+    return Path(path)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+# rows in
