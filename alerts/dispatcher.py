@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import http.client
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from urllib.parse import urlsplit
 
@@ -30,25 +28,10 @@ from alerts.outbox import (
     OutboxError,
     Webhook,
 )
+from alerts.retry import RetryPolicy
 from alerts.signing import headers
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """When to try again, and when to give up. Seconds."""
-
-    base_s: float = 1.0
-    cap_s: float = 300.0
-    max_age_s: float = 24 * 3600.0
-    timeout_s: float = 5.0
-    parallel: int = 8  # deliveries in flight per endpoint (each to a different loan)
-
-    def retry_delay_s(self, attempts: int) -> float:
-        """Exponential backoff with equal jitter after `attempts` failed attempts."""
-        ceiling = min(self.cap_s, self.base_s * 2.0 ** min(attempts - 1, 30))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311  # jitter, not crypto
 
 
 class Endpoint:

@@ -21,9 +21,11 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from devices.mqtt_source import TOPICS, BrokerAddress, Message, MqttSource, backoff_s
+from alerts.retry import backoff_s
+from devices.mqtt_source import TOPICS, BrokerAddress, Message, MqttSource
 
 _log = logging.getLogger(__name__)
 
@@ -84,6 +86,22 @@ def _child(
         source.stop()
 
 
+@dataclass(frozen=True, slots=True)
+class _Child:
+    """A started child process and our ends of its pipes."""
+
+    proc: multiprocessing.process.BaseProcess
+    rx: Connection  # messages and connection state from the child
+    tx: Connection  # acks to the child
+
+    def end(self) -> None:
+        """Stop a child that was never used: it has received nothing to ack."""
+        self.proc.kill()
+        self.proc.join(1.0)
+        self.rx.close()
+        self.tx.close()
+
+
 class MqttProcessSource:
     """The engine's `Source`, fed by `MqttSource` running in a child process."""
 
@@ -95,6 +113,7 @@ class MqttProcessSource:
         receive_maximum: int = 2000,
         session_expiry_s: int = 7 * 24 * 3600,
         keepalive_s: int = 30,
+        restart_base_s: float = 0.5,
     ) -> None:
         BrokerAddress.parse(url)  # a bad URL fails here, not in the child
         self._args = (url, client_id, tuple(topics), receive_maximum, session_expiry_s, keepalive_s)
@@ -107,7 +126,15 @@ class MqttProcessSource:
         self._connected = threading.Event()
         self._child_reconnects = 0
         self._restarts = 0
+        self._restart_base_s = restart_base_s  # doubling per restart, up to 16x
         self._stopping = False
+        # A replacement child is started by a thread of its own after the backoff, so the
+        # engine thread keeps committing and running timers meanwhile; it adopts the child
+        # the next time it looks for messages.
+        self._replacement: _Child | None = None
+        self._replacement_ready = threading.Event()
+        self._replacement_lock = threading.Lock()
+        self._cancel_respawn = threading.Event()
 
     @property
     def reconnects(self) -> int:
@@ -132,24 +159,54 @@ class MqttProcessSource:
     def start(self) -> None:
         """Start the child; it connects, and reconnects with backoff and jitter."""
         self._stopping = False
-        self._spawn()
+        self._cancel_respawn.clear()
+        self._adopt(self._launch(self._generation + 1))
 
-    def _spawn(self) -> None:
-        self._generation += 1
+    def _launch(self, generation: int) -> _Child:
+        """Start a child process with its two pipes (any thread may call this)."""
         rx, out = self._ctx.Pipe(duplex=False)
         acks_in, tx = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
             target=_child,
             args=(*self._args, out, acks_in),
-            name=f"pledgewatch-mqtt-{self._generation}",
+            name=f"pledgewatch-mqtt-{generation}",
             daemon=True,
         )
         proc.start()
         out.close()  # only the child writes messages, only we write acks: EOF means gone
         acks_in.close()
-        self._proc, self._rx, self._tx = proc, rx, tx
+        return _Child(proc, rx, tx)
+
+    def _adopt(self, child: _Child) -> None:
+        """Make `child` the one we read from and ack to (on the engine thread)."""
+        self._generation += 1
+        self._proc, self._rx, self._tx = child.proc, child.rx, child.tx
         self._connected.clear()
         self._child_reconnects = 0
+
+    def _respawn(self, delay_s: float) -> None:
+        """On a thread of its own: wait out the backoff, start a child, hand it over."""
+        if self._cancel_respawn.wait(delay_s):
+            return
+        child = self._launch(self._generation + 1)
+        with self._replacement_lock:
+            if self._cancel_respawn.is_set():
+                child.end()
+                return
+            self._replacement = child
+        self._replacement_ready.set()
+
+    def _take_replacement(self, timeout_s: float) -> bool:
+        """Adopt the replacement child once it is started; False if it is not there yet."""
+        if not self._replacement_ready.wait(timeout_s):
+            return False
+        with self._replacement_lock:
+            child, self._replacement = self._replacement, None
+            self._replacement_ready.clear()
+        if child is None:
+            return False
+        self._adopt(child)
+        return True
 
     def wait_connected(self, timeout_s: float) -> bool:
         """Block until the child reports it is connected, or the timeout passes."""
@@ -180,7 +237,12 @@ class MqttProcessSource:
         """Take one frame from the child into `_pending` (or its state); False if none came."""
         rx = self._rx
         if rx is None:
-            return False
+            if self._stopping or not self._take_replacement(timeout_s):
+                return False
+            rx = self._rx
+            if rx is None:
+                return False
+            timeout_s = 0.0
         try:
             if not rx.poll(timeout_s):
                 return False
@@ -208,12 +270,14 @@ class MqttProcessSource:
         if self._stopping:
             return
         code = self._proc.exitcode if self._proc is not None else None
-        delay = backoff_s(min(self._restarts, 4))
+        delay = backoff_s(min(self._restarts, 4), self._restart_base_s)
         _log.error("the MQTT child process exited (code %s); restarting in %.1f s", code, delay)
         self._close_pipes()
+        self._proc = None
         self._restarts += 1
-        time.sleep(delay)
-        self._spawn()
+        threading.Thread(
+            target=self._respawn, args=(delay,), name="mqtt-respawn", daemon=True
+        ).start()
 
     def ack(self, messages: Sequence[Message]) -> None:
         """Acknowledge committed messages; those of an earlier child are dropped."""
@@ -231,6 +295,11 @@ class MqttProcessSource:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Let the child send the acks it holds and disconnect; then end it."""
         self._stopping = True
+        self._cancel_respawn.set()
+        with self._replacement_lock:
+            unused, self._replacement = self._replacement, None
+        if unused is not None:
+            unused.end()
         proc, tx = self._proc, self._tx
         if proc is None:
             return

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +25,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+
+from alerts.retry import backoff_s
 
 _log = logging.getLogger(__name__)
 
@@ -62,11 +63,6 @@ class BrokerAddress:
             msg = f"MQTT URL {url!r}: expected mqtt://host[:port]"
             raise ValueError(msg)
         return cls(parts.hostname, parts.port or 1883, parts.username, parts.password)
-
-
-def backoff_s(attempt: int, base_s: float = 0.5, cap_s: float = 30.0) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return random.uniform(0.0, min(cap_s, base_s * 2.0 ** min(attempt, 30)))  # noqa: S311  # jitter, not crypto
 
 
 class MqttSource:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import orjson
 import pytest
 
-from alerts.dispatcher import Dispatcher, RetryPolicy
+from alerts.dispatcher import Dispatcher
 from alerts.outbox import DeliveryState, Webhook
+from alerts.retry import RetryPolicy
 from alerts.signing import verify
 from engine.store.port import Batch, Store
 from tests.factories import alert

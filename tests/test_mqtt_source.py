@@ -15,7 +15,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.mqtt_process import MqttProcessSource
-from devices.mqtt_source import BrokerAddress, Message, MqttSource, backoff_s
+from devices.mqtt_source import BrokerAddress, Message, MqttSource
 from tests.brokers import REPO, Broker, broker  # noqa: F401  # the fixture
 
 pytestmark = pytest.mark.mqtt
@@ -119,6 +119,33 @@ def test_a_killed_child_is_replaced_and_what_it_had_not_acked_comes_again(
     pub.loop_stop()
 
 
+def test_a_dead_child_does_not_hold_the_engine_thread_through_the_backoff(
+    broker: Broker,  # noqa: F811
+) -> None:
+    """The engine thread keeps its turns (commits, timers) while the child is replaced."""
+    source = MqttProcessSource(broker.url, "engine-r", restart_base_s=4.0)  # backoff 2-4 s
+    source.start()
+    try:
+        assert source.wait_connected(10)
+        child = source.pid
+        assert child is not None
+        os.kill(child, signal.SIGKILL)
+        turns: list[float] = []
+        deadline = time.monotonic() + 20
+        while source.pid in {None, child} and time.monotonic() < deadline:
+            began = time.monotonic()
+            assert source.get_batch(100, 0.05) == []
+            turns.append(time.monotonic() - began)
+        assert source.restarts == 1
+        assert source.pid not in {None, child}, "the child was never replaced"
+        assert len(turns) > 10  # the engine turned many times during the 2-4 s backoff
+        assert max(turns) < 1.5, f"a turn waited {max(turns):.1f} s for the respawn"
+        assert source.wait_connected(10)
+    finally:
+        source.stop()
+    assert source.pid is None
+
+
 def test_the_child_exits_when_its_engine_is_killed(broker: Broker) -> None:  # noqa: F811
     """A `kill -9` of the engine leaves no MQTT child behind to ack or hold the session."""
     code = (
@@ -203,11 +230,8 @@ def test_receive_maximum_lets_a_batching_consumer_take_thousands(
     pub.loop_stop()
 
 
-def test_url_parsing_and_backoff() -> None:
+def test_url_parsing() -> None:
     assert BrokerAddress.parse("mqtt://u:p@broker:1884") == BrokerAddress("broker", 1884, "u", "p")
     assert BrokerAddress.parse("mqtt://localhost").port == 1883
     with pytest.raises(ValueError, match="expected mqtt://"):
         BrokerAddress.parse("http://x")
-    delays = [backoff_s(a) for a in range(12) for _ in range(20)]
-    assert all(0 <= d <= 30 for d in delays)
-    assert max(backoff_s(10) for _ in range(50)) > 1  # it does grow

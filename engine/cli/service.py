@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import uvicorn
 
-from alerts.dispatcher import Dispatcher, RetryPolicy
+from alerts.dispatcher import Dispatcher
+from alerts.retry import RetryPolicy
 from devices.mqtt_process import MqttProcessSource
 from devices.mqtt_source import MqttSource
 from engine.core.config import Config

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from alerts.model import Alert
+from alerts.retry import backoff_s
 from devices.decode import decode
-from devices.mqtt_source import Message, backoff_s
+from devices.mqtt_source import Message
 from devices.readings import Reading, Reject
 from engine.core.config import Config
 from engine.core.state import DeviceState

@@ -36,6 +36,7 @@ from alerts.model import Alert
 from devices.readings import Reading
 from engine.core.state import DeviceState, LoanState, device_from_json, loan_from_json
 from engine.store.port import Batch, StoreConfigError, StoreError
+from engine.store.postgres_schema import DDL_V1, REJECT_TYPES, TELEMETRY_DDL, TELEMETRY_TYPES
 from engine.store.rows import (
     DAY_MS,
     REJECT_COLUMNS,
@@ -53,113 +54,6 @@ Layout = Literal["hypertable", "partitioned", "plain"]
 _SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _PARTITION_RE = re.compile(r"telemetry_p(\d{8})")
 _SEARCH_PATH_RE = re.compile(r"-c\s*search_path\s*=\s*([^\s,]+)")
-
-_TELEMETRY_TYPES = [
-    "text",  # device_id
-    "text",  # stream
-    "int8",  # ts_ms
-    "float8",  # lat
-    "float8",  # lon
-    "float8",  # speed_kmh
-    "float8",  # heading_deg
-    "float8",  # hdop
-    "int8",  # sats
-    "bool",  # ignition
-    "float8",  # odometer_km
-    "int8",  # seq
-    "float8",  # accuracy_m
-    "float8",  # g
-    "int8",  # duration_ms
-    "bool",  # ext_power
-    "float8",  # battery_v
-    "bool",  # tamper
-    "text",  # vin
-]
-_REJECT_TYPES = ["text", "text", "text", "text", "int4", "bytea", "int8"]
-
-# The decoder admits any finite double and any integer up to 2**63 - 1 (devices/decode.py),
-# so the columns are double precision and bigint: a narrower type would fail a whole batch
-# on one odd reading, forever.
-_TELEMETRY_DDL = """CREATE TABLE telemetry (
-    device_id text NOT NULL,
-    stream text NOT NULL,
-    ts_ms bigint NOT NULL,
-    lat double precision, lon double precision, speed_kmh double precision,
-    heading_deg double precision, hdop double precision, sats bigint, ignition boolean,
-    odometer_km double precision, seq bigint, accuracy_m double precision,
-    g double precision, duration_ms bigint, ext_power boolean, battery_v double precision,
-    tamper boolean, vin text)"""
-
-# Ids compare in "C" collation: the same order as SQLite, whatever the database's locale.
-_DDL_V1: tuple[str, ...] = (
-    """CREATE TABLE fences (
-        id text COLLATE "C" PRIMARY KEY,
-        kind text NOT NULL,
-        feature json NOT NULL,
-        updated_ms bigint NOT NULL)""",
-    """CREATE TABLE loans (
-        id text COLLATE "C" PRIMARY KEY,
-        vin text NOT NULL,
-        status text NOT NULL,
-        doc json NOT NULL,
-        updated_ms bigint NOT NULL)""",
-    "CREATE INDEX loans_vin ON loans (vin)",
-    """CREATE TABLE webhooks (
-        id text COLLATE "C" PRIMARY KEY,
-        url text NOT NULL,
-        secret text NOT NULL,
-        types json)""",
-    # `json`, not `jsonb`: it keeps the §4 key order and accepts any valid JSON text.
-    """CREATE TABLE alerts (
-        id text COLLATE "C" PRIMARY KEY,
-        type text NOT NULL,
-        ts_ms bigint NOT NULL,
-        detected_ms bigint NOT NULL,
-        device_id text,
-        loan_id text,
-        fence_id text,
-        body json NOT NULL,
-        acked_ms bigint,
-        ack_note text)""",
-    "CREATE INDEX alerts_ts ON alerts (ts_ms, id)",
-    "CREATE INDEX alerts_type_ts ON alerts (type, ts_ms, id)",
-    "CREATE INDEX alerts_loan_ts ON alerts (loan_id, ts_ms, id)",
-    "CREATE INDEX alerts_device_ts ON alerts (device_id, ts_ms, id)",
-    """CREATE TABLE deliveries (
-        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        hook_id text COLLATE "C" NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
-        alert_id text COLLATE "C" NOT NULL REFERENCES alerts (id),
-        alert_type text NOT NULL,
-        order_key text NOT NULL,
-        body bytea NOT NULL,
-        state text NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
-        attempts integer NOT NULL,
-        created_ms bigint NOT NULL,
-        next_at_ms bigint NOT NULL,
-        last_error text,
-        last_status integer)""",
-    # The head of each (hook, order_key) queue is the first entry of its group here.
-    "CREATE INDEX deliveries_queue ON deliveries (hook_id, order_key, id) WHERE state = 'pending'",
-    "CREATE INDEX deliveries_dead ON deliveries (id) WHERE state = 'dead'",
-    "CREATE INDEX deliveries_hook ON deliveries (hook_id)",
-    """CREATE TABLE dead_letters (
-        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        topic text NOT NULL,
-        reason text NOT NULL,
-        detail text NOT NULL,
-        device_id text,
-        array_index integer,
-        raw bytea NOT NULL,
-        received_ms bigint NOT NULL)""",
-    """CREATE TABLE device_state (
-        id text COLLATE "C" PRIMARY KEY,
-        doc json NOT NULL,
-        updated_ms bigint NOT NULL)""",
-    """CREATE TABLE loan_state (
-        id text COLLATE "C" PRIMARY KEY,
-        doc json NOT NULL,
-        updated_ms bigint NOT NULL)""",
-)
 
 _INSERT_ALERTS = (
     "INSERT INTO alerts (id, type, ts_ms, detected_ms, device_id, loan_id, fence_id, body) "
@@ -342,13 +236,13 @@ class PostgresStore(SqlStore[Cursor]):
                 self._apply_policies(cur)
 
     def _migrate_v1(self, cur: Cursor) -> None:
-        for statement in _DDL_V1:
+        for statement in DDL_V1:
             cur.execute(statement)
         if not self._use_timescale(cur):
-            cur.execute(_TELEMETRY_DDL + " PARTITION BY RANGE (ts_ms)")
+            cur.execute(TELEMETRY_DDL + " PARTITION BY RANGE (ts_ms)")
             return
         assert self._ts_schema is not None
-        cur.execute(_TELEMETRY_DDL)
+        cur.execute(TELEMETRY_DDL)
         ts = sql.Identifier(self._ts_schema)
         # Integer time needs a "now" in the same unit for the policies.
         cur.execute(
@@ -541,9 +435,9 @@ class PostgresStore(SqlStore[Cursor]):
         try:
             with self._transaction() as cur:
                 if rows.readings:
-                    self._copy(cur, "telemetry", TELEMETRY_COLUMNS, _TELEMETRY_TYPES, rows.readings)
+                    self._copy(cur, "telemetry", TELEMETRY_COLUMNS, TELEMETRY_TYPES, rows.readings)
                 if rows.rejects:
-                    self._copy(cur, "dead_letters", REJECT_COLUMNS, _REJECT_TYPES, rows.rejects)
+                    self._copy(cur, "dead_letters", REJECT_COLUMNS, REJECT_TYPES, rows.rejects)
                 self._write_alerts(cur, rows.alerts, batch.now_ms)
                 for table, states in (("device_state", rows.devices), ("loan_state", rows.loans)):
                     if states:

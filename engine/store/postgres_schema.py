@@ -1,0 +1,112 @@
+"""The PostgreSQL schema: table definitions and the binary COPY column types.
+
+Version 1 of the schema; `PostgresStore.migrate()` applies it once per schema, choosing the
+telemetry layout (hypertable, daily partitions or a plain table) when it creates the table.
+"""
+
+TELEMETRY_TYPES = [
+    "text",  # device_id
+    "text",  # stream
+    "int8",  # ts_ms
+    "float8",  # lat
+    "float8",  # lon
+    "float8",  # speed_kmh
+    "float8",  # heading_deg
+    "float8",  # hdop
+    "int8",  # sats
+    "bool",  # ignition
+    "float8",  # odometer_km
+    "int8",  # seq
+    "float8",  # accuracy_m
+    "float8",  # g
+    "int8",  # duration_ms
+    "bool",  # ext_power
+    "float8",  # battery_v
+    "bool",  # tamper
+    "text",  # vin
+]
+REJECT_TYPES = ["text", "text", "text", "text", "int4", "bytea", "int8"]
+
+# The decoder admits any finite double and any integer up to 2**63 - 1 (devices/decode.py),
+# so the columns are double precision and bigint: a narrower type would fail a whole batch
+# on one odd reading, forever.
+TELEMETRY_DDL = """CREATE TABLE telemetry (
+    device_id text NOT NULL,
+    stream text NOT NULL,
+    ts_ms bigint NOT NULL,
+    lat double precision, lon double precision, speed_kmh double precision,
+    heading_deg double precision, hdop double precision, sats bigint, ignition boolean,
+    odometer_km double precision, seq bigint, accuracy_m double precision,
+    g double precision, duration_ms bigint, ext_power boolean, battery_v double precision,
+    tamper boolean, vin text)"""
+
+# Ids compare in "C" collation: the same order as SQLite, whatever the database's locale.
+DDL_V1: tuple[str, ...] = (
+    """CREATE TABLE fences (
+        id text COLLATE "C" PRIMARY KEY,
+        kind text NOT NULL,
+        feature json NOT NULL,
+        updated_ms bigint NOT NULL)""",
+    """CREATE TABLE loans (
+        id text COLLATE "C" PRIMARY KEY,
+        vin text NOT NULL,
+        status text NOT NULL,
+        doc json NOT NULL,
+        updated_ms bigint NOT NULL)""",
+    "CREATE INDEX loans_vin ON loans (vin)",
+    """CREATE TABLE webhooks (
+        id text COLLATE "C" PRIMARY KEY,
+        url text NOT NULL,
+        secret text NOT NULL,
+        types json)""",
+    # `json`, not `jsonb`: it keeps the §4 key order and accepts any valid JSON text.
+    """CREATE TABLE alerts (
+        id text COLLATE "C" PRIMARY KEY,
+        type text NOT NULL,
+        ts_ms bigint NOT NULL,
+        detected_ms bigint NOT NULL,
+        device_id text,
+        loan_id text,
+        fence_id text,
+        body json NOT NULL,
+        acked_ms bigint,
+        ack_note text)""",
+    "CREATE INDEX alerts_ts ON alerts (ts_ms, id)",
+    "CREATE INDEX alerts_type_ts ON alerts (type, ts_ms, id)",
+    "CREATE INDEX alerts_loan_ts ON alerts (loan_id, ts_ms, id)",
+    "CREATE INDEX alerts_device_ts ON alerts (device_id, ts_ms, id)",
+    """CREATE TABLE deliveries (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        hook_id text COLLATE "C" NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+        alert_id text COLLATE "C" NOT NULL REFERENCES alerts (id),
+        alert_type text NOT NULL,
+        order_key text NOT NULL,
+        body bytea NOT NULL,
+        state text NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+        attempts integer NOT NULL,
+        created_ms bigint NOT NULL,
+        next_at_ms bigint NOT NULL,
+        last_error text,
+        last_status integer)""",
+    # The head of each (hook, order_key) queue is the first entry of its group here.
+    "CREATE INDEX deliveries_queue ON deliveries (hook_id, order_key, id) WHERE state = 'pending'",
+    "CREATE INDEX deliveries_dead ON deliveries (id) WHERE state = 'dead'",
+    "CREATE INDEX deliveries_hook ON deliveries (hook_id)",
+    """CREATE TABLE dead_letters (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        topic text NOT NULL,
+        reason text NOT NULL,
+        detail text NOT NULL,
+        device_id text,
+        array_index integer,
+        raw bytea NOT NULL,
+        received_ms bigint NOT NULL)""",
+    """CREATE TABLE device_state (
+        id text COLLATE "C" PRIMARY KEY,
+        doc json NOT NULL,
+        updated_ms bigint NOT NULL)""",
+    """CREATE TABLE loan_state (
+        id text COLLATE "C" PRIMARY KEY,
+        doc json NOT NULL,
+        updated_ms bigint NOT NULL)""",
+)
