@@ -59,7 +59,7 @@ def parse_topic(topic: str) -> TopicRoute | BadTopic:
     prefix, middle, last = parts
     if prefix == NATIVE_PREFIX:
         if DEVICE_ID_RE.fullmatch(middle) is None:
-            return BadTopic(f"device_id {_show(middle)} does not match [A-Za-z0-9_.:-]{{1,64}}")
+            return BadTopic(f"device_id {_show(middle)} does not match {DEVICE_ID_RE.pattern}")
         stream = _STREAMS.get(last)
         if stream is None:
             return BadTopic(
@@ -72,7 +72,7 @@ def parse_topic(topic: str) -> TopicRoute | BadTopic:
         device_id = f"{middle}:{last}"
         if DEVICE_ID_RE.fullmatch(device_id) is None:
             return BadTopic(
-                f"OwnTracks device_id {_show(device_id)} does not match [A-Za-z0-9_.:-]{{1,64}}"
+                f"OwnTracks device_id {_show(device_id)} does not match {DEVICE_ID_RE.pattern}"
             )
         return TopicRoute(device_id, Stream.GPS, owntracks=True)
     return BadTopic(

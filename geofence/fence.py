@@ -22,10 +22,11 @@ from shapely import MultiPolygon, Polygon
 from geofence.geo import geodesic_circle
 
 FENCE_ID_PATTERN = r"[A-Za-z0-9_.:-]{1,128}"
+FENCE_ID_RE = re.compile(FENCE_ID_PATTERN)
+"""A well-formed fence_id; use with `fullmatch`."""
 MAX_RADIUS_M = 50_000.0
 CIRCLE_SEGMENTS = 64
 
-_FENCE_ID_RE = re.compile(FENCE_ID_PATTERN)
 _REASON_RE = re.compile(r"(.+?)\[(\S+) (\S+)\]")
 _KNOWN_PROPERTIES = ("name", "kind", "category", "dwell_s", "radius_m")
 
@@ -46,7 +47,9 @@ class FenceError(ValueError):
     """A fence that cannot be accepted. The message names the defect and where it is.
 
     `defect` is the message without the fence or feature prefix; `fence_id` and `index` (the
-    position in a FeatureCollection) are set when known.
+    position in a FeatureCollection) are set when known. `field` is the path of the wrong
+    value (`geometry`, `properties.kind`, `features[2].geometry`), None when the document
+    as a whole is wrong.
     """
 
     def __init__(
@@ -56,15 +59,21 @@ class FenceError(ValueError):
         defect: str | None = None,
         fence_id: str | None = None,
         index: int | None = None,
+        field: str | None = None,
     ) -> None:
         super().__init__(message)
         self.defect = message if defect is None else defect
         self.fence_id = fence_id
         self.index = index
+        self.field = field
 
 
 class _InvalidError(Exception):
     """A defect found while parsing one fence; `parse_fence` adds the fence id."""
+
+    def __init__(self, message: str, field: str | None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +98,15 @@ class Fence:
 
 def parse_fence(fence_id: str, feature: object) -> Fence:
     """Validate a GeoJSON Feature into a `Fence`; raise `FenceError` naming the defect."""
-    if not isinstance(fence_id, str) or not _FENCE_ID_RE.fullmatch(fence_id):
+    if not isinstance(fence_id, str) or not FENCE_ID_RE.fullmatch(fence_id):
         defect = f"fence id {fence_id!r} is invalid: it must match {FENCE_ID_PATTERN}"
-        raise FenceError(defect, defect=defect)
+        raise FenceError(defect, defect=defect, field="fence_id")
     try:
         return _parse(fence_id, feature)
     except _InvalidError as exc:
         defect = str(exc)
         raise FenceError(
-            f"fence {fence_id!r}: {defect}", defect=defect, fence_id=fence_id
+            f"fence {fence_id!r}: {defect}", defect=defect, fence_id=fence_id, field=exc.field
         ) from None
 
 
@@ -112,25 +121,31 @@ def parse_feature_collection(doc: object) -> list[Fence]:
     features = doc.get("features")
     if not isinstance(features, list):
         msg = f"FeatureCollection 'features' must be an array, got {_json_type(features)}"
-        raise FenceError(msg)
+        raise FenceError(msg, field="features")
     fences: list[Fence] = []
     first_index: dict[str, int] = {}
     for index, feature in enumerate(features):
+        where = f"features[{index}]"
         raw_id = feature.get("id") if isinstance(feature, dict) else None
         if not isinstance(raw_id, str):
             defect = f"needs a string 'id', got {_short(raw_id)}"
             msg = f"feature {index}: {defect}"
-            raise FenceError(msg, defect=defect, index=index)
+            raise FenceError(msg, defect=defect, index=index, field=f"{where}.id")
         if raw_id in first_index:
             defect = f"duplicate id, first used by feature {first_index[raw_id]}"
             msg = f"feature {index} (id {raw_id!r}): {defect}"
-            raise FenceError(msg, defect=defect, fence_id=raw_id, index=index)
+            raise FenceError(msg, defect=defect, fence_id=raw_id, index=index, field=f"{where}.id")
         first_index[raw_id] = index
         try:
             fences.append(parse_fence(raw_id, feature))
         except FenceError as exc:
             msg = f"feature {index} (id {raw_id!r}): {exc.defect}"
-            raise FenceError(msg, defect=exc.defect, fence_id=raw_id, index=index) from None
+            # The feature's id is the fence id parse_fence was given.
+            inner = "id" if exc.field == "fence_id" else exc.field
+            path = where if inner is None else f"{where}.{inner}"
+            raise FenceError(
+                msg, defect=exc.defect, fence_id=raw_id, index=index, field=path
+            ) from None
     return fences
 
 
@@ -165,33 +180,35 @@ def load_fences(path: str | os.PathLike[str]) -> list[Fence]:
         return parse_feature_collection(doc)
     except FenceError as exc:
         msg = f"{os.fspath(path)}: {exc}"
-        raise FenceError(msg, defect=exc.defect, fence_id=exc.fence_id, index=exc.index) from None
+        raise FenceError(
+            msg, defect=exc.defect, fence_id=exc.fence_id, index=exc.index, field=exc.field
+        ) from None
 
 
 def _parse(fence_id: str, feature: object) -> Fence:
     if not isinstance(feature, dict):
         msg = f"expected a GeoJSON Feature object, got {_json_type(feature)}"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, None)
     if feature.get("type") != "Feature":
         msg = f"expected a GeoJSON Feature, got type {_short(feature.get('type'))}"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, None)
     feature_id = feature.get("id")
     if feature_id is not None and feature_id != fence_id:
         msg = f"the feature's id {_short(feature_id)} differs from the fence id"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "id")
     props = feature.get("properties")
     if props is None:
         props = {}
     if not isinstance(props, dict):
         msg = f"properties must be an object, got {_json_type(props)}"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "properties")
     geometry = feature.get("geometry")
     if geometry is None:
         msg = "missing geometry: use a Polygon, a MultiPolygon, or a Point with radius_m"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "geometry")
     if not isinstance(geometry, dict):
         msg = f"geometry must be an object, got {_json_type(geometry)}"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "geometry")
     kind = _kind(props.get("kind"))
     name = _name(props.get("name"), fence_id)
     category = _category(props.get("category"))
@@ -204,10 +221,10 @@ def _parse(fence_id: str, feature: object) -> Fence:
             f"unsupported geometry type {_short(gtype)}: use Polygon, MultiPolygon, "
             "or Point with properties.radius_m"
         )
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "geometry")
     if coordinates is None:
         msg = f"{gtype} geometry has no coordinates"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "geometry")
     shape: Polygon | MultiPolygon
     radius_m: float | None = None
     center: tuple[float, float] | None = None
@@ -218,13 +235,13 @@ def _parse(fence_id: str, feature: object) -> Fence:
         try:
             shape = geodesic_circle(lat, lon, radius_m, CIRCLE_SEGMENTS)
         except ValueError as exc:
-            raise _InvalidError(str(exc)) from None
+            raise _InvalidError(str(exc), "geometry") from None
         center = (lat, lon)
         norm_coords = (lon, lat)
     else:
         if props.get("radius_m") is not None:
             msg = f"properties.radius_m is only for Point geometries (circles), not {gtype}"
-            raise _InvalidError(msg)
+            raise _InvalidError(msg, "properties.radius_m")
         if gtype == "Polygon":
             shape, norm_coords = _polygon(coordinates, "polygon ")
         else:
@@ -260,11 +277,11 @@ def _parse(fence_id: str, feature: object) -> Fence:
 def _kind(value: object) -> FenceKind:
     if value is None:
         msg = "properties.kind is required: 'zone' or 'risk_site'"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "properties.kind")
     if isinstance(value, str) and value in _KINDS:
         return FenceKind(value)
     msg = f"properties.kind must be 'zone' or 'risk_site', got {_short(value)}"
-    raise _InvalidError(msg)
+    raise _InvalidError(msg, "properties.kind")
 
 
 def _name(value: object, fence_id: str) -> str:
@@ -272,7 +289,7 @@ def _name(value: object, fence_id: str) -> str:
         return fence_id
     if not isinstance(value, str) or not value.strip():
         msg = f"properties.name must be a non-empty string, got {_short(value)}"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "properties.name")
     return value
 
 
@@ -284,7 +301,7 @@ def _category(value: object) -> str | None:
             "properties.category must be a non-empty string such as 'pawnshop', 'lender', "
             f"'used_car_market', 'auction', 'impound' or 'border', got {_short(value)}"
         )
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "properties.category")
     return value
 
 
@@ -293,18 +310,18 @@ def _dwell_s(value: object) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         msg = f"properties.dwell_s must be an integer number of seconds >= 0, got {_short(value)}"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "properties.dwell_s")
     return value
 
 
 def _radius_m(value: object) -> float:
     if value is None:
         msg = "a Point fence needs properties.radius_m (metres, > 0 and <= 50000)"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "properties.radius_m")
     radius = _number(value)
     if radius is None or not 0.0 < radius <= MAX_RADIUS_M:
         msg = f"properties.radius_m must be a number > 0 and <= 50000 metres, got {_short(value)}"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "properties.radius_m")
     return radius
 
 
@@ -321,38 +338,38 @@ def _number(value: object) -> float | None:
 def _position(value: object, where: str) -> tuple[float, float]:
     if not isinstance(value, list | tuple) or len(value) not in (2, 3):
         msg = f"{where}: a position must be [lon, lat], got {_short(value)}"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "geometry")
     lon, lat = _number(value[0]), _number(value[1])
     if lon is None or lat is None or (len(value) == 3 and _number(value[2]) is None):
         msg = f"coordinate {_short(value)} is not numeric at {where}"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "geometry")
     if not (math.isfinite(lon) and math.isfinite(lat)):
         msg = f"coordinate [{lon!r}, {lat!r}] is not finite at {where}"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "geometry")
     if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
         msg = f"coordinate [{lon!r}, {lat!r}] out of range (lon -180..180, lat -90..90) at {where}"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "geometry")
     return lon, lat
 
 
 def _ring(value: object, where: str) -> list[tuple[float, float]]:
     if not isinstance(value, list | tuple):
         msg = f"{where} must be an array of positions, got {_json_type(value)}"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "geometry")
     points = [_position(p, f"{where}, position {i}") for i, p in enumerate(value)]
     if len(points) < 4:
         msg = f"{where} has {len(points)} positions, need at least 4 (closed)"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "geometry")
     if points[0] != points[-1]:
         msg = (
             f"{where} is not closed: first position {list(points[0])} "
             f"!= last position {list(points[-1])}"
         )
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "geometry")
     # The hull, not the ring: a self-intersecting bow tie has zero signed area too.
     if shapely.area(shapely.convex_hull(shapely.multipoints(points))) == 0.0:
         msg = f"{where} has zero area (its positions are collinear)"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "geometry")
     return points
 
 
@@ -363,27 +380,27 @@ def _polygon(value: object, prefix: str) -> tuple[Polygon, tuple[_Ring, ...]]:
     """A valid polygon and its normalised coordinates; `prefix` names it in messages."""
     if not isinstance(value, list | tuple) or not value:
         msg = f"{prefix}has no rings: expected an array of linear rings"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "geometry")
     rings = [_ring(r, f"{prefix}ring {i}") for i, r in enumerate(value)]
     polygon = Polygon(rings[0], rings[1:])
     reason = shapely.is_valid_reason(polygon)
     if reason != "Valid Geometry":
         where = prefix.strip()
         msg = _reason_text(reason) if where == "polygon" else f"{where}: {_reason_text(reason)}"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "geometry")
     return polygon, tuple(tuple(ring) for ring in rings)
 
 
 def _multipolygon(value: object) -> tuple[MultiPolygon, tuple[tuple[_Ring, ...], ...]]:
     if not isinstance(value, list | tuple) or not value:
         msg = "MultiPolygon has no polygons: expected an array of polygons"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "geometry")
     parts = [_polygon(p, f"polygon {i} ") for i, p in enumerate(value)]
     multi = MultiPolygon([polygon for polygon, _ in parts])
     reason = shapely.is_valid_reason(multi)
     if reason != "Valid Geometry":
         msg = f"the polygons overlap or share an edge: {_reason_text(reason)}"
-        raise _InvalidError(msg)
+        raise _InvalidError(msg, "geometry")
     return multi, tuple(coords for _, coords in parts)
 
 

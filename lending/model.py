@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 from enum import StrEnum
 
-VIN_RE = re.compile(r"[A-HJ-NPR-Z0-9]{17}")
+from devices.topics import DEVICE_ID_RE
+from geofence.fence import FENCE_ID_RE
+
+VIN_CHAR = "[A-HJ-NPR-Z0-9]"
+"""One character of a VIN: a digit or a capital letter other than I, O and Q."""
+VIN_RE = re.compile(f"{VIN_CHAR}{{17}}")
+"""A well-formed VIN (upper case); use with `fullmatch`."""
+VIN_ALPHABET = "".join(c for c in string.ascii_uppercase + string.digits if re.match(VIN_CHAR, c))
+"""The characters a VIN may hold, letters first."""
 LOAN_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+"""A well-formed loan_id; use with `fullmatch`."""
 
 
 class LoanError(ValueError):
-    """A loan document that cannot be accepted; the message names the field."""
+    """A loan document that cannot be accepted; the message names the field.
+
+    `field` is the path of the wrong value in the document (`vin`, `vehicle.year`,
+    `loans[3].vin`), or None when the document as a whole is wrong.
+    """
+
+    def __init__(self, message: str, field: str | None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class LoanStatus(StrEnum):
@@ -52,7 +69,7 @@ class Loan:
 
 
 def _fail(loan_id: str, field: str, problem: str) -> LoanError:
-    return LoanError(f"loan {loan_id!r}: {field}: {problem}")
+    return LoanError(f"loan {loan_id!r}: {field}: {problem}", field)
 
 
 def _str_list(
@@ -70,12 +87,13 @@ def _str_list(
     return tuple(items)
 
 
-def _number(loan_id: str, doc: dict[str, object], field: str) -> float | None:
-    value = doc.get(field)
+def _number(loan_id: str, doc: dict[str, object], key: str, where: str = "") -> float | None:
+    """The non-negative number at `key`; `where` is the path of `doc` in the loan."""
+    value = doc.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise _fail(loan_id, field, f"must be a non-negative number, got {value!r}")
+        raise _fail(loan_id, where + key, f"must be a non-negative number, got {value!r}")
     return float(value)
 
 
@@ -96,17 +114,17 @@ def _vehicle(loan_id: str, doc: object) -> Vehicle | None:
         make=doc.get("make"),
         model=doc.get("model"),
         year=year,
-        mileage_km=_number(loan_id, doc, "mileage_km"),
-        value=_number(loan_id, doc, "value"),
+        mileage_km=_number(loan_id, doc, "mileage_km", "vehicle."),
+        value=_number(loan_id, doc, "value", "vehicle."),
     )
 
 
 def parse_loan(loan_id: str, doc: object) -> Loan:
     """Validate a loan document (the body of `PUT /v1/loans/{loan_id}`)."""
     if not LOAN_ID_RE.fullmatch(loan_id):
-        raise LoanError(f"loan id {loan_id!r} is not valid ({LOAN_ID_RE.pattern})")
+        raise LoanError(f"loan id {loan_id!r} is not valid ({LOAN_ID_RE.pattern})", "loan_id")
     if not isinstance(doc, dict):
-        raise LoanError(f"loan {loan_id!r}: the body must be a JSON object")
+        raise LoanError(f"loan {loan_id!r}: the body must be a JSON object", None)
     vin = doc.get("vin")
     if not isinstance(vin, str) or not VIN_RE.fullmatch(vin.upper()):
         raise _fail(
@@ -122,7 +140,7 @@ def parse_loan(loan_id: str, doc: object) -> Loan:
         loan_id=loan_id,
         vin=vin.upper(),
         device_ids=device_ids,
-        zone_ids=_str_list(loan_id, doc, "zone_ids", LOAN_ID_RE),
+        zone_ids=_str_list(loan_id, doc, "zone_ids", FENCE_ID_RE),
         status=LoanStatus(status),
         principal=_number(loan_id, doc, "principal"),
         vehicle=_vehicle(loan_id, doc.get("vehicle")),
@@ -132,20 +150,22 @@ def parse_loan(loan_id: str, doc: object) -> Loan:
 def parse_loans(doc: object) -> list[Loan]:
     """Validate a JSON array of loans, each with its `loan_id`; all or nothing."""
     if not isinstance(doc, list):
-        raise LoanError("loans: expected a JSON array of loan objects")
+        raise LoanError("loans: expected a JSON array of loan objects", "loans")
     loans: list[Loan] = []
     seen: set[str] = set()
     for i, item in enumerate(doc):
+        where = f"loans[{i}]"
         loan_id = item.get("loan_id") if isinstance(item, dict) else None
         if not isinstance(loan_id, str):
-            raise LoanError(f"loans[{i}]: missing string 'loan_id'")
+            raise LoanError(f"{where}: missing string 'loan_id'", f"{where}.loan_id")
         if loan_id in seen:
-            raise LoanError(f"loans[{i}]: loan {loan_id!r} appears twice")
+            raise LoanError(f"{where}: loan {loan_id!r} appears twice", f"{where}.loan_id")
         seen.add(loan_id)
         try:
             loans.append(parse_loan(loan_id, item))
         except LoanError as exc:
-            raise LoanError(f"loans[{i}]: {exc}") from None
+            inner = where if exc.field is None else f"{where}.{exc.field}"
+            raise LoanError(f"{where}: {exc}", inner) from None
     return loans
 
 

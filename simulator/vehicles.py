@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-VIN_ALPHABET = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
-"""Characters a VIN may hold: digits and letters except I, O and Q."""
+from lending.model import VIN_ALPHABET
 
 _TRANSLITERATION = {
     **{str(d): d for d in range(10)},

@@ -275,7 +275,12 @@ def test_import_is_all_or_nothing(live: Live) -> None:
     for i in range(2):
         assert live.http.get(f"/v1/fences/imp-{i}").status_code == 404
     no_id = {"type": "FeatureCollection", "features": [polygon_feature()]}
-    assert_problem(live.http.post("/v1/fences:import", json=no_id), 422, "validation-error", "id")
+    body = assert_problem(
+        live.http.post("/v1/fences:import", json=no_id), 422, "validation-error", "id"
+    )
+    assert body["errors"] == [
+        {"field": "features[0].id", "message": "needs a string 'id', got None"}
+    ]
 
     response = live.http.post("/v1/fences:import", json={**collection, "features": good})
     assert response.status_code == 200, response.text
@@ -371,9 +376,14 @@ def test_loan_import_is_all_or_nothing_and_takes_large_bodies(live: Live) -> Non
     assert body["errors"][0]["field"] == "loans[3].vin"
     assert live.http.get("/v1/loans/BULK-0").status_code == 404
     twice = [good[0], good[0]]
-    assert_problem(live.http.post("/v1/loans:import", json=twice), 422, "validation-error", "twice")
+    body = assert_problem(
+        live.http.post("/v1/loans:import", json=twice), 422, "validation-error", "twice"
+    )
+    assert body["errors"][0]["field"] == "loans[1].loan_id"
     not_a_list = live.http.post("/v1/loans:import", json={"loan_id": "BULK-0"})
-    assert_problem(not_a_list, 422, "validation-error", "array")
+    assert assert_problem(not_a_list, 422, "validation-error", "array")["errors"][0]["field"] == (
+        "loans"
+    )
     started = time.perf_counter()
     response = live.http.post("/v1/loans:import", json=good)
     assert response.status_code == 200, response.text
@@ -421,6 +431,9 @@ def test_bad_vin_is_422_naming_the_field(live: Live) -> None:
     assert body["errors"] == [{"field": "vin", "message": body["detail"]}]
     no_devices = live.http.put("/v1/loans/LN-bad", json=loan_doc([]))
     assert assert_problem(no_devices, 422, "validation-error")["errors"][0]["field"] == "device_ids"
+    mileage = {**loan_doc(["t"]), "vehicle": {"mileage_km": -1}}
+    body = assert_problem(live.http.put("/v1/loans/LN-bad", json=mileage), 422, "validation-error")
+    assert body["errors"][0]["field"] == "vehicle.mileage_km"
     assert live.http.get("/v1/loans/LN-bad").status_code == 404
 
 

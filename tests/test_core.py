@@ -5,8 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from alerts.model import AlertType
+from alerts.model import Alert, AlertType
 from engine.core.config import Config
+from engine.core.loan import put_conflicts
 from engine.core.state import DeviceState, device_from_json, device_to_json
 from lending.model import LoanStatus
 from tests.factories import (
@@ -230,6 +231,52 @@ def test_one_vin_on_two_active_loans() -> None:
     fleet = Fleet([HOME_ZONE], [loan("L-1", ["a"]), loan("L-2", ["b"])])
     conflicts = of_type(fleet.alerts, AlertType.VIN_CONFLICT)
     assert [(a.loan_id, a.details["other_loan_ids"]) for a in conflicts] == [("L-2", ["L-1"])]
+
+
+def conflicts_of(alerts: list[Alert]) -> list[tuple[str | None, object]]:
+    return [(a.loan_id, a.details["other_loan_ids"]) for a in alerts]
+
+
+def test_put_conflicts_follow_put_order() -> None:
+    stored = [loan("S-1", vin=VIN), loan("S-2", vin=OTHER_VIN, status=LoanStatus.CLOSED)]
+    puts = [
+        loan("P-1", vin=VIN),  # clashes with the stored S-1
+        loan("P-2", vin=OTHER_VIN),  # S-2 is closed: no clash
+        loan("P-3", vin=OTHER_VIN),  # clashes with P-2, PUT just before
+        loan("P-4", vin=VIN, status=LoanStatus.CLOSED),  # a closed loan raises nothing
+    ]
+    out = put_conflicts(stored, puts, T0, T0 + 5)
+    assert conflicts_of(out) == [("P-1", ["S-1"]), ("P-3", ["P-2"])]
+    assert {(a.type, a.ts_ms, a.detected_ms, a.vin) for a in out} == {
+        (AlertType.VIN_CONFLICT, T0, T0 + 5, VIN),
+        (AlertType.VIN_CONFLICT, T0, T0 + 5, OTHER_VIN),
+    }
+
+
+def test_put_conflicts_re_put_of_an_active_loan_raises_nothing_again() -> None:
+    stored = [loan("S-1", vin=VIN), loan("S-2", vin=VIN)]
+    assert put_conflicts(stored, [loan("S-2", vin=VIN, devices=["new"])], T0, T0) == []
+    closed = loan("S-2", vin=VIN, status=LoanStatus.CLOSED)
+    # Reopened, or moved to another VIN, it is judged again.
+    assert conflicts_of(put_conflicts([stored[0], closed], [stored[1]], T0, T0)) == [
+        ("S-2", ["S-1"])
+    ]
+    moved = loan("S-2", vin=OTHER_VIN)
+    assert conflicts_of(put_conflicts([stored[0], moved], [stored[1]], T0, T0)) == [
+        ("S-2", ["S-1"])
+    ]
+    # A loan that moves off the VIN no longer counts against it.
+    later = [loan("S-1", vin=OTHER_VIN), loan("S-3", vin=VIN)]
+    assert put_conflicts([stored[0]], later, T0, T0) == []
+
+
+def test_pipeline_put_loan_judges_as_put_conflicts() -> None:
+    fleet = Fleet([HOME_ZONE], [loan("L-1", ["a"]), loan("L-2", ["b"])])
+    assert conflicts_of(of_type(fleet.alerts, AlertType.VIN_CONFLICT)) == [("L-2", ["L-1"])]
+    assert fleet.pipeline.put_loan(loan("L-2", ["b", "c"]), T0, T0) == []  # a re-PUT
+    assert fleet.pipeline.put_loan(loan("L-3", ["d"]), T0, T0, check_vin=False) == []
+    out = fleet.pipeline.put_loan(loan("L-4", ["e"]), T0, T0)
+    assert conflicts_of(out) == [("L-4", ["L-1", "L-2", "L-3"])]
 
 
 def test_tracker_separation_once_per_episode() -> None:

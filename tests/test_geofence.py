@@ -50,6 +50,14 @@ def point(lon: float, lat: float) -> dict[str, Any]:
     return {"type": "Point", "coordinates": [lon, lat]}
 
 
+def collection(*features: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "FeatureCollection", "features": list(features)}
+
+
+def with_id(fence_id: object, doc: dict[str, Any]) -> dict[str, Any]:
+    return {**doc, "id": fence_id}
+
+
 def square(fence_id: str, lon: float, lat: float, size: float, **properties: Any) -> Fence:
     ring = [[lon, lat], [lon + size, lat], [lon + size, lat + size], [lon, lat + size], [lon, lat]]
     return parse_fence(fence_id, feature(polygon(ring), **properties))
@@ -297,6 +305,71 @@ def test_defects_are_named(doc: object, expected: str) -> None:
     assert expected in message, message
 
 
+@pytest.mark.parametrize(
+    ("fence_id", "doc", "field"),
+    [
+        ("a b", feature(polygon(SQUARE)), "fence_id"),
+        ("x", [1, 2], None),
+        ("x", {"type": "Polygon", "coordinates": [SQUARE]}, None),
+        ("x", with_id("y", feature(polygon(SQUARE))), "id"),
+        ("x", {"type": "Feature", "geometry": polygon(SQUARE), "properties": [1]}, "properties"),
+        ("x", {"type": "Feature", "properties": {"kind": "zone"}}, "geometry"),
+        ("x", feature({"type": "LineString", "coordinates": [[0, 0], [1, 1]]}), "geometry"),
+        ("x", feature(polygon(BAD_RING)), "geometry"),
+        ("x", feature(polygon(BOW_TIE)), "geometry"),
+        ("x", feature({"type": "MultiPolygon", "coordinates": [[SQUARE], [SQUARE]]}), "geometry"),
+        ("x", feature(point(200, 10), radius_m=5), "geometry"),
+        ("x", feature(polygon(SQUARE), kind="pawnshop"), "properties.kind"),
+        ("x", feature(polygon(SQUARE), name=" "), "properties.name"),
+        ("x", feature(polygon(SQUARE), category=3), "properties.category"),
+        ("x", feature(polygon(SQUARE), dwell_s=-1), "properties.dwell_s"),
+        ("x", feature(polygon(SQUARE), radius_m=100), "properties.radius_m"),
+        ("x", feature(point(10, 10)), "properties.radius_m"),
+    ],
+)
+def test_fence_error_names_the_field(fence_id: str, doc: object, field: str | None) -> None:
+    with pytest.raises(FenceError) as info:
+        parse_fence(fence_id, doc)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        ([], None),
+        ({"type": "FeatureCollection", "features": {}}, "features"),
+        (
+            collection(with_id("a", feature(polygon(SQUARE))), feature(polygon(SQUARE))),
+            "features[1].id",
+        ),
+        (
+            collection(
+                with_id("a", feature(polygon(SQUARE))), with_id("a", feature(polygon(SQUARE)))
+            ),
+            "features[1].id",
+        ),
+        (collection(with_id("a b", feature(polygon(SQUARE)))), "features[0].id"),
+        (
+            collection(
+                with_id("a", feature(polygon(SQUARE))), with_id("b", feature(polygon(BAD_RING)))
+            ),
+            "features[1].geometry",
+        ),
+        (
+            collection(with_id("a", feature(polygon(SQUARE), kind="lot"))),
+            "features[0].properties.kind",
+        ),
+        (collection({"type": "Point", "id": "a"}), "features[0]"),
+    ],
+)
+def test_collection_error_field_is_the_path_in_the_collection(
+    doc: object, field: str | None
+) -> None:
+    with pytest.raises(FenceError) as info:
+        parse_feature_collection(doc)
+    assert info.value.field == field
+
+
 @pytest.mark.parametrize("fence_id", ["", "a b", "x/y", "é", "a" * 129, "a\n"])
 def test_bad_fence_ids(fence_id: str) -> None:
     message = defect_of(fence_id, feature(polygon(SQUARE)))
@@ -353,14 +426,6 @@ def test_fence_to_feature_without_stored_feature() -> None:
 
 
 # --- collections and files -----------------------------------------------------------------
-
-
-def collection(*features: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "FeatureCollection", "features": list(features)}
-
-
-def with_id(fence_id: object, doc: dict[str, Any]) -> dict[str, Any]:
-    return {**doc, "id": fence_id}
 
 
 def test_feature_collection() -> None:
@@ -431,8 +496,11 @@ def test_load_fences(tmp_path: Any) -> None:
     with pytest.raises(FenceError, match="not valid JSON"):
         load_fences(path)
     path.write_bytes(orjson.dumps(collection(with_id("a", feature(polygon(BAD_RING))))))
-    with pytest.raises(FenceError, match=r"fences.geojson: feature 0 \(id 'a'\): polygon ring 0"):
+    with pytest.raises(
+        FenceError, match=r"fences.geojson: feature 0 \(id 'a'\): polygon ring 0"
+    ) as info:
         load_fences(path)
+    assert info.value.field == "features[0].geometry"
 
 
 # --- geo helpers ---------------------------------------------------------------------------

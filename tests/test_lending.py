@@ -40,8 +40,44 @@ def test_parse_and_round_trip() -> None:
     ],
 )
 def test_errors_name_the_field(patch: dict[str, object], field: str) -> None:
-    with pytest.raises(LoanError, match=rf"loan 'L-1': {field}:"):
+    with pytest.raises(LoanError, match=rf"loan 'L-1': {field}:") as info:
         parse_loan("L-1", {**GOOD, **patch})
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("loan_id", "doc", "field"),
+    [
+        ("L-1", {**GOOD, "vehicle": {"mileage_km": -1}}, "vehicle.mileage_km"),
+        ("L-1", {**GOOD, "vehicle": {"value": "much"}}, "vehicle.value"),
+        ("L-1", {**GOOD, "vehicle": {"make": 3}}, "vehicle.make"),
+        ("L-1", {**GOOD, "zone_ids": ["bad zone"]}, "zone_ids"),
+        ("bad id", GOOD, "loan_id"),
+        ("L-1", [GOOD], None),
+    ],
+)
+def test_error_field_attribute(loan_id: str, doc: object, field: str | None) -> None:
+    with pytest.raises(LoanError) as info:
+        parse_loan(loan_id, doc)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        ({"loan_id": "A"}, "loans"),
+        ([{**GOOD, "loan_id": "A"}, {**GOOD, "loan_id": "B", "vin": "SHORT"}], "loans[1].vin"),
+        ([{**GOOD, "loan_id": "A", "vehicle": {"year": 1}}], "loans[0].vehicle.year"),
+        ([{**GOOD, "loan_id": "A"}, GOOD], "loans[1].loan_id"),
+        ([{**GOOD, "loan_id": "A"}, {**GOOD, "loan_id": "A"}], "loans[1].loan_id"),
+        ([{**GOOD, "loan_id": "a b"}], "loans[0].loan_id"),
+        ([{**GOOD, "loan_id": "A"}, "not an object"], "loans[1].loan_id"),
+    ],
+)
+def test_loans_error_field_is_the_path_in_the_array(doc: object, field: str) -> None:
+    with pytest.raises(LoanError) as info:
+        parse_loans(doc)
+    assert info.value.field == field
 
 
 def test_loans_file_is_all_or_nothing() -> None:

@@ -85,7 +85,32 @@ def _separation_alert(
     )
 
 
-def vin_conflict(loan: Loan, others: Iterable[Loan], ts_ms: int, now_ms: int) -> Alert | None:
+def put_conflicts(
+    stored: Iterable[Loan], loans: Iterable[Loan], ts_ms: int, now_ms: int
+) -> list[Alert]:
+    """The `pledge.vin_conflict` alerts of PUTting `loans` one after another over `stored`."""
+    # `stored` must hold every loan already there with one of their VINs or ids.
+    by_id: dict[str, Loan] = {}
+    by_vin: dict[str, dict[str, Loan]] = {}
+    for loan in stored:
+        by_id[loan.loan_id] = loan
+        by_vin.setdefault(loan.vin, {})[loan.loan_id] = loan
+    alerts: list[Alert] = []
+    for loan in loans:
+        old = by_id.get(loan.loan_id)
+        # A re-PUT of an active loan with the same VIN: its conflict was raised when first PUT.
+        if old is None or not old.active or old.vin != loan.vin:
+            conflict = _vin_conflict(loan, by_vin.get(loan.vin, {}).values(), ts_ms, now_ms)
+            if conflict is not None:
+                alerts.append(conflict)
+        if old is not None:
+            by_vin[old.vin].pop(old.loan_id, None)
+        by_id[loan.loan_id] = loan
+        by_vin.setdefault(loan.vin, {})[loan.loan_id] = loan
+    return alerts
+
+
+def _vin_conflict(loan: Loan, others: Iterable[Loan], ts_ms: int, now_ms: int) -> Alert | None:
     """`pledge.vin_conflict` when `loan` is active and its VIN is on another active loan."""
     if not loan.active:
         return None

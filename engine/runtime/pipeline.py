@@ -19,7 +19,7 @@ from devices.readings import GpsFix, Reading
 from engine.core.config import Config
 from engine.core.context import Context, Outcome
 from engine.core.device import Step, new_state, step, tick, wake_at
-from engine.core.loan import step_loan, vin_conflict
+from engine.core.loan import put_conflicts, step_loan
 from engine.core.state import (
     DeviceState,
     LoanState,
@@ -88,9 +88,14 @@ class Pipeline:
         self.ctx = Context(self.config, index.by_id, self.ctx.loans_by_device)
 
     def put_loan(self, loan: Loan, ts_ms: int, now_ms: int, check_vin: bool = True) -> list[Alert]:
-        """Add or replace a loan; raises `pledge.vin_conflict` if its VIN is on another
-        (unless the caller judged that already: `check_vin=False`)."""
+        """Add or replace a loan; returns the VIN conflicts of `put_conflicts` if `check_vin`."""
         old = self.loans.get(loan.loan_id)
+        alerts: list[Alert] = []
+        if check_vin:  # False when the caller judged the VIN already (the API, at PUT time)
+            stored = [self.loans[i] for i in self._loan_ids_by_vin.get(loan.vin, ())]
+            if old is not None and old.vin != loan.vin:
+                stored.append(old)
+            alerts = put_conflicts(stored, [loan], ts_ms, now_ms)
         self.loans[loan.loan_id] = loan
         if old is not None:
             self._loan_ids_by_vin[old.vin].discard(old.loan_id)
@@ -106,11 +111,7 @@ class Pipeline:
                 self._by_device[device_id] = max(claimants, key=lambda ln: (ln.active, ln.loan_id))
             else:
                 del self._by_device[device_id]
-        if not check_vin:
-            return []
-        same_vin = [self.loans[i] for i in self._loan_ids_by_vin[loan.vin]]
-        conflict = vin_conflict(loan, same_vin, ts_ms, now_ms)
-        return self._count([conflict] if conflict else [])
+        return self._count(alerts)
 
     def hits_for(self, readings: Sequence[Reading]) -> list[tuple[FenceHit, ...]]:
         """Fence hits of every gps fix in `readings`, in order, by one vectorized lookup."""

@@ -1,0 +1,107 @@
+"""Routes of `/v1/fences`: put, import, list, get and delete GeoJSON fences."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import FastAPI
+from starlette.responses import Response
+
+from engine.api.context import ApiContext
+from engine.api.guard import FENCES_IMPORT_PATH
+from engine.api.openapi import (
+    BODY_ERRORS,
+    COLLECTION_SCHEMA,
+    FEATURE_SCHEMA,
+    body_doc,
+    error_responses,
+)
+from engine.api.problems import JsonResponse, not_found
+from engine.api.schemas import (
+    CursorParam,
+    JsonBody,
+    LimitParam,
+    created,
+    fence_problem,
+    page_response,
+    paged,
+    parse_limit,
+)
+from geofence.fence import FenceError, fence_to_feature, parse_feature_collection, parse_fence
+
+
+def add_fence_routes(app: FastAPI, api: ApiContext) -> None:
+    """Register the fence routes."""
+
+    @app.put(
+        "/v1/fences/{fence_id}",
+        summary="Create or replace a fence (GeoJSON Feature)",
+        tags=["fences"],
+        responses=error_responses(*BODY_ERRORS),
+        openapi_extra=body_doc(FEATURE_SCHEMA),
+    )
+    def put_fence(fence_id: str, doc: JsonBody) -> Response:
+        """Validate the Feature, store it, and hand it to the engine's next batch."""
+        try:
+            fence = parse_fence(fence_id, doc)
+        except FenceError as exc:
+            raise fence_problem(exc) from None
+        existed = api.store.get_fence(fence_id) is not None
+        api.store.put_fences([fence])
+        api.engine.put_fences([fence])
+        return created(fence_to_feature(fence), existed, f"/v1/fences/{quote(fence_id)}")
+
+    @app.post(
+        FENCES_IMPORT_PATH,
+        summary="Import a FeatureCollection of fences, all or nothing",
+        tags=["fences"],
+        responses=error_responses(*BODY_ERRORS),
+        openapi_extra=body_doc(COLLECTION_SCHEMA),
+    )
+    def import_fences(doc: JsonBody) -> Response:
+        """Every feature must carry an `id`; one bad feature rejects the whole collection."""
+        try:
+            fences = parse_feature_collection(doc)
+        except FenceError as exc:
+            raise fence_problem(exc) from None
+        api.store.put_fences(fences)
+        api.engine.put_fences(fences)
+        ids: list[object] = [f.fence_id for f in fences]
+        return JsonResponse({"imported": len(fences), "fence_ids": ids})
+
+    @app.get(
+        "/v1/fences", summary="List fences by id", tags=["fences"], responses=error_responses(400)
+    )
+    def list_fences(cursor: CursorParam = None, limit: LimitParam = None) -> Response:
+        """A page of fences as GeoJSON Features."""
+        n = parse_limit(limit)
+        page = paged(lambda: api.store.list_fences(cursor, n))
+        return page_response([fence_to_feature(f) for f in page.items], page.next)
+
+    @app.get(
+        "/v1/fences/{fence_id}",
+        summary="Get a fence (GeoJSON Feature)",
+        tags=["fences"],
+        responses=error_responses(404),
+    )
+    def get_fence(fence_id: str) -> Response:
+        """One fence."""
+        fence = api.store.get_fence(fence_id)
+        if fence is None:
+            raise not_found(f"fence {fence_id!r} does not exist")
+        return JsonResponse(fence_to_feature(fence))
+
+    @app.delete(
+        "/v1/fences/{fence_id}",
+        summary="Delete a fence",
+        tags=["fences"],
+        status_code=204,
+        response_class=Response,
+        responses=error_responses(404),
+    )
+    def delete_fence(fence_id: str) -> Response:
+        """Delete from the store, then from the engine's next batch."""
+        if not api.store.delete_fence(fence_id):
+            raise not_found(f"fence {fence_id!r} does not exist")
+        api.engine.delete_fence(fence_id)
+        return Response(status_code=204)

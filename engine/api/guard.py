@@ -1,0 +1,123 @@
+"""The guard in front of every route: bearer auth, body size limits, a 500 problem on a crash.
+
+A pure ASGI middleware: it checks the bearer token and a declared Content-Length before any
+handler runs, and counts the bytes of a streamed body as they arrive, so an oversized body
+is refused, never buffered whole.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from engine.api.problems import Problem, problem_response
+
+_log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+DEFAULT_BODY_LIMIT = 1 * MiB
+IMPORT_BODY_LIMIT = 8 * MiB
+FENCES_IMPORT_PATH = "/v1/fences:import"
+LOANS_IMPORT_PATH = "/v1/loans:import"
+IMPORT_PATHS = frozenset({FENCES_IMPORT_PATH, LOANS_IMPORT_PATH})
+"""The paths whose bodies may reach the import limit rather than the default one."""
+OPEN_PATHS = frozenset({"/healthz"})
+"""The paths that need no bearer token."""
+
+
+class Guard:
+    """Pure ASGI middleware: bearer auth, body size limits, and a 500 problem for crashes."""
+
+    def __init__(self, app: ASGIApp, token: str | None, body_limit: int, import_limit: int) -> None:
+        self.app = app
+        self.token = None if token is None else token.encode()
+        self.body_limit = body_limit
+        self.import_limit = import_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the request, then run the app with a receive that counts body bytes."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            headers = Headers(scope=scope)
+            limit = self.import_limit if path in IMPORT_PATHS else self.body_limit
+            refused = self._refuse(path, headers, limit)
+            if refused is not None:
+                await problem_response(refused, path)(scope, receive, send)
+                return
+            await self.app(scope, _counting(receive, limit), tracked)
+        except Exception:
+            _log.exception("unhandled error on %s %s", scope.get("method"), path)
+            if started:
+                raise
+            crash = Problem(500, "internal-error", "an unexpected error occurred; it is logged")
+            await problem_response(crash, path)(scope, receive, send)
+
+    def _refuse(self, path: str, headers: Headers, limit: int) -> Problem | None:
+        if self.token is not None and path not in OPEN_PATHS:
+            problem = self._unauthorized(headers.get("authorization"))
+            if problem is not None:
+                return problem
+        length = headers.get("content-length")
+        if length is not None:
+            if not (length.isascii() and length.isdigit() and len(length) <= 18):
+                return Problem(400, "malformed-request", f"Content-Length {length!r} is not valid")
+            if int(length) > limit:
+                return _too_large(limit)
+        return None
+
+    def _unauthorized(self, authorization: str | None) -> Problem | None:
+        challenge = 'Bearer realm="pledgewatch"'
+        if authorization is None:
+            detail = "the Authorization header is missing: send 'Authorization: Bearer <token>'"
+            return Problem(401, "unauthorized", detail, headers={"WWW-Authenticate": challenge})
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            detail = "the Authorization header must be 'Bearer <token>'"
+            return Problem(401, "unauthorized", detail, headers={"WWW-Authenticate": challenge})
+        assert self.token is not None
+        if hmac.compare_digest(credentials.strip().encode(), self.token):
+            return None
+        return Problem(
+            401,
+            "unauthorized",
+            "the bearer token is not valid",
+            headers={"WWW-Authenticate": f'{challenge}, error="invalid_token"'},
+        )
+
+
+def _too_large(limit: int) -> Problem:
+    detail = f"the request body exceeds this endpoint's limit of {limit} bytes"
+    if limit % MiB == 0:
+        detail += f" ({limit // MiB} MiB)"
+    return Problem(413, "payload-too-large", detail, extra={"limit_bytes": limit})
+
+
+def _counting(receive: Receive, limit: int) -> Callable[[], Awaitable[Message]]:
+    """A receive that fails with 413 as soon as the streamed body passes `limit` bytes."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _too_large(limit)
+        return message
+
+    return wrapped

@@ -1,0 +1,145 @@
+"""The OpenAPI document: schemas of the bodies the handlers parse themselves, and the
+problems each route may answer with."""
+
+from __future__ import annotations
+
+from engine.api.problems import PROBLEM_MEDIA_TYPE
+from engine.api.schemas import ALERT_TYPES, MAX_NOTE_CHARS
+from geofence.fence import FENCE_ID_PATTERN, MAX_RADIUS_M
+from lending.model import VIN_RE
+
+_NULLABLE_STR: dict[str, object] = {"type": ["string", "null"]}
+FEATURE_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "required": ["type", "geometry", "properties"],
+    "properties": {
+        "type": {"const": "Feature"},
+        "id": {"type": "string", "pattern": FENCE_ID_PATTERN},
+        "geometry": {
+            "type": "object",
+            "description": "Polygon, MultiPolygon, or Point with properties.radius_m (circle)",
+            "properties": {
+                "type": {"enum": ["Polygon", "MultiPolygon", "Point"]},
+                "coordinates": {"type": "array"},
+            },
+        },
+        "properties": {
+            "type": "object",
+            "required": ["kind"],
+            "properties": {
+                "name": {"type": "string"},
+                "kind": {"enum": ["zone", "risk_site"]},
+                "category": {"type": "string", "examples": ["pawnshop", "impound", "lender"]},
+                "dwell_s": {"type": "integer", "minimum": 0},
+                "radius_m": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_RADIUS_M},
+            },
+        },
+    },
+}
+COLLECTION_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "required": ["type", "features"],
+    "properties": {
+        "type": {"const": "FeatureCollection"},
+        "features": {"type": "array", "items": {**FEATURE_SCHEMA, "required": ["id", "type"]}},
+    },
+}
+LOAN_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "required": ["vin", "device_ids"],
+    "properties": {
+        "vin": {"type": "string", "pattern": f"^{VIN_RE.pattern}$"},
+        "device_ids": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "zone_ids": {"type": "array", "items": {"type": "string"}},
+        "status": {"enum": ["active", "closed"], "default": "active"},
+        "principal": {"type": "number", "minimum": 0},
+        "vehicle": {
+            "type": "object",
+            "properties": {
+                "make": _NULLABLE_STR,
+                "model": _NULLABLE_STR,
+                "year": {"type": "integer", "minimum": 1900, "maximum": 2100},
+                "mileage_km": {"type": "number", "minimum": 0},
+                "value": {"type": "number", "minimum": 0},
+            },
+        },
+    },
+}
+LOANS_IMPORT_SCHEMA: dict[str, object] = {
+    "type": "array",
+    "items": {
+        **LOAN_SCHEMA,
+        "required": ["loan_id", "vin", "device_ids"],
+        "properties": {"loan_id": {"type": "string"}, **LOAN_SCHEMA["properties"]},  # type: ignore[dict-item]  # our dict literal above
+    },
+}
+WEBHOOK_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "required": ["url", "secret"],
+    "properties": {
+        "url": {"type": "string", "format": "uri", "description": "http:// or https://"},
+        "secret": {"type": "string", "minLength": 1, "description": "HMAC key; never returned"},
+        "types": {
+            "type": ["array", "null"],
+            "items": {"enum": sorted(ALERT_TYPES)},
+            "description": "Alert types to send; omit or null for all.",
+        },
+    },
+}
+ACK_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "properties": {"note": {"type": "string", "maxLength": MAX_NOTE_CHARS}},
+}
+
+
+def body_doc(schema: dict[str, object], *, required: bool = True) -> dict[str, object]:
+    """OpenAPI `requestBody` for a JSON body a handler parses itself."""
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI `responses` for the problems a route may answer (401 and 500 always)."""
+    descriptions = {
+        400: "Malformed request or invalid query parameter",
+        401: "Missing or invalid bearer token",
+        404: "Not found",
+        413: "Request body too large",
+        415: "Unsupported media type",
+        422: "Validation error naming the field",
+        500: "Internal error",
+        503: "Unavailable",
+    }
+    content = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    return {
+        code: {"description": descriptions[code], "content": content}
+        for code in sorted({*codes, 401, 500})
+    }
+
+
+BODY_ERRORS = (400, 413, 415, 422)
+"""The problems of a route that takes a JSON body."""
+
+
+PROBLEM_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "instance"],
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": _NULLABLE_STR, "message": {"type": "string"}},
+            },
+        },
+    },
+}
