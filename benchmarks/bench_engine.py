@@ -43,15 +43,6 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from alerts.model import Alert, AlertType
-from benchmarks.bench_replay import (
-    PROFILE_TOP,
-    T0_MS,
-    Inputs,
-    generate,
-    pledgewatch_command,
-    profile_text,
-    top_cumulative,
-)
 from benchmarks.common import (
     REPO,
     RESULTS_DIR,
@@ -65,6 +56,9 @@ from benchmarks.common import (
     table,
     write_json,
 )
+from benchmarks.replay_methods import pledgewatch_command
+from benchmarks.replay_report import PROFILE_TOP, profile_text, top_cumulative
+from benchmarks.replay_workload import T0_MS, Inputs, generate
 from devices.mqtt_source import Message
 from engine.core.config import Config
 from engine.runtime.gc_policy import tune_gc

@@ -8,7 +8,8 @@ Layers, each pure (a seeded `random.Random`, no clock, no I/O):
 - `trackers`: a device sampling a track into MQTT messages (noise, cadence, faults,
   scripted events); `messages()` per tracker and `merge()` across trackers give the
   `(topic, payload, ts_ms)` stream a live MQTT fleet simulator publishes in time order;
-- `scenarios`: what each scenario car does and which alerts it must raise;
+- `car`, `script`, `scenarios`: a scenario car's types, the moves and alert windows every
+  script shares, and what each scenario car does and which alerts it must raise;
 - `fleet`: a whole run (cars, merged messages, ground truth); `truth`: checking alerts.
 
 I/O lives in `writer` (a run's files), `__main__` (`python -m simulator OUT_DIR`) and

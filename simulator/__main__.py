@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from simulator.car import ScenarioKind
 from simulator.fleet import RunSpec, build_run
 from simulator.junk import ALL_JUNK
-from simulator.scenarios import ScenarioKind
 from simulator.writer import write_run
 
 

@@ -18,9 +18,10 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
+from simulator.car import Car, CarSetup, LoanSpec
 from simulator.city import Place
 from simulator.motion import TrackBuilder
-from simulator.scenarios import Car, CarSetup, LoanSpec, Script
+from simulator.script import Script
 from simulator.trackers import Tracker, TrackerModel, TsFormat
 from simulator.truth import Role
 

@@ -18,9 +18,10 @@ from typing import Protocol
 import orjson
 import shapely
 
+from simulator.car import Car, CarSetup, ScenarioKind
 from simulator.city import City, build_city, fence_features, path_line
 from simulator.junk import Junk, inject_junk
-from simulator.scenarios import BUILDERS, Car, CarSetup, ScenarioKind, quiet
+from simulator.scenarios import BUILDERS, quiet
 from simulator.trackers import Message, merge, messages
 from simulator.truth import CarTruth, Expectation, GroundTruth, InputCounts, Role
 

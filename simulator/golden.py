@@ -25,9 +25,9 @@ from engine.runtime.replay import Replay
 from geofence.fence import load_fences
 from geofence.index import FenceIndex
 from lending.model import parse_loans
+from simulator.car import ScenarioKind
 from simulator.fleet import Run, RunSpec, build_run
 from simulator.junk import ALL_JUNK, Junk
-from simulator.scenarios import ScenarioKind
 from simulator.truth import check, count_types
 from simulator.writer import write_run
 

@@ -14,7 +14,7 @@ import random
 from dataclasses import replace
 from enum import StrEnum
 
-from simulator.scenarios import Car
+from simulator.car import Car
 from simulator.trackers import JsonObject, Message, Payload, TrackerModel, iso_cst
 from simulator.truth import Role
 

@@ -1,33 +1,42 @@
 """Scenarios: what one pledged car does, which trackers ride in it, and what must be alerted.
 
-Each builder scripts a car's day (parked at home, errands inside its zone, the trip that makes
-the scenario) and returns a `Car` with its loans, trackers and the alerts it guarantees
-(`required`, with counts and event-time windows). Crossings of fences a car merely drives
-past are not listed here: `fleet` allows them from the geometry of the tracks.
-
-Every car starts parked at a kerbside spot well inside its home zone. Windows are derived
-from the script's phase times and the trackers' cadences (`MOVING_GAP_MS`, `STILL_GAP_MS`).
+Each builder scripts a car's day (`simulator.script`: parked at home, errands inside its
+zone, the trip that makes the scenario) and returns a `Car` with its loans, trackers and the
+alerts it guarantees (`required`, with counts and event-time windows). Crossings of fences a
+car merely drives past are not listed here: `fleet` allows them from the geometry of the
+tracks. `BUILDERS` maps every `ScenarioKind` to its builder.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
-import shapely
-from shapely import Point as ShapelyPoint
-from shapely import Polygon
 
-from simulator.city import Area, City, Place, clear_of, interior, site_place, street_spot
+from simulator.car import Car, CarSetup, DoesNotFit, ScenarioKind
+from simulator.city import site_place
 from simulator.frame import destination
-from simulator.motion import Move, Stay, Track, TrackBuilder
+from simulator.motion import Stay, Track, TrackBuilder
+from simulator.script import (
+    GRACE_MS,
+    MOVING_GAP_MS,
+    OFFLINE_MS,
+    OUTSIDE_FLOOR_S,
+    PARKED_FLOOR_S,
+    SEPARATION_M,
+    SILENCE_PAD_MS,
+    STILL_GAP_MS,
+    Script,
+    apart_window,
+    crossing_window,
+    draw_ms,
+    dwell_s,
+    settled_ms,
+    since_ms,
+)
 from simulator.trackers import (
-    DeadZone,
     Event,
     Resend,
     Shock,
@@ -40,467 +49,7 @@ from simulator.trackers import (
     WildFix,
 )
 from simulator.truth import Expectation, Role
-from simulator.vehicles import Vehicle, make_vehicle
-
-GRACE_MS = 300_000  # DESIGN §4 zone_grace_s
-OFFLINE_MS = 1_800_000  # DESIGN §4 offline_s
-SEPARATION_M = 500.0  # DESIGN §4 tracker separation
-DWELL_DEFAULTS_S = {  # DESIGN §4 risk-site dwell by category; others 900 s
-    "impound": 0,
-    "border": 0,
-    "pawnshop": 600,
-    "auction": 900,
-    "lender": 1800,
-    "used_car_market": 1800,
-}
-DWELL_OTHER_S = 900
-CLEAR_OF_BOUNDARY_M = 40.0  # hysteresis (25 m) plus GPS error
-NEAR_BAND_M = 10.0  # hysteresis (25 m) minus GPS error
-MOVING_GAP_MS = 32_000  # longest gap between fixes reaching the core while moving: 15 s,
-# jitter, and one fix lost or late on the way (glitches never hit two fixes in a row)
-STILL_GAP_MS = 125_000  # ... while standing still
-OUTSIDE_FLOOR_S = GRACE_MS / 1000 + 240  # parked outside long enough for zone.left to fire
-PARKED_FLOOR_S = 300.0  # parked long enough for the tracker to report it parked
-SILENCE_PAD_MS = 400_000  # a silence lasts this much longer than the offline limit
-
-
-class ScenarioKind(StrEnum):
-    """The scripted stories a car can play."""
-
-    STAYS_HOME = "stays_home"
-    LEAVES_ZONE = "leaves_zone"
-    PAWNSHOP_DWELL = "pawnshop_dwell"
-    TOWED = "towed"
-    TRACKER_REMOVED = "tracker_removed"
-    VIN_SWAP = "vin_swap"
-    SPOOFED_JUMP = "spoofed_jump"
-    POWER_CUT = "power_cut"
-    GOES_SILENT = "goes_silent"
-    SILENT_OUTSIDE = "silent_outside"
-    IMPOUNDED = "impounded"
-    DOUBLE_PLEDGE = "double_pledge"
-    FLATBED_TOW = "flatbed_tow"
-    BRIEF_VISIT = "brief_visit"
-    QUICK_EXIT = "quick_exit"
-
-
-@dataclass(frozen=True, slots=True)
-class LoanSpec:
-    """A loan as `PUT /v1/loans/{loan_id}` takes it (DESIGN §3), plus its id."""
-
-    loan_id: str
-    vin: str
-    device_ids: tuple[str, ...]
-    zone_ids: tuple[str, ...]
-    principal: int
-    vehicle: Vehicle
-    mileage_km: float
-
-    def to_json(self) -> dict[str, object]:
-        """The loan as a `loans.json` element."""
-        return {
-            "loan_id": self.loan_id,
-            "vin": self.vin,
-            "device_ids": list(self.device_ids),
-            "zone_ids": list(self.zone_ids),
-            "status": "active",
-            "principal": self.principal,
-            "vehicle": {
-                "make": self.vehicle.make,
-                "model": self.vehicle.model,
-                "year": self.vehicle.year,
-                "mileage_km": self.mileage_km,
-                "value": self.vehicle.value,
-            },
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Car:
-    """A car in a run: its loans, trackers, and the alerts it guarantees."""
-
-    car_id: str
-    role: Role
-    scenario: ScenarioKind | None
-    vehicle: Vehicle
-    zone: Area
-    loans: tuple[LoanSpec, ...]
-    trackers: tuple[Tracker, ...]
-    required: tuple[Expectation, ...] = ()
-
-
-class DoesNotFit(RuntimeError):  # noqa: N818  # reads as the condition it is
-    """A scenario's story (and the alerts it guarantees) does not fit in the run's span."""
-
-
-@dataclass(frozen=True, slots=True)
-class CarSetup:
-    """What a builder gets: the city, the car's number (1-based) and home zone, the run's span,
-    and the VINs already taken in the run (shared, grows as cars are built).
-
-    A fleet (`simulator.live`) also sets: `id_prefix` (ids that stay unique in a fleet of any
-    size), `vehicle` (drawn when the fleet is planned), `pace` (the factor on a story's
-    idle times, below 1 to fit a span shorter than two hours; the times the rules need are
-    kept), `offline_ms` (the silence, in event time, that the engine reports offline) and
-    `lead_s` (to start the story later in a run longer than it).
-    """
-
-    city: City
-    car_no: int
-    zone: Area
-    t0_ms: int
-    t1_ms: int
-    vins: set[str]
-    id_prefix: str | None = None
-    vehicle: Vehicle | None = None
-    pace: float = 1.0
-    offline_ms: int = 1_800_000
-    lead_s: float = 0.0  # parked this long before the story starts
-
-    @property
-    def car_id(self) -> str:
-        """`car-07` (a fleet's: `sim-car00007`)."""
-        if self.id_prefix is not None:
-            return f"{self.id_prefix}-car{self.car_no:05d}"
-        return f"car-{self.car_no:02d}"
-
-    @property
-    def device_id(self) -> str:
-        """The car's (first) hard-wired tracker: `trk-007` (a fleet's: `sim-00007`)."""
-        if self.id_prefix is not None:
-            return f"{self.id_prefix}-{self.car_no:05d}"
-        return f"trk-{self.car_no:03d}"
-
-    @property
-    def loan_id(self) -> str:
-        """The car's (first) loan: `L-1007` (a fleet's: `sim-L00007`)."""
-        if self.id_prefix is not None:
-            return f"{self.id_prefix}-L{self.car_no:05d}"
-        return f"L-{1000 + self.car_no}"
-
-    @property
-    def second_loan_id(self) -> str:
-        """Another lender's loan on the same car: `L-2007` (a fleet's: `sim-L00007-2`)."""
-        if self.id_prefix is not None:
-            return f"{self.loan_id}-2"
-        return f"L-{2000 + self.car_no}"
-
-    def idle_s(self, rng: random.Random, lo_s: float, hi_s: float, floor_s: float = 0.0) -> float:
-        """An idle time drawn from `lo_s`..`hi_s` at the setup's pace, at least `floor_s`."""
-        return max(rng.uniform(lo_s, hi_s) * self.pace, floor_s)
-
-
-def make_loan(
-    rng: random.Random,
-    vehicle: Vehicle,
-    loan_id: str,
-    device_ids: tuple[str, ...],
-    zone: Area,
-) -> LoanSpec:
-    """A loan on `vehicle` of 50-70 % of its value, permitted in `zone`."""
-    return LoanSpec(
-        loan_id,
-        vehicle.vin,
-        device_ids,
-        (zone.fence_id,),
-        int(round(vehicle.value * rng.uniform(0.5, 0.7), -3)),
-        vehicle,
-        round(vehicle.odometer_km - rng.uniform(500.0, 5000.0), 0),
-    )
-
-
-class Script:
-    """Common moves of every script, sharing the car's builder and home."""
-
-    def __init__(self, setup: CarSetup, rng: random.Random) -> None:
-        self.setup = setup
-        self.rng = rng
-        self.city = setup.city
-        self.zone = setup.zone
-        self.inner = interior(setup.zone)
-        self.vehicle = setup.vehicle or make_vehicle(rng, setup.vins)
-        self.home = self.inside_spot("home")
-        self.tb = TrackBuilder(
-            self.city, rng, self.home, setup.t0_ms, self.vehicle.odometer_km * 1000
-        )
-        if setup.lead_s > 0:
-            self.tb.park(setup.lead_s)
-
-    def inside_spot(self, name: str, away_from: Place | None = None) -> Place:
-        """A kerbside spot well inside the zone, far from `away_from` (900 m if the zone allows)."""
-        for apart_m in (900.0, 600.0, 300.0):
-
-            def ok(p: tuple[float, float], apart_m: float = apart_m) -> bool:
-                if not self.inner.contains(ShapelyPoint(*p)):
-                    return False
-                return away_from is None or math.dist(p, away_from.point) > apart_m
-
-            try:
-                return street_spot(self.city, self.rng, name, ok, box=self.inner.bounds)
-            except RuntimeError:
-                continue
-        msg = f"zone {self.zone.fence_id} is too small for errands"
-        raise RuntimeError(msg)
-
-    def outside_spot(self, name: str, lo_m: float, hi_m: float, clearance_m: float) -> Place:
-        """A kerbside spot `lo_m`..`hi_m` outside the zone, `clearance_m` clear of every fence."""
-        zone = self.zone.shape
-
-        def ok(p: tuple[float, float]) -> bool:
-            d = zone.distance(ShapelyPoint(*p))
-            return lo_m <= d <= hi_m and clear_of(self.city, p, clearance_m)
-
-        u0, v0, u1, v1 = zone.bounds
-        box = (u0 - hi_m, v0 - hi_m, u1 + hi_m, v1 + hi_m)
-        return street_spot(self.city, self.rng, name, ok, corners_too=False, box=box)
-
-    def nearest_site(self, category: str) -> Area:
-        """The risk site of `category` nearest to home."""
-        home = ShapelyPoint(*self.home.point)
-        sites = [s for s in self.city.sites if s.category == category]
-        if not sites:
-            msg = f"the city has no {category} site"
-            raise RuntimeError(msg)
-        return min(sites, key=lambda s: s.shape.distance(home))
-
-    def park(self, lo_s: float, hi_s: float, floor_s: float = 0.0) -> Stay:
-        """Park for `lo_s`..`hi_s` at the setup's pace (at least `floor_s`)."""
-        return self.tb.park(self.setup.idle_s(self.rng, lo_s, hi_s, floor_s))
-
-    def errand(self, park_s: tuple[float, float], floor_s: float = 0.0) -> Move:
-        """Drive to another spot inside the zone and park there for a while."""
-        spot = self.inside_spot("errand", away_from=self.tb.place)
-        move = self.tb.drive_to(spot, self.inner)
-        self.fits()
-        self.park(*park_s, floor_s)
-        return move
-
-    def fits(self) -> None:
-        """DoesNotFit if the story already runs past the end of the run (a stay may: it is
-        cut short at the end)."""
-        last = self.tb.phases[-1]
-        end = last.t1_ms if isinstance(last, Move) else last.t0_ms + 1
-        if end > self.setup.t1_ms:
-            span_min = (self.setup.t1_ms - self.setup.t0_ms) / 60_000
-            msg = f"the story runs past the end of the run ({span_min:.0f} min of event time)"
-            raise DoesNotFit(msg)
-
-    def go_home(self) -> Move:
-        """Drive back home on streets inside the zone."""
-        return self.tb.drive_to(self.home, self.inner)
-
-    def errands_until_end(self, min_left_s: float = 1500.0) -> None:
-        """Errands in the zone while there is time, then park until the end of the run."""
-        while self.setup.t1_ms - self.tb.t_ms > min_left_s * self.setup.pace * 1000:
-            self.errand((600.0, 2400.0))
-        self.fits()
-        self.tb.park_until(self.setup.t1_ms)
-
-    def loan(self, device_ids: tuple[str, ...], loan_id: str | None = None) -> LoanSpec:
-        """A loan on this car, permitted in its home zone."""
-        return make_loan(
-            self.rng, self.vehicle, loan_id or self.setup.loan_id, device_ids, self.zone
-        )
-
-    def wired(
-        self,
-        track: Track,
-        events: tuple[Event, ...] = (),
-        device_id: str | None = None,
-        ts_format: TsFormat = TsFormat.EPOCH_MS,
-    ) -> Tracker:
-        """A hard-wired tracker reading this car's VIN, with a real fleet's glitches."""
-        return Tracker(
-            device_id or self.setup.device_id,
-            TrackerModel.WIRED,
-            track,
-            ts_format,
-            self.vehicle.vin,
-            events,
-            glitches=True,
-        )
-
-    def car(
-        self,
-        kind: ScenarioKind | None,
-        trackers: tuple[Tracker, ...],
-        loans: tuple[LoanSpec, ...],
-        required: tuple[Expectation, ...],
-        role: Role = Role.SCENARIO,
-    ) -> Car:
-        """The finished car."""
-        return Car(
-            self.setup.car_id, role, kind, self.vehicle, self.zone, loans, trackers, required
-        )
-
-    def expect(
-        self,
-        type_: str,
-        lo_ms: int,
-        hi_ms: int,
-        *,
-        fence_id: str | None = None,
-        count: int | None = None,
-        why: str = "",
-    ) -> Expectation:
-        """A required alert about this car's (first) tracker."""
-        return Expectation(
-            type_,
-            fence_id,
-            self.setup.device_id,
-            self.setup.loan_id,
-            None,
-            count,
-            lo_ms,
-            hi_ms,
-            why,
-        )
-
-    def _sides(self, move: Move) -> list[bool]:
-        """Inside (True) or outside the zone along a drive, by every sample where a fix could
-        count as past the 25 m hysteresis band (GPS error aside); repeats collapsed."""
-        us = np.fromiter((s.u for s in move.samples), dtype=np.float64)
-        vs = np.fromiter((s.v for s in move.samples), dtype=np.float64)
-        shape = self.zone.shape
-        inside = shapely.contains_xy(shape, us, vs)
-        clear = shapely.distance(shape.boundary, shapely.points(us, vs)) > NEAR_BAND_M
-        return [bool(k) for k, _ in itertools.groupby(inside[clear])]
-
-    def drive_across(
-        self,
-        choose: Callable[[], Place],
-        *,
-        outward: bool,
-        ignition: bool | None = True,
-        speed_kmh: tuple[float, float] = (25.0, 60.0),
-    ) -> Move:
-        """Drive out of the zone (or back in) crossing its boundary once: a route that weaves
-        out and in again would make its own zone alerts, so another is chosen."""
-        want = [True, False] if outward else [False, True]
-        for _ in range(30):
-            place = choose()
-            move = self.tb.plan(place, ignition=ignition, speed_kmh=speed_kmh)
-            if self._sides(move) == want:
-                return self.tb.commit(move, place)
-        msg = f"no route {'out of' if outward else 'into'} {self.zone.fence_id} crosses it once"
-        raise RuntimeError(msg)
-
-    def left_zone(self, move: Move, why: str) -> tuple[Expectation, ...]:
-        """The exit and `zone.left` of a trip that leaves the zone for more than the grace."""
-        zone = self.zone.fence_id
-        lo, hi = crossing_window(move, self.zone.shape, outward=True)
-        return (
-            self.expect("geofence.exit", lo, hi, fence_id=zone, why=why),
-            self.expect(
-                "zone.left",
-                lo + GRACE_MS,
-                hi + GRACE_MS,
-                fence_id=zone,
-                count=1,
-                why=f"{why}, outside for more than {GRACE_MS // 1000} s",
-            ),
-        )
-
-    def came_back(self, move: Move) -> tuple[Expectation, ...]:
-        """The enter and `zone.returned` of the trip home."""
-        zone = self.zone.fence_id
-        lo, hi = crossing_window(move, self.zone.shape, outward=False)
-        return (
-            self.expect("geofence.enter", lo, hi, fence_id=zone, why="home"),
-            self.expect(
-                "zone.returned",
-                lo,
-                hi,
-                fence_id=zone,
-                count=1,
-                why="back inside the zone after zone.left",
-            ),
-        )
-
-    def tunnel_at_exit(self, move: Move) -> tuple[Event, ...]:
-        """A coverage gap around the moment `move` leaves the zone: the exit is reported late,
-        in a catch-up array."""
-        inside = self.zone.shape
-        for k, sample in enumerate(move.samples):
-            if not inside.contains(ShapelyPoint(sample.u, sample.v)):
-                crossed = move.t0_ms + 1000 * k
-                start = max(move.t0_ms + 20_000, crossed - self.rng.randrange(20_000, 60_000))
-                return (DeadZone(start, crossed + self.rng.randrange(60_000, 100_000)),)
-        return ()
-
-    def dead_zone(self, track: Track) -> tuple[Event, ...]:
-        """A coverage gap (a tunnel) of 40-120 s in the longest drive, if it lasts 2 min."""
-        moves = [p for p in track.phases if isinstance(p, Move)]
-        if not moves:
-            return ()
-        longest = max(moves, key=lambda p: p.t1_ms - p.t0_ms)
-        span = longest.t1_ms - longest.t0_ms
-        if span < 120_000:
-            return ()
-        start = longest.t0_ms + round(span * self.rng.uniform(0.2, 0.4))
-        return (DeadZone(start, start + round(min(120_000, span * self.rng.uniform(0.3, 0.5)))),)
-
-
-def _signed_distances(move: Move, shape: Polygon) -> np.ndarray:
-    """Per sample of a drive: metres outside `shape` (negative: inside)."""
-    us = np.fromiter((s.u for s in move.samples), dtype=np.float64)
-    vs = np.fromiter((s.v for s in move.samples), dtype=np.float64)
-    dist = shapely.distance(shape.boundary, shapely.points(us, vs))
-    result: np.ndarray = np.where(shapely.contains_xy(shape, us, vs), -dist, dist)
-    return result
-
-
-def _first_ms(move: Move, hits: np.ndarray) -> int:
-    """Time of the first sample where `hits` holds (the drive's end if none)."""
-    k = int(np.argmax(hits)) if bool(hits.any()) else len(move.samples) - 1
-    return move.t0_ms + 1000 * k
-
-
-def _since_ms(move: Move, hits: np.ndarray) -> int:
-    """The earliest a fix can see `hits` hold: the second before its first sample (fixes
-    fall between samples)."""
-    return max(move.t0_ms, _first_ms(move, hits) - 1000)
-
-
-def _settled_ms(move: Move, hits: np.ndarray) -> int:
-    """The latest a fix must see `hits` hold: the end of the first stretch of
-    `MOVING_GAP_MS` throughout which it holds (a fix falls in any such stretch). After the
-    drive the car stands at its last sample."""
-    gap_s = MOVING_GAP_MS // 1000
-    padded = np.concatenate([hits, np.repeat(hits[-1:], gap_s)])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, gap_s + 1)
-    settled: np.ndarray = np.asarray(windows.all(axis=1))
-    return _first_ms(move, settled) + MOVING_GAP_MS
-
-
-def crossing_window(move: Move, shape: Polygon, *, outward: bool) -> tuple[int, int]:
-    """When a tracker must report crossing `shape`'s boundary on `move` (crossing once).
-
-    The crossing fix is the first one measured more than the 25 m hysteresis past the
-    boundary: no earlier than the truth is `NEAR_BAND_M` past it (GPS error is well under
-    15 m), no later than a fix while the truth stays `CLEAR_OF_BOUNDARY_M` past it.
-    """
-    sign = 1.0 if outward else -1.0
-    d = _signed_distances(move, shape) * sign
-    return _since_ms(move, d >= NEAR_BAND_M), _settled_ms(move, d >= CLEAR_OF_BOUNDARY_M)
-
-
-def apart_window(move: Move, point: tuple[float, float], metres: float) -> tuple[int, int]:
-    """When a fix on `move` is first `metres` from `point`, give or take GPS error."""
-    us = np.fromiter((s.u for s in move.samples), dtype=np.float64)
-    vs = np.fromiter((s.v for s in move.samples), dtype=np.float64)
-    d = np.hypot(us - point[0], vs - point[1])
-    return _since_ms(move, d >= metres - 30.0), _settled_ms(move, d >= metres + 30.0)
-
-
-def _ms(rng: random.Random, lo_s: float, hi_s: float, pace: float = 1.0) -> int:
-    return round(rng.uniform(lo_s, hi_s) * pace * 1000)
-
-
-def _until_end(p: Script) -> Stay:
-    """Park until the end of the run (DoesNotFit if the story already ran past it)."""
-    p.fits()
-    return p.tb.park_until(p.setup.t1_ms)
+from simulator.vehicles import make_vehicle
 
 
 def stays_home(setup: CarSetup, rng: random.Random) -> Car:
@@ -510,7 +59,7 @@ def stays_home(setup: CarSetup, rng: random.Random) -> Car:
     p.errand((1200, 2400))
     p.errand((600, 1500))
     p.go_home()
-    _until_end(p)
+    p.park_until_end()
     track = p.tb.build()
     tracker = p.wired(track, p.dead_zone(track))
     return p.car(ScenarioKind.STAYS_HOME, (tracker,), (p.loan((tracker.device_id,)),), ())
@@ -526,7 +75,7 @@ def leaves_zone(setup: CarSetup, rng: random.Random) -> Car:
     out = p.drive_across(lambda: p.outside_spot("mall", 800, 4_000, 400), outward=True)
     p.park(1800, 2700, OUTSIDE_FLOOR_S)
     back = p.drive_across(lambda: p.home, outward=False)
-    _until_end(p)
+    p.park_until_end()
     tracker = p.wired(p.tb.build(), p.tunnel_at_exit(out))
     required = (*p.left_zone(out, "a trip to another district"), *p.came_back(back))
     return p.car(ScenarioKind.LEAVES_ZONE, (tracker,), (p.loan((tracker.device_id,)),), required)
@@ -541,7 +90,7 @@ def pawnshop_dwell(setup: CarSetup, rng: random.Random) -> Car:
     there = p.drive_across(lambda: site_place(p.city, site), outward=True)
     p.park(1500, 2100, dwell_ms / 1000 + OUTSIDE_FLOOR_S)
     back = p.drive_across(lambda: p.home, outward=False)
-    _until_end(p)
+    p.park_until_end()
     tracker = p.wired(p.tb.build())
     fid = site.fence_id
     enter_lo, enter_hi = crossing_window(there, site.shape, outward=False)
@@ -568,14 +117,14 @@ def towed(setup: CarSetup, rng: random.Random) -> Car:
     p = Script(setup, rng)
     p.park(300, 600)
     p.errand((1500, 2400), PARKED_FLOOR_S)
-    hook = p.tb.t_ms - _ms(rng, 60, 150)
+    hook = p.tb.t_ms - draw_ms(rng, 60, 150)
     tow = p.drive_across(
         lambda: p.outside_spot("yard", 1_000, 4_000, 400),
         outward=True,
         ignition=False,
         speed_kmh=(20.0, 40.0),
     )
-    _until_end(p)
+    p.park_until_end()
     g = round(rng.uniform(2.6, 3.4), 2)
     # the shock is sent twice (a redelivery): still one shock and one tow alert
     tracker = p.wired(p.tb.build(), (Shock(hook, g), Resend(hook, Stream.VIB)))
@@ -598,14 +147,14 @@ def flatbed_tow(setup: CarSetup, rng: random.Random) -> Car:
         ignition=False,
         speed_kmh=(20.0, 40.0),
     )
-    _until_end(p)
+    p.park_until_end()
     tracker = p.wired(p.tb.build())
     # the first fix reading over 10 km/h or over 200 m from the parking spot, GPS error aside
     speed = np.array([s.speed_mps * 3.6 for s in tow.samples])
     start = tow.samples[0]
     moved = np.array([math.dist((s.u, s.v), (start.u, start.v)) for s in tow.samples])
-    lo = _since_ms(tow, (speed > 7.0) | (moved > 170.0))
-    hi = _settled_ms(tow, (speed > 13.0) | (moved > 230.0))
+    lo = since_ms(tow, (speed > 7.0) | (moved > 170.0))
+    hi = settled_ms(tow, (speed > 13.0) | (moved > 230.0))
     required = (
         p.expect(
             "tow.suspected",
@@ -628,7 +177,7 @@ def brief_visit(setup: CarSetup, rng: random.Random) -> Car:
     there = p.drive_across(lambda: site_place(p.city, site), outward=True)
     p.park(600, 1200, PARKED_FLOOR_S)
     back = p.drive_across(lambda: p.home, outward=False)
-    _until_end(p)
+    p.park_until_end()
     tracker = p.wired(p.tb.build())
     fid = site.fence_id
     enter = crossing_window(there, site.shape, outward=False)
@@ -688,9 +237,9 @@ def tracker_removed(setup: CarSetup, rng: random.Random) -> Car:
     p.errand((900, 1500), PARKED_FLOOR_S)
     parked = p.tb.phases[-1]
     assert isinstance(parked, Stay)
-    removed = parked.t0_ms + _ms(rng, 300, 600, setup.pace)
+    removed = parked.t0_ms + draw_ms(rng, 300, 600, setup.pace)
     go = p.drive_across(lambda: p.outside_spot("away", 2_000, 5_000, 400), outward=True)
-    _until_end(p)
+    p.park_until_end()
     car_track = p.tb.build()
     drop = (
         parked.point[0] + rng.uniform(-15, 15),
@@ -726,8 +275,8 @@ def vin_swap(setup: CarSetup, rng: random.Random) -> Car:
     p.park(300, 600)
     p.errand((1500, 2400), PARKED_FLOOR_S)
     parked = p.tb.phases[-1]
-    unplug = parked.t0_ms + _ms(rng, 300, 600, setup.pace)
-    plug = unplug + _ms(rng, 600, 1200, setup.pace)
+    unplug = parked.t0_ms + draw_ms(rng, 300, 600, setup.pace)
+    plug = unplug + draw_ms(rng, 600, 1200, setup.pace)
     car_a = p.tb.build()
     other = make_vehicle(rng, setup.vins)
     b = TrackBuilder(
@@ -785,9 +334,9 @@ def power_cut(setup: CarSetup, rng: random.Random) -> Car:
     p = Script(setup, rng)
     p.park(300, 600)
     p.errand((600, 900))
-    parked = _until_end(p)
-    opened = parked.t0_ms + _ms(rng, 600, 1200, setup.pace)
-    cut = opened + _ms(rng, 30, 120)
+    parked = p.park_until_end()
+    opened = parked.t0_ms + draw_ms(rng, 600, 1200, setup.pace)
+    cut = opened + draw_ms(rng, 30, 120)
     if cut >= parked.t1_ms - 600_000:
         msg = "the power cut would come less than 10 min before the end of the run"
         raise DoesNotFit(msg)
@@ -805,11 +354,11 @@ def goes_silent(setup: CarSetup, rng: random.Random) -> Car:
     p = Script(setup, rng)
     p.park(300, 600)
     p.errand((600, 900))
-    parked = _until_end(p)
-    start = parked.t0_ms + _ms(rng, 300, 600, setup.pace)
+    parked = p.park_until_end()
+    start = parked.t0_ms + draw_ms(rng, 300, 600, setup.pace)
     # silent well past the offline limit (the replay's, and a live engine's, if longer)
     longest = max(OFFLINE_MS, setup.offline_ms) + SILENCE_PAD_MS
-    end = start + max(_ms(rng, 2700, 3300, setup.pace), longest)
+    end = start + max(draw_ms(rng, 2700, 3300, setup.pace), longest)
     if end >= setup.t1_ms - 600_000:
         msg = "the silence would end less than 10 min before the end of the run"
         raise DoesNotFit(msg)
@@ -835,8 +384,8 @@ def silent_outside(setup: CarSetup, rng: random.Random) -> Car:
     p = Script(setup, rng)
     p.park(300, 900)
     out = p.drive_across(lambda: p.outside_spot("garage", 250, 700, 250), outward=True)
-    _until_end(p)
-    start = out.t1_ms + _ms(rng, 20, 60)
+    p.park_until_end()
+    start = out.t1_ms + draw_ms(rng, 20, 60)
     tracker = p.wired(p.tb.build(), (Silence(start, setup.t1_ms + 1),))
     required = (
         *p.left_zone(out, "parked just outside the zone, then silent"),
@@ -857,7 +406,7 @@ def impounded(setup: CarSetup, rng: random.Random) -> Car:
     site = p.nearest_site("impound")
     p.park(300, 900)
     there = p.drive_across(lambda: site_place(p.city, site), outward=True)
-    _until_end(p)
+    p.park_until_end()
     tracker = p.wired(p.tb.build())
     fid = site.fence_id
     enter_lo, enter_hi = crossing_window(there, site.shape, outward=False)
@@ -923,13 +472,6 @@ def quiet(setup: CarSetup, rng: random.Random, *, owntracks: bool) -> Car:
         )
     loan = p.loan((tracker.device_id,))
     return p.car(None, (tracker,), (loan,), (), role=Role.QUIET)
-
-
-def dwell_s(site: Area) -> int:
-    """A risk site's dwell by DESIGN §4: its own `dwell_s`, else its category's default."""
-    if site.dwell_s is not None:
-        return site.dwell_s
-    return DWELL_DEFAULTS_S.get(site.category or "", DWELL_OTHER_S)
 
 
 BUILDERS: dict[ScenarioKind, Callable[[CarSetup, random.Random], Car]] = {

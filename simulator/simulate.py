@@ -1,6 +1,6 @@
 """`pledgewatch simulate`: a fleet of virtual trackers publishing over MQTT, or written out.
 
-Plans the fleet (`simulator.live`), generates its cars with progress on stderr, then either
+Plans the fleet (`simulator.fleet_plan`), generates its cars with progress on stderr, then either
 publishes the stream at its pace with a live progress line (sent, rate, lag behind
 schedule), or with `--out DIR` writes it as `pledgewatch replay` input instead.
 """
@@ -18,19 +18,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from simulator.live import (
+from simulator.fleet_plan import FleetPlan, plan_fleet
+from simulator.fleet_spec import (
     DEFAULT_MIX,
     DEFAULT_START_WALL_MS,
     FleetError,
-    FleetPlan,
     FleetSpec,
-    PublishProgress,
     parse_mix,
-    plan_fleet,
-    publish,
-    write_jsonl,
 )
-from simulator.writer import write_json
+from simulator.mqtt_publisher import PublishProgress, publish
+from simulator.writer import write_json, write_jsonl
 
 DEFAULT_DURATION_S = 60.0
 SKIPPED_SHOWN = 8

@@ -1,13 +1,15 @@
-"""The simulator's only file output: a run's documents in a directory."""
+"""The simulator's only file output: a run's, or a fleet plan's, documents in a directory."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
 
-from simulator.fleet import Run, fences_doc, loans_doc, reading_lines, truth_doc
+from simulator.fleet import InputCounter, Run, fences_doc, loans_doc, reading_lines, truth_doc
+from simulator.fleet_plan import FleetPlan
 
 PRETTY = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 
@@ -50,4 +52,27 @@ def write_run(
     )
     if with_truth:
         written.append(write_json(out_dir / "ground_truth.json", truth_doc(run)))
+    return written
+
+
+def reading_line(topic: str, body: bytes) -> bytes:
+    """A replay input line (DESIGN §7) of an MQTT JSON payload, as `orjson` would write it."""
+    return b'{"topic":' + orjson.dumps(topic) + b',"payload":' + body + b"}\n"
+
+
+def write_jsonl(plan: FleetPlan, directory: Path, limit: int | None = None) -> list[Path]:
+    """Write the stream as replay input (`readings.jsonl`, in publish order) plus
+    `fences.geojson`, `loans.json` and `ground_truth.json` (replay semantics, with the
+    input counts); the paths."""
+    counter = InputCounter()
+
+    def lines() -> Iterable[bytes]:
+        stream = plan.generated()
+        for out in stream if limit is None else itertools.islice(stream, limit):
+            counter.add(out)
+            yield reading_line(out.topic, out.body)
+
+    written = write_documents(directory, plan.fences_doc(), plan.loans_doc(), lines())
+    truth = plan.replay_truth(counter.counts())
+    written.append(write_json(directory / "ground_truth.json", truth.to_json()))
     return written

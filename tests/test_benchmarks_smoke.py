@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from benchmarks import bench_engine, bench_fences, bench_replay
+from benchmarks.replay_workload import random_vins
 
 
 def _load(path: Path) -> dict[str, object]:
@@ -82,7 +83,7 @@ def test_vins_are_valid_and_distinct() -> None:
 
     from lending.model import VIN_RE
 
-    vins = bench_replay.random_vins(np.random.default_rng(1), 500)
+    vins = random_vins(np.random.default_rng(1), 500)
     assert len(set(vins)) == 500
     assert all(VIN_RE.fullmatch(v) for v in vins)
 

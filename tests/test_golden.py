@@ -19,8 +19,8 @@ import orjson
 import pytest
 
 import engine.runtime.replay
+from simulator.car import ScenarioKind
 from simulator.golden import ALL_SCENARIOS, Replayed, replay_files
-from simulator.scenarios import ScenarioKind
 from simulator.truth import GroundTruth, Role, check
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

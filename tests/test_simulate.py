@@ -21,25 +21,24 @@ from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.mqtt_source import BrokerAddress
-from simulator.golden import replay_files
-from simulator.live import (
+from simulator.car import ScenarioKind
+from simulator.fleet_plan import FleetPlan, plan_fleet
+from simulator.fleet_spec import (
     DEFAULT_MIX,
     DEFAULT_START_WALL_MS,
     TWO_TRACKERS,
     FleetError,
-    FleetPlan,
     FleetSpec,
     apportion,
     fleet_cars,
     parse_mix,
-    plan_fleet,
-    publish,
-    write_jsonl,
 )
+from simulator.golden import replay_files
 from simulator.motion import Move, Stay
-from simulator.scenarios import ScenarioKind
+from simulator.mqtt_publisher import publish
 from simulator.trackers import TrackerModel
 from simulator.truth import GroundTruth, Role, check, count_types
+from simulator.writer import write_jsonl
 from tests.brokers import REPO, Broker, broker  # noqa: F401  # the fixture
 
 HEADLINE = {  # the alert each scenario is about

@@ -22,13 +22,13 @@ from geofence.fence import FenceKind, parse_feature_collection
 from geofence.geo import haversine_m
 from lending.model import VIN_RE, parse_loans
 from simulator import __main__ as simulator_cli
+from simulator.car import ScenarioKind
 from simulator.city import build_city, fence_features, interior
 from simulator.fleet import Run, RunSpec, build_run, fences_doc, loans_doc, reading_lines, truth_doc
 from simulator.frame import LocalFrame
 from simulator.golden import DEMO_DIR, GOLDEN_DIR, demo_spec, golden_specs
 from simulator.junk import ALL_JUNK
 from simulator.motion import Move
-from simulator.scenarios import ScenarioKind
 from simulator.trackers import Silence, WildFix, merge, messages
 from simulator.truth import Expectation, GroundTruth, Role, check, iso_utc
 from simulator.vehicles import check_digit

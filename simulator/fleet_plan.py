@@ -1,4 +1,4 @@
-"""A live fleet: N virtual trackers played against the wall clock, or written as replay input.
+"""A live fleet: N virtual trackers planned against the wall clock.
 
 `plan_fleet(spec)` is pure and seeded: it lays out a city (about a hundred cars per home
 zone), picks which cars play which scenario (by the spec's mix; the rest are quiet
@@ -16,97 +16,39 @@ quietly instead and `FleetPlan.skipped()` says why.
 
 Cars are generated car by car (`FleetPlan.prepare`, with progress) and merged by arrival
 time with a heap; `schedule()` yields the messages in publish order, each with the wall
-second it is due, and lets go of each one once yielded. `publish` paces them over a pool of
-paho connections; `write_jsonl` writes the same stream as `pledgewatch replay` input.
+second it is due, and lets go of each one once yielded. `simulator.mqtt_publisher.publish`
+paces them over a pool of paho connections; `simulator.writer.write_jsonl` writes the same
+stream as `pledgewatch replay` input.
 """
 
 from __future__ import annotations
 
 import heapq
-import itertools
 import math
 import random
-import select
 import sys
-import threading
 import time
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import NamedTuple
 
-import orjson
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
-from devices.mqtt_source import BrokerAddress
+from simulator.car import Car, CarSetup, DoesNotFit, LoanSpec, ScenarioKind, make_loan
 from simulator.city import City, build_city, fence_features
 from simulator.commuter import Device, commuter, draw_device
-from simulator.fleet import InputCounter, car_truth, crossings
-from simulator.scenarios import (
-    BUILDERS,
-    GRACE_MS,
-    OFFLINE_MS,
-    STILL_GAP_MS,
-    Car,
-    CarSetup,
-    DoesNotFit,
-    LoanSpec,
-    ScenarioKind,
-    make_loan,
-)
+from simulator.fleet import car_truth, crossings
+from simulator.fleet_spec import FleetError, FleetSpec, fleet_cars, validate_spec
+from simulator.scenarios import BUILDERS
+from simulator.script import GRACE_MS, OFFLINE_MS, STILL_GAP_MS
 from simulator.trackers import Silence, merge, messages
 from simulator.truth import CarTruth, Expectation, GroundTruth, InputCounts, Role
 from simulator.vehicles import Vehicle, make_vehicle
-from simulator.writer import write_documents, write_json
 
 CARS_PER_ZONE = 100  # a lender's cars share a district's permitted area
 STORY_S = 7_200  # the scenario stories are written for two hours
 OFFLINE_FLOOR_S = 30  # a scaled offline_s stays above a publisher's hiccup
 MAX_SPAN_S = 30 * 86_400
-MAX_CLIENTS = 1000  # select() watches at most 1024 sockets
 PILOT_CARS = 150  # commuters built to measure the fleet's natural rate
-TWO_TRACKERS = frozenset({ScenarioKind.TRACKER_REMOVED, ScenarioKind.DOUBLE_PLEDGE})
 TIMER_TYPES = frozenset({"zone.left", "pledge.risk_site_dwell"})
-DEFAULT_START_WALL_MS = 1_795_910_400_000  # 2026-11-29T00:00:00Z: `--out` without `--start`
-DEFAULT_MIX: Mapping[ScenarioKind, float] = {
-    ScenarioKind.STAYS_HOME: 1.0,
-    ScenarioKind.LEAVES_ZONE: 1.0,
-    ScenarioKind.TOWED: 0.5,
-    ScenarioKind.PAWNSHOP_DWELL: 0.5,
-    ScenarioKind.TRACKER_REMOVED: 0.5,
-    ScenarioKind.VIN_SWAP: 0.5,
-    ScenarioKind.SPOOFED_JUMP: 0.5,
-    ScenarioKind.POWER_CUT: 0.5,
-    ScenarioKind.GOES_SILENT: 0.5,
-}
-"""Six cars in a hundred play a scenario by default; the issue's nine kinds."""
-
-
-class FleetError(ValueError):
-    """A fleet that cannot be planned as asked; the message says what to change."""
-
-
-@dataclass(frozen=True, slots=True)
-class FleetSpec:
-    """What to play: how many trackers, how long (wall seconds), how fast, which scenarios.
-
-    `rate` (messages/s) or `speed` (event seconds per wall second, at least 1) sets the
-    pace; with neither, the speed is 1. `mix` gives the percent of cars per scenario; the
-    rest are quiet commuters. `start_wall_ms` 0 means now, at plan time. `id_prefix` starts
-    every device, loan and car id (a second run against the same engine wants another).
-    """
-
-    devices: int
-    seed: str
-    duration_s: float
-    rate: float | None
-    speed: float | None
-    mix: Mapping[ScenarioKind, float]
-    qos: int = 1
-    start_wall_ms: int = 0
-    id_prefix: str = "sim"
 
 
 class Scheduled(NamedTuple):
@@ -131,37 +73,6 @@ class _Out(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class PublishStats:
-    """What `publish` did: messages sent, wall time taken, achieved rate, lag behind schedule.
-
-    `failed` counts publishes paho refused (no connection: QoS 0 is lost, QoS 1 is queued
-    and sent on reconnection); `unacked` the QoS 1 publishes still unacknowledged at the end.
-    """
-
-    sent: int
-    bytes_sent: int
-    elapsed_s: float
-    rate: float
-    max_lag_s: float
-    final_lag_s: float
-    stopped: bool
-    failed: int = 0
-    unacked: int = 0
-    readings: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class PublishProgress:
-    """A snapshot while publishing, about once a second."""
-
-    sent: int
-    elapsed_s: float
-    duration_s: float
-    rate: float  # messages/s over the last snapshot interval
-    lag_s: float  # how far the publish of the latest message is behind its due time
-
-
-@dataclass(frozen=True, slots=True)
 class _Slot:
     """A car of the fleet before it is built."""
 
@@ -178,67 +89,6 @@ class _Quiet:
     device: Device
     loan: LoanSpec
     setup: CarSetup = field(repr=False)
-
-
-def parse_mix(text: str) -> dict[ScenarioKind, float]:
-    """`leaves_zone=5,towed=2` as percent per scenario; `none` or an empty text for none."""
-    mix: dict[ScenarioKind, float] = {}
-    if text.strip().lower() in {"", "none"}:
-        return mix
-    known = ", ".join(k.value for k in ScenarioKind)
-    for part in text.split(","):
-        name, sep, value = part.strip().partition("=")
-        try:
-            kind = ScenarioKind(name.strip())
-        except ValueError:
-            msg = f"--mix: unknown scenario {name.strip()!r}; known: {known}"
-            raise FleetError(msg) from None
-        try:
-            percent = float(value) if sep else math.nan
-        except ValueError:
-            percent = math.nan
-        if not (math.isfinite(percent) and 0.0 <= percent <= 100.0):
-            msg = f"--mix: {part.strip()!r} needs a percent from 0 to 100, like {kind.value}=5"
-            raise FleetError(msg)
-        mix[kind] = mix.get(kind, 0.0) + percent
-    _check_mix(mix)
-    return mix
-
-
-def _check_mix(mix: Mapping[ScenarioKind, float]) -> None:
-    total = sum(mix.values())
-    if any(not (math.isfinite(p) and p >= 0.0) for p in mix.values()) or total > 100.0 + 1e-9:
-        msg = f"the scenario mix must be percents adding up to at most 100, got {total:g}"
-        raise FleetError(msg)
-
-
-def apportion(mix: Mapping[ScenarioKind, float], cars: int) -> dict[ScenarioKind, int]:
-    """Cars per scenario by percent (largest remainder): each count is its exact share
-    rounded down or up, and the counts add up to the rounded sum of the shares."""
-    exact = {k: p * cars / 100.0 for k, p in mix.items() if p > 0.0}
-    counts = {k: math.floor(x) for k, x in exact.items()}
-    total = min(cars, math.floor(sum(exact.values()) + 0.5))
-    order = sorted(exact, key=lambda k: (-(exact[k] - counts[k]), list(ScenarioKind).index(k)))
-    for k in order[: max(0, total - sum(counts.values()))]:
-        counts[k] += 1
-    return {k: c for k, c in counts.items() if c > 0}
-
-
-def fleet_cars(
-    devices: int, mix: Mapping[ScenarioKind, float]
-) -> tuple[int, dict[ScenarioKind, int]]:
-    """How many cars make `devices` trackers (two scenarios put two trackers in a car), and
-    how many of them play each scenario (percent of the cars, see `apportion`)."""
-
-    def trackers(cars: int) -> int:
-        counts = apportion(mix, cars)
-        return cars + sum(n for k, n in counts.items() if k in TWO_TRACKERS)
-
-    cars = devices
-    while trackers(cars) > devices:
-        cars -= 1
-    # a tracker short of `devices` when the next car would have brought two: a quiet car
-    return cars + devices - trackers(cars), apportion(mix, cars)
 
 
 def _rng(seed: str, what: str) -> random.Random:
@@ -530,30 +380,6 @@ def _setup(
     )
 
 
-def _validate(spec: FleetSpec) -> None:
-    problems = []
-    if spec.devices < 1:
-        problems.append(f"devices must be at least 1, got {spec.devices}")
-    if not (math.isfinite(spec.duration_s) and spec.duration_s >= 1.0):
-        problems.append(f"the duration must be at least 1 s, got {spec.duration_s:g}")
-    if spec.rate is not None and not (math.isfinite(spec.rate) and spec.rate > 0):
-        problems.append(f"the rate must be a positive number of messages/s, got {spec.rate:g}")
-    if spec.speed is not None and not (math.isfinite(spec.speed) and spec.speed >= 1.0):
-        problems.append(
-            f"the speed must be at least 1 (event seconds per wall second: a slower stream "
-            f"would run ahead of the wall clock), got {spec.speed:g}"
-        )
-    if spec.rate is not None and spec.speed is not None:
-        problems.append("give a rate or a speed, not both")
-    if spec.qos not in {0, 1}:
-        problems.append(f"QoS must be 0 or 1, got {spec.qos}")
-    if not spec.id_prefix or not all(c.isalnum() or c in "_.-" for c in spec.id_prefix):
-        problems.append(f"the id prefix must be letters, digits, _ . or -, got {spec.id_prefix!r}")
-    if problems:
-        raise FleetError("; ".join(problems))
-    _check_mix(spec.mix)
-
-
 def plan_fleet(spec: FleetSpec, progress: Callable[[str], None] | None = None) -> FleetPlan:
     """Plan a fleet run (pure and seeded; `start_wall_ms` 0 reads the clock once).
 
@@ -561,7 +387,7 @@ def plan_fleet(spec: FleetSpec, progress: Callable[[str], None] | None = None) -
     decide the ground truth); quiet cars are built by `prepare`/`schedule`. `progress`
     gets a line now and then (planning 10,000 trackers takes seconds).
     """
-    _validate(spec)
+    validate_spec(spec)
     say = progress or (lambda _line: None)
     # whole seconds: OwnTracks stamps are whole seconds, and the event clock is the wall
     # clock moved by a whole number of them
@@ -695,191 +521,3 @@ def _speed_for_rate(
         )
         raise FleetError(msg)
     return speed
-
-
-class _Pool:
-    """Paho connections served by the publishing thread itself: one `select` over their
-    sockets instead of a network thread per connection (eight such threads halve the
-    rate of one in a single Python process: they fight over the GIL)."""
-
-    def __init__(self, address: BrokerAddress, count: int, prefix: str) -> None:
-        self.address = address
-        self.clients: list[mqtt.Client] = []
-        tag = f"{random.getrandbits(32):08x}"  # an id, not a secret
-        for k in range(count):
-            client = mqtt.Client(
-                callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{tag}-{k}"
-            )
-            if address.username is not None:
-                client.username_pw_set(address.username, address.password)
-            client.max_inflight_messages_set(0)  # no limit: acks are read when served
-            self.clients.append(client)
-        self.next_misc = 0.0
-
-    def connect(self, timeout_s: float = 10.0) -> None:
-        """Connect every client; FleetError naming the broker if that fails."""
-        where = f"{self.address.host}:{self.address.port}"
-        try:
-            for client in self.clients:
-                client.connect(self.address.host, self.address.port, keepalive=60)
-        except OSError as exc:
-            msg = (
-                f"cannot connect to the MQTT broker at {where}: {exc}; start one or pass --mqtt-url"
-            )
-            raise FleetError(msg) from exc
-        deadline = time.monotonic() + timeout_s
-        while not all(c.is_connected() for c in self.clients):
-            if time.monotonic() > deadline:
-                msg = f"the broker at {where} accepted no MQTT session in {timeout_s:g} s"
-                raise FleetError(msg)
-            self.serve(0.05)
-
-    def serve(self, timeout_s: float) -> None:
-        """Read acknowledgements, write what is pending, ping: waits up to `timeout_s`."""
-        socks = {}
-        for client in self.clients:
-            sock = client.socket()
-            if sock is not None:
-                socks[sock] = client
-        writable = [sock for sock, c in socks.items() if c.want_write()]
-        if socks:
-            readable, writable, _ = select.select(list(socks), writable, [], max(0.0, timeout_s))
-            for sock in readable:
-                socks[sock].loop_read()
-            for sock in writable:
-                socks[sock].loop_write()
-        elif timeout_s > 0:
-            time.sleep(timeout_s)
-        now = time.monotonic()
-        if now >= self.next_misc:  # keepalive pings
-            for client in self.clients:
-                client.loop_misc()
-            self.next_misc = now + 1.0
-
-    def drain(self, qos: int, timeout_s: float = 30.0) -> int:
-        """Serve until every QoS 1 publish is acknowledged; how many clients still wait."""
-        deadline = time.monotonic() + timeout_s
-
-        def waiting() -> int:
-            return sum(bool(c._out_messages) for c in self.clients)  # noqa: SLF001  # paho has no public count
-
-        while (qos and waiting()) or any(c.want_write() for c in self.clients):
-            if time.monotonic() > deadline:
-                break
-            self.serve(0.05)
-        return waiting() if qos else 0
-
-    def close(self) -> None:
-        """Disconnect every client."""
-        for client in self.clients:
-            client.disconnect()
-
-
-def publish(
-    plan: FleetPlan,
-    mqtt_url: str,
-    *,
-    clients: int,
-    on_sent: Callable[[Scheduled, float], None] | None,
-    stop: threading.Event | None,
-    limit: int | None = None,
-    progress: Callable[[PublishProgress], None] | None = None,
-) -> PublishStats:
-    """Publish the plan's schedule at its pace over `clients` paho connections.
-
-    Trackers are spread over the connections (a tracker always uses the same one); QoS is
-    the spec's. The cars are generated first (`plan.prepare`), then the clock starts: a
-    message is published when its `due_s` has passed. `on_sent(msg, wall_s)` is called
-    after each publish with `time.time()`; `stop` ends the run early, `limit` after that
-    many messages. Returns counts, the achieved rate and the lag behind schedule.
-    """
-    try:
-        address = BrokerAddress.parse(mqtt_url)
-    except ValueError as exc:
-        raise FleetError(str(exc)) from exc
-    if not 1 <= clients <= MAX_CLIENTS:
-        msg = f"clients must be 1 to {MAX_CLIENTS}, got {clients}"
-        raise FleetError(msg)
-    pool = _Pool(address, clients, plan.spec.id_prefix)
-    qos = plan.spec.qos
-    sent = bytes_sent = failed = readings = unacked = 0
-    max_lag = lag = elapsed = 0.0
-    stopped = False
-    route: dict[str | None, mqtt.Client] = {}
-    try:
-        pool.connect()
-        items = plan.schedule()
-        first = next(items, None)  # generates the cars
-        head: list[Scheduled] = [] if first is None else [first]
-        started = time.monotonic()
-        next_report, reported_sent = started + 1.0, 0
-        for item in itertools.chain(head, items):
-            if (stop is not None and stop.is_set()) or (limit is not None and sent >= limit):
-                stopped = stop is not None and stop.is_set()
-                break
-            ahead = item.due_s - (time.monotonic() - started)
-            if ahead > 0.002:
-                pool.serve(ahead)
-                ahead = item.due_s - (time.monotonic() - started)
-                while ahead > 0.002:  # woken early by an acknowledgement
-                    pool.serve(ahead)
-                    ahead = item.due_s - (time.monotonic() - started)
-            elif sent % 200 == 0:
-                pool.serve(0.0)  # behind schedule: still read the acks now and then
-            now = time.monotonic()
-            lag = max(0.0, now - started - item.due_s)
-            max_lag = max(max_lag, lag)
-            client = route.get(item.device_id)
-            if client is None:
-                k = zlib.crc32((item.device_id or "").encode()) % clients
-                client = route[item.device_id] = pool.clients[k]
-            if client.publish(item.topic, item.payload, qos=qos).rc != mqtt.MQTT_ERR_SUCCESS:
-                failed += 1
-            sent += 1
-            readings += len(item.readings)
-            bytes_sent += len(item.payload)
-            if on_sent is not None:
-                on_sent(item, time.time())
-            if progress is not None and now >= next_report:
-                rate = (sent - reported_sent) / max(now - next_report + 1.0, 1e-9)
-                progress(PublishProgress(sent, now - started, plan.wall_s, rate, lag))
-                next_report, reported_sent = now + 1.0, sent
-        elapsed = time.monotonic() - started if head else 0.0
-        unacked = pool.drain(qos)
-    finally:
-        pool.close()
-    return PublishStats(
-        sent,
-        bytes_sent,
-        elapsed,
-        sent / elapsed if elapsed > 0 else 0.0,
-        max_lag,
-        lag,
-        stopped,
-        failed,
-        unacked,
-        readings,
-    )
-
-
-def reading_line(topic: str, body: bytes) -> bytes:
-    """A replay input line (DESIGN §7) of an MQTT JSON payload, as `orjson` would write it."""
-    return b'{"topic":' + orjson.dumps(topic) + b',"payload":' + body + b"}\n"
-
-
-def write_jsonl(plan: FleetPlan, directory: Path, limit: int | None = None) -> list[Path]:
-    """Write the stream as replay input (`readings.jsonl`, in publish order) plus
-    `fences.geojson`, `loans.json` and `ground_truth.json` (replay semantics, with the
-    input counts); the paths."""
-    counter = InputCounter()
-
-    def lines() -> Iterable[bytes]:
-        stream = plan.generated()
-        for out in stream if limit is None else itertools.islice(stream, limit):
-            counter.add(out)
-            yield reading_line(out.topic, out.body)
-
-    written = write_documents(directory, plan.fences_doc(), plan.loans_doc(), lines())
-    truth = plan.replay_truth(counter.counts())
-    written.append(write_json(directory / "ground_truth.json", truth.to_json()))
-    return written
