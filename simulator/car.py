@@ -13,7 +13,7 @@ from enum import StrEnum
 from simulator.city import Area, City
 from simulator.trackers import Tracker
 from simulator.truth import Expectation, Role
-from simulator.vehicles import Vehicle
+from simulator.vehicles import SimulatedVehicle
 
 
 class ScenarioKind(StrEnum):
@@ -45,7 +45,7 @@ class LoanSpec:
     device_ids: tuple[str, ...]
     zone_ids: tuple[str, ...]
     principal: int
-    vehicle: Vehicle
+    vehicle: SimulatedVehicle
     mileage_km: float
 
     def to_json(self) -> dict[str, object]:
@@ -74,7 +74,7 @@ class Car:
     car_id: str
     role: Role
     scenario: ScenarioKind | None
-    vehicle: Vehicle
+    vehicle: SimulatedVehicle
     zone: Area
     loans: tuple[LoanSpec, ...]
     trackers: tuple[Tracker, ...]
@@ -104,7 +104,7 @@ class CarSetup:
     t1_ms: int
     vins: set[str]
     id_prefix: str | None = None
-    vehicle: Vehicle | None = None
+    vehicle: SimulatedVehicle | None = None
     pace: float = 1.0
     offline_ms: int = 1_800_000
     lead_s: float = 0.0  # parked this long before the story starts
@@ -144,7 +144,7 @@ class CarSetup:
 
 def make_loan(
     rng: random.Random,
-    vehicle: Vehicle,
+    vehicle: SimulatedVehicle,
     loan_id: str,
     device_ids: tuple[str, ...],
     zone: Area,

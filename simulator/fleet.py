@@ -22,7 +22,7 @@ from simulator.car import Car, CarSetup, ScenarioKind
 from simulator.city import City, build_city, fence_features, path_line
 from simulator.junk import Junk, inject_junk
 from simulator.scenarios import BUILDERS, quiet
-from simulator.trackers import Message, merge, messages
+from simulator.trackers import TrackerMessage, merge, messages
 from simulator.truth import CarTruth, Expectation, GroundTruth, InputCounts, Role
 
 DEFAULT_START_MS = 1_795_910_400_000  # 2026-11-29T00:00:00Z, 08:00 in Shanghai
@@ -54,7 +54,7 @@ class Run:
     spec: RunSpec
     city: City
     cars: tuple[Car, ...]
-    messages: tuple[Message, ...]
+    messages: tuple[TrackerMessage, ...]
     truth: GroundTruth
 
 

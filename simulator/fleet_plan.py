@@ -41,7 +41,7 @@ from simulator.scenarios import BUILDERS
 from simulator.script import GRACE_MS, OFFLINE_MS, STILL_GAP_MS
 from simulator.trackers import Silence, merge, messages
 from simulator.truth import CarTruth, Expectation, GroundTruth, InputCounts, Role
-from simulator.vehicles import Vehicle, make_vehicle
+from simulator.vehicles import SimulatedVehicle, make_vehicle
 
 CARS_PER_ZONE = 100  # a lender's cars share a district's permitted area
 STORY_S = 7_200  # the scenario stories are written for two hours
@@ -79,7 +79,7 @@ class _Slot:
     car_no: int
     kind: ScenarioKind | None
     zone_index: int
-    vehicle: Vehicle
+    vehicle: SimulatedVehicle
 
 
 @dataclass(slots=True)
@@ -210,7 +210,8 @@ class FleetPlan:
         t0 = self.t0_ms
         for out in self.generated():
             yield Scheduled(
-                (out.ts_ms - t0) / k_ms,
+                # the last message is due at the run's end, not a rounding error after it
+                min((out.ts_ms - t0) / k_ms, self.wall_s),
                 out.topic,
                 out.body,
                 out.device_id,
@@ -365,7 +366,7 @@ def _setup(
     t1_ms: int,
     offline_event_ms: float,
     vins: set[str],
-    vehicle: Vehicle | None,
+    vehicle: SimulatedVehicle | None,
 ) -> CarSetup:
     return CarSetup(
         city,

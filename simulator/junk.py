@@ -15,7 +15,7 @@ from dataclasses import replace
 from enum import StrEnum
 
 from simulator.car import Car
-from simulator.trackers import JsonObject, Message, Payload, TrackerModel, iso_cst
+from simulator.trackers import JsonObject, Payload, TrackerMessage, TrackerModel, iso_cst
 from simulator.truth import Role
 
 FUTURE_MS = 8 * 3_600_000  # a tracker writing China time as if it were UTC
@@ -44,7 +44,7 @@ def _topic(device_id: str, stream: str) -> str:
     return f"telematics/{device_id}/{stream}"
 
 
-def _junk(device_id: str, owntracks_topic: str, at: int, kind: Junk) -> Message:
+def _junk(device_id: str, owntracks_topic: str, at: int, kind: Junk) -> TrackerMessage:
     """One junk message of `kind`, arriving at `at`."""
     gps, status = _topic(device_id, "gps"), _topic(device_id, "status")
     reason: str
@@ -77,15 +77,15 @@ def _junk(device_id: str, owntracks_topic: str, at: int, kind: Junk) -> Message:
             reason, payload = "not_object", []
         case Junk.SHORT_VIN:
             reason, topic, payload = "out_of_range", status, {"ts": at, "vin": "LSV1234"}
-    return Message(at, topic, payload, None, (), (reason,))
+    return TrackerMessage(at, topic, payload, None, (), (reason,))
 
 
 def inject_junk(
-    msgs: list[Message],
+    msgs: list[TrackerMessage],
     cars: tuple[Car, ...] | list[Car],
     rng: random.Random,
     kinds: tuple[Junk, ...] = ALL_JUNK,
-) -> list[Message]:
+) -> list[TrackerMessage]:
     """`msgs` with junk spread over the run and a catch-up array (if any) given a bad element."""
     background = [t for c in cars if c.role is Role.QUIET for t in c.trackers]
     wired = [t for t in background if t.model is TrackerModel.WIRED]
@@ -105,7 +105,7 @@ def inject_junk(
     ]
     arrays = [m for m in msgs if isinstance(m.payload, list) and m.topic.endswith("/gps")]
     target = next((m for m in arrays if m.device_id == device_id), arrays[0] if arrays else None)
-    out: list[Message] = []
+    out: list[TrackerMessage] = []
     corrupted = False
     for m in msgs:
         while junk and junk[0].ts_ms <= m.ts_ms:

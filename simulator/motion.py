@@ -2,7 +2,7 @@
 
 A `Track` is the ground truth a tracker samples (with its own noise, cadence and faults):
 a gapless sequence of `Stay` and `Move` phases. Times are epoch milliseconds; a `Move`
-holds one `Sample` per second. Drives follow a kinematic model: accelerate at 1-1.8 m/s²,
+holds one `DriveSample` per second. Drives follow a kinematic model: accelerate at 1-1.8 m/s²,
 cruise at 25-60 km/h (varying per block), brake in time (2 m/s²) for turns (down to
 5 m/s at a right angle) and for red lights at some intersections (8-45 s), and stop at the
 destination.
@@ -27,7 +27,7 @@ _BRAKE_MPS2 = 2.0
 _TURN_MIN_DEG = 20.0
 
 
-class Sample(NamedTuple):
+class DriveSample(NamedTuple):
     """The car at one whole second of a drive. `angle_deg` is its direction in the grid frame
     (counter-clockwise from the u axis); `dist_m` is how far it has driven since the drive began.
 
@@ -62,7 +62,7 @@ class Move:
 
     t0_ms: int
     t1_ms: int
-    samples: tuple[Sample, ...]
+    samples: tuple[DriveSample, ...]
     ignition: bool | None
     odo_m: float
 
@@ -229,12 +229,14 @@ def drive(
 
     last_seg = len(seg_len) - 1
 
-    def at(s: float, speed: float) -> Sample:
+    def at(s: float, speed: float) -> DriveSample:
         k = bisect_right(cum, s) - 1
         k = 0 if k < 0 else min(k, last_seg)
         f = (s - cum[k]) / seg_len[k] if seg_len[k] > 0 else 0.0
         a, b = pts[k], pts[k + 1]
-        return Sample(a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f, speed, seg_angle[k], s)
+        return DriveSample(
+            a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f, speed, seg_angle[k], s
+        )
 
     # The loop runs twice per simulated second of every drive of a fleet: min(), max() and
     # a search for the next stop are spelled out (same arithmetic, same results).

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from devices.readings import Stream
 from simulator.car import Car, CarSetup, DoesNotFit, ScenarioKind
 from simulator.city import site_place
 from simulator.frame import destination
@@ -42,7 +43,6 @@ from simulator.trackers import (
     Shock,
     Silence,
     StatusChange,
-    Stream,
     Tracker,
     TrackerModel,
     TsFormat,

@@ -25,6 +25,7 @@ from enum import StrEnum
 
 import orjson
 
+from devices.readings import Stream
 from simulator.frame import LocalFrame
 from simulator.motion import Move, Track
 
@@ -55,14 +56,6 @@ class TsFormat(StrEnum):
 
     EPOCH_MS = "epoch_ms"
     ISO_CST = "iso_cst"  # ISO-8601 local time with a +08:00 offset
-
-
-class Stream(StrEnum):
-    """The streams of DESIGN §2."""
-
-    GPS = "gps"
-    VIB = "vib"
-    STATUS = "status"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +130,7 @@ class Tracker:
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class TrackerMessage:
     """One MQTT publish, at its arrival time `ts_ms`.
 
     `readings` lists the valid readings it carries as (stream, ts_ms, seq); `rejects` the
@@ -378,11 +371,11 @@ def _payload(tracker: Tracker, o: _Obs) -> JsonObject:
     return {**head, **o.fields}
 
 
-def messages(tracker: Tracker, frame: LocalFrame, rng: random.Random) -> list[Message]:
+def messages(tracker: Tracker, frame: LocalFrame, rng: random.Random) -> list[TrackerMessage]:
     """The tracker's MQTT messages in arrival order."""
     obs = _observe(tracker, frame, rng)
     dead = sorted((e for e in tracker.events if isinstance(e, DeadZone)), key=lambda e: e.start_ms)
-    out: list[Message] = []
+    out: list[TrackerMessage] = []
     held: dict[Stream, list[_Obs]] = {}
     current: DeadZone | None = None
 
@@ -391,7 +384,7 @@ def messages(tracker: Tracker, frame: LocalFrame, rng: random.Random) -> list[Me
             batch = held.pop(stream, [])
             if batch:
                 out.append(
-                    Message(
+                    TrackerMessage(
                         zone.end_ms,
                         _topic(tracker, stream),
                         [_payload(tracker, o) for o in batch],
@@ -415,7 +408,7 @@ def messages(tracker: Tracker, frame: LocalFrame, rng: random.Random) -> list[Me
         if zone is not None:
             held.setdefault(o.stream, []).append(o)
             continue
-        message = Message(
+        message = TrackerMessage(
             o.t_ms,
             _topic(tracker, o.stream),
             _payload(tracker, o),
@@ -459,6 +452,6 @@ def messages(tracker: Tracker, frame: LocalFrame, rng: random.Random) -> list[Me
     return out
 
 
-def merge(streams: Iterable[Iterable[Message]]) -> Iterator[Message]:
+def merge(streams: Iterable[Iterable[TrackerMessage]]) -> Iterator[TrackerMessage]:
     """Interleave message streams (each in arrival order) by arrival time; stable on ties."""
     return heapq.merge(*streams, key=lambda m: m.ts_ms)

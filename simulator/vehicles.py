@@ -45,7 +45,7 @@ CATALOG: tuple[Model, ...] = (
 
 
 @dataclass(frozen=True, slots=True)
-class Vehicle:
+class SimulatedVehicle:
     """One car: VIN, what it is, its odometer and what a lender values it at (CNY)."""
 
     vin: str
@@ -72,7 +72,7 @@ def make_vin(rng: random.Random, wmi: str, year: int) -> str:
     return draft[:8] + check_digit(draft) + draft[9:]
 
 
-def make_vehicle(rng: random.Random, taken: set[str]) -> Vehicle:
+def make_vehicle(rng: random.Random, taken: set[str]) -> SimulatedVehicle:
     """A random car whose VIN is not in `taken` (the VIN is added to it)."""
     model = rng.choice(CATALOG)
     year = rng.choice(tuple(_YEAR_CODES))
@@ -83,4 +83,4 @@ def make_vehicle(rng: random.Random, taken: set[str]) -> Vehicle:
     age = 2026 - year
     odometer_km = round(age * rng.uniform(9_000, 22_000) + rng.uniform(0, 3_000), 1)
     value = int(model.price_new * 0.85**age * rng.uniform(0.9, 1.05) / 1000) * 1000
-    return Vehicle(vin, model.make, model.model, year, odometer_km, value)
+    return SimulatedVehicle(vin, model.make, model.model, year, odometer_km, value)
