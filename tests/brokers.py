@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from simulator.harness.broker import PrivateBroker, free_port, wait_port
+from simulator.harness.broker import PrivateBroker, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 Broker = PrivateBroker
 
-__all__ = ["REPO", "Broker", "broker", "free_port", "wait_port"]
+__all__ = ["REPO", "Broker", "broker", "free_port"]
 
 
 @pytest.fixture

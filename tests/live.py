@@ -1,24 +1,25 @@
-"""Real parts for end-to-end tests: the engine as a process, a webhook receiver, a publisher."""
+"""Real parts for end-to-end tests: the engine as a process, a webhook receiver, a publisher.
+
+The engine and the receiver are the shared harness's (`simulator.harness`); this module
+gives them the tests' token, secret and fixtures.
+"""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from simulator.harness.receiver import Delivery, WebhookReceiver
-from tests.brokers import REPO, Broker, free_port, wait_port
+from alerts.signing import verify
+from simulator.harness.engine_process import EngineProcess
+from simulator.harness.receiver import Delivery, Refusal, WebhookReceiver
+from tests.brokers import REPO, Broker, free_port
 
 TOKEN = "test-token-1"
 SECRET = "whsec-test"
@@ -30,7 +31,7 @@ class Received:
 
     alert: dict[str, object]
     headers: dict[str, str]
-    signature_ok: bool  # always True: the shared receiver refuses (401) a bad signature
+    signature_ok: bool  # its signature verified again here, over the raw body, with SECRET
     at: float
 
 
@@ -65,6 +66,10 @@ class Receiver:
         return self.hook.counts.refused
 
     @property
+    def refusals(self) -> list[Refusal]:
+        return self.hook.refusals()
+
+    @property
     def received(self) -> list[Received]:
         return [_received(d) for d in self.hook.deliveries()]
 
@@ -78,11 +83,19 @@ class Receiver:
         return self.hook.ids()
 
     def wait_for(self, predicate: Callable[[list[Received]], bool], timeout_s: float) -> bool:
-        return self.hook.wait_for(lambda ds: predicate([_received(d) for d in ds]), timeout_s)
+        """Poll until `predicate(received)` holds; False at once when a POST is refused (the
+        engines of these tests sign with SECRET: a refusal is a failure, not a slow run)."""
+        done = self.hook.wait_for(
+            lambda ds: self.refused > 0 or predicate([_received(d) for d in ds]), timeout_s
+        )
+        return done and self.refused == 0
 
 
 def _received(d: Delivery) -> Received:
-    return Received(d.alert, d.headers, signature_ok=True, at=d.received_s)
+    stamp = d.headers.get("X-Pledgewatch-Timestamp", "")
+    signature = d.headers.get("X-Pledgewatch-Signature", "")
+    ok = stamp.isdigit() and verify(SECRET, int(stamp), d.body, signature, d.received_s)
+    return Received(d.alert, d.headers, signature_ok=ok, at=d.received_s)
 
 
 @pytest.fixture
@@ -95,79 +108,28 @@ def receiver() -> Iterator[Receiver]:
         r.stop()
 
 
-class EngineProcess:
-    """`pledgewatch run` as a child process, killable with SIGKILL."""
-
-    def __init__(
-        self, broker: Broker, db_url: str, workdir: Path, client_id: str = "pw-e2e"
-    ) -> None:
-        self.broker = broker
-        self.db_url = db_url
-        self.port = free_port()
-        self.client_id = client_id
-        self.log = workdir / "engine.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.extra_args: list[str] = []
-
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = {**os.environ, "PLEDGEWATCH_API_TOKEN": TOKEN}
-        cmd = [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "run",
-            "--mqtt-url",
-            self.broker.url,
-            "--db-url",
-            self.db_url,
-            "--http",
-            f"127.0.0.1:{self.port}",
-            "--client-id",
-            self.client_id,
-        ]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log)
-        try:
-            wait_port(self.port, timeout_s=30)
-        except TimeoutError:
-            self.proc.kill()
-            raise AssertionError("engine did not start:\n" + self.log.read_text()[-3000:]) from None
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(30)
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.api, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
-        )
-
-
 @pytest.fixture
 def engines(broker: Broker, tmp_path: Path) -> Iterator[Callable[[str], EngineProcess]]:
-    """Make engine processes; any still running when the test ends is killed."""
+    """Make engine processes (the harness launcher) on the test's broker, with the tests'
+    token; any still running when the test ends is killed."""
     made: list[EngineProcess] = []
 
     def make(db_url: str) -> EngineProcess:
-        engine = EngineProcess(broker, db_url, tmp_path)
+        engine = EngineProcess(
+            broker.url,
+            db_url,
+            token=TOKEN,
+            log_path=tmp_path / f"engine-{len(made)}.log",
+            client_id=f"pw-e2e-{len(made)}",
+            cwd=REPO,
+        )
         made.append(engine)
         return engine
 
     yield make
     for engine in made:
-        if engine.proc is not None and engine.proc.poll() is None:
-            engine.proc.kill()
-            engine.proc.wait(10)
+        if engine.running():
+            engine.kill9()
 
 
 class Publisher:

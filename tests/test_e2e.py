@@ -16,9 +16,13 @@ from engine.runtime.replay import Replay
 from geofence.fence import parse_fence
 from geofence.index import FenceIndex
 from lending.model import parse_loan
+from simulator.harness.broker import answers, free_port
+from simulator.harness.engine_process import EngineStartError
+from simulator.harness.prometheus import Metrics
+from simulator.harness.receiver import RefusalReason
 from tests.brokers import Broker, broker  # noqa: F401  # the fixture
 from tests.factories import HOME, offset
-from tests.live import SECRET, EngineProcess, Publisher, Receiver, engines, receiver  # noqa: F401
+from tests.live import SECRET, TOKEN, EngineProcess, Publisher, Receiver, engines, receiver  # noqa: F401
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
 
@@ -54,16 +58,28 @@ def gps(t_s: float, at: tuple[float, float], **kw: object) -> dict[str, object]:
     return {"ts": T0 + round(t_s * 1000), "lat": at[0], "lon": at[1], **kw}
 
 
-def setup_engine(engine: EngineProcess, receiver: Receiver, n_cars: int = 1) -> None:  # noqa: F811
+def setup_engine(
+    engine: EngineProcess,
+    receiver: Receiver,  # noqa: F811
+    n_cars: int = 1,
+    secret: str = SECRET,
+) -> None:
     with engine.client() as api:
         assert api.put("/v1/fences/home", json=HOME_FENCE).status_code in {200, 201}
         for i in range(n_cars):
             loan = {"vin": VINS[i], "device_ids": [f"trk-{i}"], "zone_ids": ["home"]}
             r = api.put(f"/v1/loans/L-{i}", json=loan)
             assert r.status_code in {200, 201}, r.text
-        hook = {"url": receiver.url, "secret": SECRET}
+        hook = {"url": receiver.url, "secret": secret}
         assert api.put("/v1/webhooks/ops", json=hook).status_code in {200, 201}
     time.sleep(0.5)  # the engine takes changes between batches
+
+
+def assert_all_signed(receiver: Receiver) -> None:  # noqa: F811
+    """Every POST verified with the hook's secret: none refused, each accepted one checked."""
+    assert receiver.refused == 0, receiver.refusals
+    assert receiver.received
+    assert all(r.signature_ok for r in receiver.received)
 
 
 def leave_and_return(car: int, start_s: float = 0) -> list[tuple[str, dict[str, object]]]:
@@ -113,10 +129,11 @@ def test_readings_in_signed_webhooks_out(
         want = {"geofence.exit", "zone.left", "geofence.enter", "zone.returned", "shock"}
         assert receiver.wait_for(lambda rs: {r.alert["type"] for r in rs} >= want, 20), (
             [r.alert["type"] for r in receiver.received],
-            engine.log.read_text()[-2000:],
+            receiver.refusals,
+            engine.log_tail(2000),
         )
+        assert_all_signed(receiver)
         for r in receiver.received:
-            assert r.signature_ok
             assert r.headers["X-Pledgewatch-Id"] == r.alert["id"]
             assert r.headers["X-Pledgewatch-Type"] == r.alert["type"]
             assert r.alert["loan_id"] == "L-0"
@@ -128,9 +145,9 @@ def test_readings_in_signed_webhooks_out(
             assert {a["type"] for a in listed["items"]} >= want
             device = api.get("/v1/devices/trk-0").json()
             assert "home" in device["inside"]
-            metrics = api.get("/metrics").text
-            assert 'pledgewatch_readings_total{stream="gps"} 12' in metrics
-            assert 'pledgewatch_deliveries_total{result="delivered"}' in metrics
+            metrics = Metrics.parse(api.get("/metrics").text)
+            assert metrics.value("pledgewatch_readings_total", stream="gps") == 12
+            assert metrics.value("pledgewatch_deliveries_total", result="delivered") >= 1
         pub.close()
     finally:
         assert engine.terminate() == 0
@@ -161,16 +178,16 @@ def test_kill_9_loses_nothing_and_keeps_ids(
     thread.start()
     time.sleep(0.6)  # mid-stream
     engine.kill9()
-    time.sleep(0.5)
     engine.start()
     thread.join(30)
     assert done.is_set()
     assert receiver.wait_for(lambda rs: {str(r.alert["id"]) for r in rs} >= want, 40), (
         len(set(receiver.ids()) & want),
-        engine.log.read_text()[-3000:],
+        receiver.refusals,
+        engine.log_tail(3000),
     )
     assert set(receiver.ids()) == want  # nothing lost, nothing with a new id
-    assert all(r.signature_ok for r in receiver.received)
+    assert_all_signed(receiver)
     pub.close()
     assert engine.terminate() == 0
 
@@ -197,9 +214,11 @@ def test_broker_restart_mid_stream(
         pub.send(topic, payload)
     assert receiver.wait_for(lambda rs: {str(r.alert["id"]) for r in rs} >= want, 40), (
         len(set(receiver.ids()) & want),
-        engine.log.read_text()[-3000:],
+        receiver.refusals,
+        engine.log_tail(3000),
     )
     assert set(receiver.ids()) == want
+    assert_all_signed(receiver)
     pub.close()
     assert engine.terminate() == 0
 
@@ -213,7 +232,7 @@ def test_failing_receiver_gets_everything_in_order_per_loan(
     # 500s first, then two stalls past the sender's timeout, then healthy
     receiver.behave = lambda n: 500 if n <= 6 else (2.5 if n <= 8 else 200)
     engine = engines(f"sqlite:///{tmp_path}/pw.db")
-    engine.extra_args = ["--webhook-timeout-s", "1", "--webhook-retry-base-s", "0.2"]
+    engine.args = ["--webhook-timeout-s", "1", "--webhook-retry-base-s", "0.2"]
     engine.start()
     n_cars = 3
     setup_engine(engine, receiver, n_cars)
@@ -223,7 +242,8 @@ def test_failing_receiver_gets_everything_in_order_per_loan(
         pub.send(topic, payload)
     assert receiver.wait_for(lambda rs: {str(r.alert["id"]) for r in rs} >= want, 60), (
         receiver.requests,
-        engine.log.read_text()[-3000:],
+        receiver.refusals,
+        engine.log_tail(3000),
     )
     for car in range(n_cars):
         firsts: dict[str, float] = {}
@@ -241,6 +261,7 @@ def test_failing_receiver_gets_everything_in_order_per_loan(
             ),
         )
         assert by_arrival == list(dict.fromkeys(str(a["id"]) for a in by_event))
+    assert_all_signed(receiver)
     pub.close()
     assert engine.terminate() == 0
 
@@ -274,7 +295,10 @@ def test_bad_input_is_counted_and_kept_while_valid_traffic_flows(
     for gtopic, gpayload in good[len(bad) :]:
         pub.send(gtopic, gpayload)
     want = {"geofence.exit", "zone.left", "geofence.enter", "zone.returned"}
-    assert receiver.wait_for(lambda rs: {r.alert["type"] for r in rs} >= want, 20)
+    assert receiver.wait_for(lambda rs: {r.alert["type"] for r in rs} >= want, 20), (
+        receiver.refusals
+    )
+    assert_all_signed(receiver)
     with engine.client() as api:
         metrics = api.get("/metrics").text
         for reason in [
@@ -293,3 +317,66 @@ def test_bad_input_is_counted_and_kept_while_valid_traffic_flows(
         assert any("lat" in r["detail"] for r in rejects)
     pub.close()
     assert engine.terminate() == 0
+
+
+def test_webhooks_signed_with_another_secret_are_refused_and_dead(
+    broker: Broker,  # noqa: F811
+    receiver: Receiver,  # noqa: F811
+    tmp_path: Path,
+    engines: Callable[[str], EngineProcess],  # noqa: F811
+) -> None:
+    # The check the other tests rely on: an engine signing with a secret the receiver does
+    # not hold gets every POST refused (401), and nothing counts as received. A short
+    # maximum age makes the refused deliveries dead within the test.
+    engine = engines(f"sqlite:///{tmp_path}/pw.db")
+    engine.args = ["--webhook-retry-base-s", "0.2", "--webhook-max-age-s", "2"]
+    engine.start()
+    setup_engine(engine, receiver, secret="not-" + SECRET)
+    pub = Publisher(broker)
+    for topic, payload in leave_and_return(0):
+        pub.send(topic, payload)
+    pub.close()
+    want = expected_ids(leave_and_return(0), 1)
+    dead: list[dict[str, object]] = []
+    deadline = time.monotonic() + 20
+    with engine.client() as api:
+        while len(dead) < len(want) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            dead = api.get("/v1/deliveries/dead").json()["items"]
+        alerts = api.get("/v1/alerts").json()
+    assert {str(d["alert_id"]) for d in dead} == want, (
+        dead,
+        receiver.refused,
+        receiver.requests,
+        alerts,
+        engine.log_tail(3000),
+    )
+    assert all(d["last_status"] == 401 for d in dead)
+    assert receiver.refused >= len(want)
+    assert receiver.refused == receiver.requests
+    assert {r.reason for r in receiver.refusals} == {RefusalReason.BAD_SIGNATURE}
+    assert receiver.received == []
+    assert engine.terminate() == 0
+
+
+def test_the_launcher_waits_for_mqtt_and_shows_why_an_engine_did_not_start(
+    tmp_path: Path,
+) -> None:
+    # The API alone is not ready: with no broker the launcher gives up, kills the child
+    # and shows the log; a child that exits at once is reported with its status.
+    nobody = f"mqtt://127.0.0.1:{free_port()}"
+    silent = EngineProcess(
+        nobody, f"sqlite:///{tmp_path}/a.db", token=TOKEN, log_path=tmp_path / "a.log"
+    )
+    with pytest.raises(EngineStartError, match="not ready within 3 s") as info:
+        silent.start(timeout_s=3)
+    assert '"mqtt_connected":false' in str(info.value).replace(" ", "")
+    assert not silent.running()
+    assert not answers("127.0.0.1", silent.port)
+
+    broken = EngineProcess(
+        nobody, "nosuch://db", token=TOKEN, log_path=tmp_path / "b.log", args=["--bogus"]
+    )
+    with pytest.raises(EngineStartError, match="exited with status 2") as info:
+        broken.start()
+    assert "unrecognized arguments: --bogus" in str(info.value)

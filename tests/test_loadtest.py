@@ -13,6 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from engine.core.config import Config
+from simulator.loadtest.command import LoadtestUsageError, read_rules
 from tests.brokers import REPO
 
 # Every kind of the default mix that plays in 20 s of wall time (goes_silent needs a minute:
@@ -175,3 +177,25 @@ def test_ramp_steps_the_rate_up_and_reports_the_highest_sustained(tmp_path: Path
     assert steps[1]["published_msgs_per_s"] > steps[0]["published_msgs_per_s"]
     assert ramp["sustained_msgs_per_s"] == steps[1]["published_msgs_per_s"]
     assert (out / "throughput.png").read_bytes().startswith(PNG)
+
+
+def test_a_bad_rules_file_is_a_usage_error(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.json"
+    rules.write_bytes(orjson.dumps({"zone_grace_s": 60, "shock_gs": 3.0}))
+    base = [sys.executable, "-m", "engine.cli", "loadtest", "--report", str(tmp_path / "r")]
+    for extra, says in [
+        (["--config", str(rules)], "use them with --api"),
+        (["--api", "http://127.0.0.1:9", "--config", str(rules)], "unknown rule settings"),
+        (["--api", "http://127.0.0.1:9", "--config", str(tmp_path / "none")], "cannot read"),
+    ]:
+        done = subprocess.run(
+            [*base, *extra], cwd=REPO, env=_env(), capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("pledgewatch: "), done.stderr
+        assert says in done.stderr, done.stderr
+    rules.write_bytes(orjson.dumps({"zone_grace_s": "60"}))
+    with pytest.raises(LoadtestUsageError, match="'zone_grace_s': expected a whole number"):
+        read_rules(str(rules))
+    rules.write_bytes(orjson.dumps({"zone_grace_s": 60, "shock_g": 3, "dwell_by_category_s": {}}))
+    assert read_rules(str(rules)) == Config(zone_grace_s=60, shock_g=3.0, dwell_by_category_s={})

@@ -7,6 +7,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simulator.harness.prometheus import Metrics
 from simulator.loadtest.latency import DueKind, PublishLog, percentiles, sample
 from simulator.loadtest.quality import score
 from simulator.loadtest.run import widen_wall_clock
@@ -235,3 +236,26 @@ def test_percentiles() -> None:
     assert stats["p50"] == 50.5
     assert stats["max"] == 100.0
     assert percentiles([])["p99"] is None
+
+
+def test_the_metrics_parser_reads_names_labels_and_values() -> None:
+    m = Metrics.parse(
+        "# HELP pledgewatch_readings_total Accepted readings.\n"
+        "# TYPE pledgewatch_readings_total counter\n"
+        'pledgewatch_readings_total{stream="gps"} 12\n'
+        'pledgewatch_readings_total{stream="vib"} 3.0\n'
+        'pledgewatch_rejected_total{reason="bad topic",detail="a=\\"b\\"} c"} 2\n'
+        'pledgewatch_batch_seconds_bucket{le="+Inf"} 7 1700000000000\n'
+        "pledgewatch_outbox_pending 4\n"
+        "not a sample\n"
+    )
+    assert m.total("pledgewatch_readings_total") == 15
+    assert m.value("pledgewatch_readings_total", stream="gps") == 12
+    assert m.value("pledgewatch_readings_total", stream="none") == 0
+    assert m.by_label("pledgewatch_readings_total") == {"gps": 12, "vib": 3}
+    assert m.by_label("pledgewatch_rejected_total", "detail") == {'a="b"} c': 2}
+    assert m.value("pledgewatch_rejected_total", reason="bad topic") == 2
+    assert m.values['pledgewatch_batch_seconds_bucket{le="+Inf"}'] == 7  # timestamp ignored
+    assert m.total("pledgewatch_outbox_pending") == 4
+    assert m.total("pledgewatch_outbox") == 0  # a name, not a prefix
+    assert m.processed == 15

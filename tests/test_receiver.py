@@ -7,8 +7,8 @@ import time
 import httpx
 import orjson
 
-from alerts.signing import headers
-from simulator.harness.receiver import Delivery, WebhookReceiver
+from alerts.signing import headers, verify
+from simulator.harness.receiver import Delivery, RefusalReason, WebhookReceiver
 
 SECRET = "whsec-receiver-test"
 
@@ -47,8 +47,26 @@ def test_bad_signatures_are_refused_counted_and_never_recorded() -> None:
         assert _post(rx.url, b"not json") == 401  # signed, but not an alert
         assert _post(rx.url, body) == 200
     assert rx.counts.refused == 5
+    assert [r.reason for r in rx.refusals()] == [
+        RefusalReason.BAD_SIGNATURE,
+        RefusalReason.STALE_TIMESTAMP,
+        RefusalReason.BAD_SIGNATURE,
+        RefusalReason.MISSING_HEADERS,
+        RefusalReason.NOT_AN_ALERT,
+    ]
     assert rx.ids() == ["a-1"]
     assert len(handed) == 1
+
+
+def test_a_delivery_keeps_the_body_its_signature_covers() -> None:
+    with WebhookReceiver(SECRET) as rx:
+        body = _alert()
+        assert _post(rx.url, body) == 200
+    (d,) = rx.deliveries()
+    assert d.body == body
+    stamp = int(d.headers["X-Pledgewatch-Timestamp"])
+    assert verify(SECRET, stamp, d.body, d.headers["X-Pledgewatch-Signature"], d.received_s)
+    assert not verify("another", stamp, d.body, d.headers["X-Pledgewatch-Signature"], d.received_s)
 
 
 def test_respond_rule_answers_errors_without_recording() -> None:

@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from devices.mqtt_source import BrokerAddress
 from engine.cli.service import Service, ServiceSettings
 from engine.core.config import Config
+from simulator.harness.api_client import ImportRefusedError, import_items
 from simulator.harness.broker import BrokerUnavailable, PrivateBroker, answers, free_port
 from simulator.harness.receiver import Delivery, WebhookReceiver
 
@@ -126,10 +127,12 @@ def _recorded_ts(payload: object) -> int | None:
     return tst * 1000 if isinstance(tst, int) and not isinstance(tst, bool) else None
 
 
-def _drive(client: mqtt.Client, play_s: float, stop: threading.Event) -> set[str]:
+def _drive(
+    client: mqtt.Client, play_s: float, stop: threading.Event, example: Path = EXAMPLE
+) -> set[str]:
     """Publish the example city, moved to end now, over `play_s` seconds. Returns the gps
     topics of the cars still reporting at the end (they get heartbeats)."""
-    lines = [orjson.loads(x) for x in (EXAMPLE / "readings.jsonl").read_bytes().splitlines() if x]
+    lines = [orjson.loads(x) for x in (example / "readings.jsonl").read_bytes().splitlines() if x]
     # Pace by the running largest time, ignoring stamps far ahead of it (a bad clock must
     # not stall the playback; the engine rejects such readings itself).
     stamps: list[int] = []
@@ -172,14 +175,25 @@ def _heartbeats(client: mqtt.Client, topics: set[str], stop: threading.Event) ->
             client.publish(topic, orjson.dumps({"ts": now, "ext_power": True}), qos=1)
 
 
-def run_demo(mqtt_url: str, http: str, play_s: float, duration_s: float | None) -> int:
-    """Run the demo until Ctrl-C (or `duration_s`); returns the exit status."""
+def run_demo(
+    mqtt_url: str,
+    http: str,
+    play_s: float,
+    duration_s: float | None,
+    example: Path = EXAMPLE,
+) -> int:
+    """Run the demo until Ctrl-C (or `duration_s`); returns the exit status. Whatever
+    fails, every part it started (broker, service, receiver, clients) is stopped."""
     workdir = Path(tempfile.mkdtemp(prefix="pledgewatch-demo-"))
     token = secrets.token_urlsafe(16)
     secret = secrets.token_urlsafe(16)
     host, _, port_text = http.rpartition(":")
-    port = int(port_text) if answers(host or "127.0.0.1", int(port_text)) is False else free_port()
-    with broker(mqtt_url, workdir) as broker_url:
+    host = host or "127.0.0.1"
+    port = int(port_text) if not answers(host, int(port_text)) else free_port()
+    console = _Console()
+    stop = threading.Event()
+    with contextlib.ExitStack() as parts:  # stopped in reverse order, whatever fails
+        broker_url = parts.enter_context(broker(mqtt_url, workdir))
         settings = ServiceSettings(
             mqtt_url=broker_url,
             db_url=f"sqlite:///{workdir}/demo.db",
@@ -189,22 +203,20 @@ def run_demo(mqtt_url: str, http: str, play_s: float, duration_s: float | None) 
             client_id=f"pledgewatch-demo-{os.getpid()}",
             config=Config(offline_s=90),  # the demo is short: a silent car shows in 90 s
         )
+        # The receiver outlives the service: the dispatcher finishes its requests in flight.
+        printer = parts.enter_context(WebhookReceiver(secret, on_delivery=console.show, keep=False))
         service = Service(settings)
+        parts.callback(service.stop)  # also after a start that failed half-way
         service.start()
-        console = _Console()
-        printer = WebhookReceiver(secret, on_delivery=console.show, keep=False).start()
-        api = httpx.Client(
-            base_url=f"http://{settings.http_host}:{port}",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
+        api = parts.enter_context(
+            httpx.Client(
+                base_url=f"http://{host}:{port}",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+            )
         )
-        imported = api.post("/v1/fences:import", content=(EXAMPLE / "fences.geojson").read_bytes())
-        imported.raise_for_status()
-        for loan in orjson.loads((EXAMPLE / "loans.json").read_bytes()):
-            api.put(f"/v1/loans/{loan['loan_id']}", json=loan).raise_for_status()
-        hook = {"url": printer.url, "secret": secret}
-        api.put("/v1/webhooks/demo-console", json=hook).raise_for_status()
-        print(f"API http://{settings.http_host}:{port}  token {token}")
+        _load_example(api, example, printer.url, secret)
+        print(f"API http://{host}:{port}  token {token}")
         print(f"MQTT {broker_url}   store {settings.db_url}")
         print(f"playing the example city's recorded day over {play_s:.0f} s; Ctrl-C to stop\n")
         print(HEADER)
@@ -215,10 +227,11 @@ def run_demo(mqtt_url: str, http: str, play_s: float, duration_s: float | None) 
         address = BrokerAddress.parse(broker_url)
         client.connect(address.host, address.port)
         client.loop_start()
-        stop = threading.Event()
+        parts.callback(client.loop_stop)
+        parts.callback(stop.set)  # first of all: the heartbeats and the playback end
         deadline = None if duration_s is None else time.monotonic() + duration_s
         try:
-            topics = _drive(client, play_s, stop)
+            topics = _drive(client, play_s, stop, example)
             beats = threading.Thread(target=_heartbeats, args=(client, topics, stop), daemon=True)
             beats.start()
             while deadline is None or time.monotonic() < deadline:
@@ -228,12 +241,27 @@ def run_demo(mqtt_url: str, http: str, play_s: float, duration_s: float | None) 
                 time.sleep(0.2)
         except KeyboardInterrupt:
             pass
-        finally:
-            stop.set()
-            client.loop_stop()
-            service.stop()
-            api.close()
-            printer.stop()
-        printed = console.close()
-        print(f"\n{printed} alerts. The demo's database stays at {workdir}/demo.db")
+    printed = console.close()
+    print(f"\n{printed} alerts. The demo's database stays at {workdir}/demo.db")
     return 0
+
+
+def _load_example(api: httpx.Client, example: Path, hook_url: str, secret: str) -> None:
+    """The example's fences and loans, and the console's webhook, through the API."""
+    try:
+        fences = orjson.loads((example / "fences.geojson").read_bytes())["features"]
+        loans = orjson.loads((example / "loans.json").read_bytes())
+        import_items(api, "fences", fences)
+        for loan in loans:
+            api.put(f"/v1/loans/{loan['loan_id']}", json=loan).raise_for_status()
+        hook = {"url": hook_url, "secret": secret}
+        api.put("/v1/webhooks/demo-console", json=hook).raise_for_status()
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        msg = f"the example in {example} cannot be read: {exc}"
+        raise DemoError(msg) from exc
+    except ImportRefusedError as exc:
+        msg = f"the engine refused the example's fences ({example}): {exc}"
+        raise DemoError(msg) from exc
+    except httpx.HTTPStatusError as exc:
+        msg = f"the engine refused the example ({example}): {exc.response.text[:500]}"
+        raise DemoError(msg) from exc

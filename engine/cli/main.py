@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import signal
@@ -16,15 +15,16 @@ from typing import IO, cast
 
 import orjson
 
-from alerts.dispatcher import RetryPolicy
 from alerts.model import Alert
+from alerts.retry import RetryPolicy
 from devices.readings import Reject
-from engine.core.config import Config
+from engine.core.config import Config, ConfigError, parse_config
 from engine.runtime.gc_policy import tune_gc
 from engine.runtime.replay import Replay
 from geofence.fence import FenceError, load_fences, parse_feature_collection
 from geofence.index import FenceIndex
 from lending.model import LoanError, parse_loans
+from simulator.loadtest.command import LoadtestUsageError
 from simulator.loadtest.command import add_arguments as load_options
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -57,16 +57,9 @@ def load_config(path: str | None) -> Config:
     """Rules from a JSON file of `Config` field names (see README), or the defaults."""
     if not path:
         return Config()
-    doc = _read_json(path)
-    if not isinstance(doc, dict):
-        raise CliError(f"{path}: expected a JSON object of rule settings")
-    known = {f.name for f in dataclasses.fields(Config)}
-    unknown = sorted(set(doc) - known)
-    if unknown:
-        raise CliError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
     try:
-        return Config(**doc)
-    except TypeError as exc:
+        return parse_config(_read_json(path))
+    except ConfigError as exc:
         raise CliError(f"{path}: {exc}") from exc
 
 
@@ -292,7 +285,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """`pledgewatch simulate`: a fleet of virtual trackers over MQTT, or `--out` replay files."""
-    from simulator.live import FleetError  # noqa: PLC0415  # heavy: the simulator
+    from simulator.fleet_spec import FleetError  # noqa: PLC0415  # heavy: the simulator
     from simulator.simulate import SimulateOptions, simulate  # noqa: PLC0415
 
     try:
@@ -322,7 +315,10 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     """`pledgewatch loadtest`: play a fleet into an engine, measure, and write a report."""
     from simulator.loadtest.command import main  # noqa: PLC0415  # heavy: the simulator
 
-    return main(args)
+    try:
+        return main(args)
+    except LoadtestUsageError as exc:
+        raise CliError(str(exc)) from exc
 
 
 def _service_options(parser: argparse.ArgumentParser) -> None:

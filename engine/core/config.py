@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 
 DWELL_DEFAULTS_S: Mapping[str, int] = MappingProxyType(
@@ -42,3 +42,48 @@ class Config:
         if own_dwell_s is not None:
             return own_dwell_s
         return self.dwell_by_category_s.get(category or "", self.dwell_default_s)
+
+
+class ConfigError(ValueError):
+    """Rule settings that do not make a `Config`; the message names the setting."""
+
+
+def parse_config(doc: object) -> Config:
+    """A `Config` from a JSON object of its field names (as in a `--config` file); settings
+    not given keep their defaults. ConfigError on a setting that is unknown or of the wrong
+    type."""
+    if not isinstance(doc, Mapping):
+        msg = f"expected a JSON object of rule settings, got {type(doc).__name__}"
+        raise ConfigError(msg)
+    defaults = Config()
+    known = {f.name for f in fields(Config)}
+    unknown = sorted(str(k) for k in doc if k not in known)
+    if unknown:
+        msg = f"unknown rule settings {unknown}; known: {sorted(known)}"
+        raise ConfigError(msg)
+    values: dict[str, object] = {}
+    for name, value in doc.items():
+        default = getattr(defaults, name)
+        if isinstance(default, Mapping):
+            values[name] = _int_mapping(name, value)
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                msg = f"rule setting {name!r}: expected a whole number, got {value!r}"
+                raise ConfigError(msg)
+            values[name] = value
+        else:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                msg = f"rule setting {name!r}: expected a number, got {value!r}"
+                raise ConfigError(msg)
+            values[name] = float(value)
+    return replace(defaults, **values)  # type: ignore[arg-type]  # each value's type is checked above
+
+
+def _int_mapping(name: str, value: object) -> Mapping[str, int]:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+        for k, v in value.items()
+    ):
+        msg = f"rule setting {name!r}: expected an object of whole numbers, got {value!r}"
+        raise ConfigError(msg)
+    return MappingProxyType(dict(value))

@@ -1,8 +1,9 @@
 """A webhook receiver for pledgewatch alerts: an HTTP server that checks DESIGN §5 signatures.
 
 The demo prints what it receives, the tests record it, the load test times it. A POST whose
-signature (or timestamp) does not verify is refused with 401, counted in `refused`, and never
-recorded or handed on. Delivery is at least once: `deliveries` keeps every accepted POST, and
+signature (or timestamp) does not verify is refused with 401, counted in `refused`, kept with
+its reason in `refusals` (the last few), and never recorded as a delivery or handed on.
+Delivery is at least once: `deliveries` keeps every accepted POST with its raw body, and
 `first_seen` tells a hook whether an alert id is new (receivers deduplicate on it).
 """
 
@@ -11,8 +12,10 @@ from __future__ import annotations
 import http.server
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Self
 
 import orjson
@@ -23,6 +26,9 @@ Respond = Callable[[int], "int | float"]
 """The response to the n-th request (1-based): a status code, or seconds to stall then 200."""
 
 
+REFUSALS_KEPT = 100
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One accepted webhook POST: the alert, its headers, and when it arrived (unix seconds)."""
@@ -31,6 +37,25 @@ class Delivery:
     headers: dict[str, str]
     received_s: float
     first_seen: bool  # False for a redelivery of an alert id already received
+    body: bytes = b""  # as it arrived: what the signature covers
+
+
+class RefusalReason(StrEnum):
+    """Why a POST was answered 401."""
+
+    MISSING_HEADERS = "missing_headers"  # no timestamp or signature header
+    STALE_TIMESTAMP = "stale_timestamp"  # more than `tolerance_s` from our clock
+    BAD_SIGNATURE = "bad_signature"  # another secret, or a body changed on the way
+    NOT_AN_ALERT = "not_an_alert"  # signed, but not a JSON object
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One refused POST: why, its headers, and when it arrived (unix seconds)."""
+
+    reason: RefusalReason
+    headers: dict[str, str]
+    received_s: float
 
 
 @dataclass(slots=True)
@@ -59,6 +84,9 @@ class WebhookReceiver:
     counts: ReceiverCounts = field(default_factory=ReceiverCounts, init=False)
     lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _deliveries: list[Delivery] = field(default_factory=list, init=False)
+    _refusals: deque[Refusal] = field(
+        default_factory=lambda: deque(maxlen=REFUSALS_KEPT), init=False
+    )
     _seen: set[str] = field(default_factory=set, init=False)
     _server: http.server.ThreadingHTTPServer | None = field(default=None, init=False)
 
@@ -94,6 +122,12 @@ class WebhookReceiver:
         with self.lock:
             return list(self._deliveries)
 
+    def refusals(self) -> list[Refusal]:
+        """The last refused POSTs (up to REFUSALS_KEPT), in arrival order; `counts.refused`
+        counts them all."""
+        with self.lock:
+            return list(self._refusals)
+
     def ids(self) -> list[str]:
         """The alert ids of the accepted deliveries, in arrival order (repeats included)."""
         return [str(d.alert.get("id")) for d in self.deliveries()]
@@ -122,9 +156,10 @@ class WebhookReceiver:
             return action
         now = time.time()
         alert = _verified(self.secret, headers, body, now, self.tolerance_s)
-        if alert is None:
+        if isinstance(alert, RefusalReason):
             with self.lock:
                 self.counts.refused += 1
+                self._refusals.append(Refusal(alert, headers, now))
             return 401
         alert_id = str(alert.get("id"))
         with self.lock:
@@ -132,7 +167,7 @@ class WebhookReceiver:
             self._seen.add(alert_id)
             self.counts.accepted += 1
             self.counts.unique += first
-            delivery = Delivery(alert, headers, now, first)
+            delivery = Delivery(alert, headers, now, first, body)
             if self.keep:
                 self._deliveries.append(delivery)
         if self.on_delivery is not None:
@@ -142,18 +177,23 @@ class WebhookReceiver:
 
 def _verified(
     secret: str, headers: dict[str, str], body: bytes, now_s: float, tolerance_s: int
-) -> dict[str, Any] | None:
-    """The alert if the signature and timestamp verify and the body is a JSON object."""
+) -> dict[str, Any] | RefusalReason:
+    """The alert if the signature and timestamp verify and the body is a JSON object; else
+    why not."""
     lower = {k.lower(): v for k, v in headers.items()}
     stamp = lower.get("x-pledgewatch-timestamp", "")
     signature = lower.get("x-pledgewatch-signature", "")
-    if not stamp.isdigit() or not verify(secret, int(stamp), body, signature, now_s, tolerance_s):
-        return None
+    if not stamp.isdigit() or not signature:
+        return RefusalReason.MISSING_HEADERS
+    if abs(now_s - int(stamp)) > tolerance_s:
+        return RefusalReason.STALE_TIMESTAMP
+    if not verify(secret, int(stamp), body, signature, now_s, tolerance_s):
+        return RefusalReason.BAD_SIGNATURE
     try:
         alert = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None
-    return alert if isinstance(alert, dict) else None
+        return RefusalReason.NOT_AN_ALERT
+    return alert if isinstance(alert, dict) else RefusalReason.NOT_AN_ALERT
 
 
 def _handler(receiver: WebhookReceiver) -> type[http.server.BaseHTTPRequestHandler]:

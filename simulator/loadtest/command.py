@@ -1,4 +1,6 @@
-"""The flags of `pledgewatch loadtest` and the command itself (engine/cli.py wires it in)."""
+"""The flags of `pledgewatch loadtest` and the command itself (engine/cli/main.py wires it in;
+this module imports nothing of the CLI, which reports LoadtestUsageError like its own errors).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +12,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
+import orjson
+
+from engine.core.config import Config, ConfigError, parse_config
+
 Option = Callable[..., None]
 """engine.cli.main's `_option(parser, flag, **kwargs)`: a flag whose default reads PLEDGEWATCH_*."""
 Flag = Callable[[argparse.ArgumentParser, str, str], None]
 AUTO_EVENT_S = 3600.0
+
+
+class LoadtestUsageError(Exception):
+    """A flag of `pledgewatch loadtest` is wrong or names a bad file; the message says which."""
 
 
 def add_arguments(parser: argparse.ArgumentParser, option: Option, flag: Flag) -> None:
@@ -73,22 +83,42 @@ def auto_speed(duration_s: float) -> float:
     return max(1.0, AUTO_EVENT_S / duration_s)
 
 
+def read_rules(path: str) -> Config:
+    """The engine's rule settings from a `--config` JSON file."""
+    try:
+        doc = orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        msg = f"--config: cannot read {path}: {exc.strerror}"
+        raise LoadtestUsageError(msg) from exc
+    except orjson.JSONDecodeError as exc:
+        msg = f"--config {path}: not valid JSON ({exc})"
+        raise LoadtestUsageError(msg) from exc
+    try:
+        return parse_config(doc)
+    except ConfigError as exc:
+        msg = f"--config {path}: {exc}"
+        raise LoadtestUsageError(msg) from exc
+
+
 def main(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
-    """Run `pledgewatch loadtest` from parsed flags; the exit status."""
-    from engine.cli.main import CliError, load_config  # noqa: PLC0415  # engine.cli.main imports us
-    from simulator.live import DEFAULT_MIX, FleetError, FleetSpec, parse_mix  # noqa: PLC0415
+    """Run `pledgewatch loadtest` from parsed flags; the exit status. LoadtestUsageError
+    when a flag is wrong."""
+    from simulator.fleet_spec import DEFAULT_MIX, FleetError, FleetSpec, parse_mix  # noqa: PLC0415
     from simulator.loadtest.run import Options, run  # noqa: PLC0415  # heavy: the simulator
 
     if args.api is None and (args.engine_pid is not None or args.config):
-        raise CliError("--engine-pid and --config describe a running engine: use them with --api")
+        msg = "--engine-pid and --config describe a running engine: use them with --api"
+        raise LoadtestUsageError(msg)
     if args.ramp and (args.ramp_factor <= 1 or args.ramp_step_s <= 0):
-        raise CliError("--ramp-factor must be over 1 and --ramp-step-s positive")
+        msg = "--ramp-factor must be over 1 and --ramp-step-s positive"
+        raise LoadtestUsageError(msg)
     if args.clients < 1:
-        raise CliError("--clients must be at least 1")
+        msg = "--clients must be at least 1"
+        raise LoadtestUsageError(msg)
     try:
         mix = dict(DEFAULT_MIX) if args.mix in {None, "default"} else parse_mix(args.mix)
     except FleetError as exc:
-        raise CliError(str(exc)) from exc
+        raise LoadtestUsageError(str(exc)) from exc
     speed = args.speed
     if speed is None and args.rate is None and not args.ramp:
         speed = auto_speed(args.duration)
@@ -110,7 +140,7 @@ def main(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
         engine_pid=args.engine_pid,
         mqtt_url=args.mqtt_url,
         db_url=args.db_url,
-        engine_rules=load_config(args.config) if args.config else None,
+        engine_rules=read_rules(args.config) if args.config else None,
         drain_s=args.drain_s,
         report_dir=Path(args.report),
         ramp=args.ramp,

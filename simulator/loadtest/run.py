@@ -38,17 +38,11 @@ import orjson
 
 from devices.mqtt_source import BrokerAddress
 from engine.core.config import Config
+from simulator.fleet_plan import FleetPlan, Scheduled, plan_fleet
+from simulator.fleet_spec import FleetError, FleetSpec
 from simulator.harness.broker import BrokerUnavailable, PrivateBroker, answers
+from simulator.harness.prometheus import ALERTS, DELIVERIES, Metrics
 from simulator.harness.receiver import WebhookReceiver
-from simulator.live import (
-    FleetError,
-    FleetPlan,
-    FleetSpec,
-    PublishStats,
-    Scheduled,
-    plan_fleet,
-    publish,
-)
 from simulator.loadtest import report
 from simulator.loadtest.latency import DueKind, PublishLog, summarize, windows
 from simulator.loadtest.quality import Quality, score
@@ -61,14 +55,8 @@ from simulator.loadtest.sampling import (
     resources,
     series,
 )
-from simulator.loadtest.target import (
-    ALERTS,
-    DELIVERIES,
-    Metrics,
-    StartedEngine,
-    Target,
-    TargetError,
-)
+from simulator.loadtest.target import StartedEngine, Target, TargetError
+from simulator.mqtt_publisher import PublishStats, publish
 from simulator.truth import GroundTruth, Role
 
 DEFAULT_ATTACH_MQTT = "mqtt://127.0.0.1:1883"

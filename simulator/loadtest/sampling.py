@@ -16,9 +16,10 @@ from typing import IO, Any
 import numpy as np
 
 from simulator.harness.procfs import machine_cpu_s, tree_cpu_s, tree_memory
+from simulator.harness.prometheus import ALERTS, OUTBOX, Metrics
 from simulator.harness.receiver import Delivery
 from simulator.loadtest.latency import DueKind, PublishLog, Sample, sample
-from simulator.loadtest.target import ALERTS, OUTBOX, Metrics, Target
+from simulator.loadtest.target import Target
 
 MIN_INTERVAL_S = 0.5  # rates need this much time between samples (CPU time moves in ticks)
 

@@ -9,70 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
 import httpx
 import orjson
 
 from simulator.harness.api_client import ImportRefusedError, Kind, import_items
-from simulator.harness.broker import free_port
+from simulator.harness.engine_process import EngineProcess, EngineStartError, is_ready
+from simulator.harness.prometheus import Metrics
 
-READINGS = "pledgewatch_readings_total"
-DUPLICATES = "pledgewatch_duplicates_total"
-REJECTED = "pledgewatch_rejected_total"
-ALERTS = "pledgewatch_alerts_total"
-OUTBOX = "pledgewatch_outbox_pending"
-DELIVERIES = "pledgewatch_deliveries_total"
-BATCHES = "pledgewatch_batch_seconds_count"
-BATCH_SECONDS = "pledgewatch_batch_seconds_sum"
+__all__ = ["Metrics", "StartedEngine", "Target", "TargetError"]  # Metrics: the benchmark's import
 
 
 class TargetError(RuntimeError):
     """The engine cannot be started or reached, or refused the setup; says what to do."""
-
-
-@dataclass(frozen=True, slots=True)
-class Metrics:
-    """One scrape of `/metrics`: sample name with its labels -> value."""
-
-    values: dict[str, float]
-
-    @classmethod
-    def parse(cls, text: str) -> Self:
-        """Parse the Prometheus text format (no timestamps, as the engine writes it)."""
-        values: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                try:
-                    values[key] = float(value)
-                except ValueError:
-                    continue
-        return cls(values)
-
-    def total(self, name: str) -> float:
-        """A metric summed over its labels (0 when absent)."""
-        return sum(v for k, v in self.values.items() if k == name or k.startswith(name + "{"))
-
-    def by_label(self, name: str) -> dict[str, float]:
-        """A one-label metric as {label value: value}."""
-        return {
-            k[k.index('"') + 1 : k.rindex('"')]: v
-            for k, v in self.values.items()
-            if k.startswith(name + "{")
-        }
-
-    @property
-    def processed(self) -> float:
-        """Valid readings the engine has taken: accepted plus dropped as duplicates."""
-        return self.total(READINGS) + self.total(DUPLICATES)
 
 
 class Target:
@@ -104,7 +55,7 @@ class Target:
         if probe.status_code == 401:
             msg = f"{self.url} refused the token: pass the engine's --api-token"
             raise TargetError(msg)
-        if health.status_code != 200 or not health.json().get("mqtt_connected"):
+        if health.status_code != 200 or not is_ready(health.json()):
             msg = f"the engine at {self.url} is not healthy: {health.text[:300]}"
             raise TargetError(msg)
 
@@ -149,7 +100,8 @@ class Target:
 
 
 class StartedEngine(Target):
-    """`pledgewatch run` as our child process, on a free port, with its log in a file."""
+    """`pledgewatch run` as our child process (the harness launcher), on a free port, with
+    its log in a file and the plan's rules in a config file."""
 
     def __init__(
         self,
@@ -160,69 +112,35 @@ class StartedEngine(Target):
         log_path: Path,
         token: str,
     ) -> None:
-        port = free_port()
-        super().__init__(
-            f"http://127.0.0.1:{port}", token, None, "started", db_url.split(":", maxsplit=1)[0]
-        )
-        self.log_path = log_path
         config_path = work / "engine-config.json"
         config_path.write_bytes(orjson.dumps(dict(config)))
-        self.command = [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "run",
-            "--mqtt-url",
+        self.process = EngineProcess(
             mqtt_url,
-            "--db-url",
             db_url,
-            "--http",
-            f"127.0.0.1:{port}",
-            "--client-id",
-            f"pledgewatch-loadtest-{os.getpid()}",
-            "--config",
-            str(config_path),
-        ]
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PLEDGEWATCH_")}
-        self.env["PLEDGEWATCH_API_TOKEN"] = token
-        self.proc: subprocess.Popen[bytes] | None = None
+            token=token,
+            log_path=log_path,
+            client_id=f"pledgewatch-loadtest-{os.getpid()}",
+            config=config_path,
+        )
+        super().__init__(self.process.url, token, None, "started", db_url.split(":", maxsplit=1)[0])
+        self.log_path = log_path
 
     def start(self, timeout_s: float = 90.0) -> None:
-        """Start the engine; return once its API answers and MQTT is connected."""
-        with self.log_path.open("ab") as out:
-            # Its own process group: a Ctrl-C at the terminal stops the load test, which then
-            # scrapes the engine once more and stops it itself.
-            self.proc = subprocess.Popen(  # noqa: S603  # our own interpreter and arguments
-                self.command, env=self.env, stdout=out, stderr=subprocess.STDOUT, process_group=0
-            )
-        self.pid = self.proc.pid
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                r = self.api.get("/healthz", timeout=2)
-                if r.status_code == 200 and r.json().get("mqtt_connected"):
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        tail = self.log_path.read_text(errors="replace")[-2000:]
-        self.stop()
-        msg = f"the engine did not come up within {timeout_s:.0f} s; its log ends:\n{tail}"
-        raise TargetError(msg)
+        """Start the engine; return once it is ready (its API answers, MQTT is connected)."""
+        try:
+            self.process.start(timeout_s)
+        except EngineStartError as exc:
+            raise TargetError(str(exc)) from exc
+        self.pid = self.process.pid
 
     def running(self) -> bool:
         """Whether the child process is alive."""
-        return self.proc is not None and self.proc.poll() is None
+        return self.process.running()
 
     def stop(self) -> int | None:
-        """SIGTERM (it commits the batch in hand), then SIGKILL after 60 s; the exit status."""
+        """SIGTERM (it commits the batch in hand), then SIGKILL after 60 s; the exit status
+        (None if it was never started)."""
         self.close()
-        if self.proc is None:
+        if self.process.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait(10)
+        return self.process.terminate(60.0)
