@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from engine.cli.demo import EXAMPLE, DemoError, run_demo
+from engine.cli.http_address import HttpAddress
 from simulator.harness.broker import answers
 from tests.brokers import REPO, free_port
 
@@ -90,7 +91,7 @@ def test_a_failed_setup_stops_everything_the_demo_started(
     before = set(threading.enumerate())
 
     with pytest.raises(DemoError, match="refused the example's fences"):
-        run_demo(nobody, f"127.0.0.1:{http_port}", 1.0, 1.0, example=example)
+        run_demo(nobody, HttpAddress("127.0.0.1", http_port), 1.0, 1.0, example=example)
 
     out = capsys.readouterr().out
     found = re.search(r"private Mosquitto on 127\.0\.0\.1:(\d+)", out)

@@ -26,6 +26,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.mqtt_source import BrokerAddress
+from engine.cli.http_address import HttpAddress
 from engine.cli.service import Service, ServiceSettings
 from engine.core.config import Config
 from simulator.harness.api_client import ImportRefusedError, import_items
@@ -177,7 +178,7 @@ def _heartbeats(client: mqtt.Client, topics: set[str], stop: threading.Event) ->
 
 def run_demo(
     mqtt_url: str,
-    http: str,
+    http: HttpAddress,
     play_s: float,
     duration_s: float | None,
     example: Path = EXAMPLE,
@@ -187,9 +188,8 @@ def run_demo(
     workdir = Path(tempfile.mkdtemp(prefix="pledgewatch-demo-"))
     token = secrets.token_urlsafe(16)
     secret = secrets.token_urlsafe(16)
-    host, _, port_text = http.rpartition(":")
-    host = host or "127.0.0.1"
-    port = int(port_text) if not answers(host, int(port_text)) else free_port()
+    if answers(http.host, http.port):  # taken (another engine?): any free port will do
+        http = HttpAddress(http.host, free_port())
     console = _Console()
     stop = threading.Event()
     with contextlib.ExitStack() as parts:  # stopped in reverse order, whatever fails
@@ -197,8 +197,8 @@ def run_demo(
         settings = ServiceSettings(
             mqtt_url=broker_url,
             db_url=f"sqlite:///{workdir}/demo.db",
-            http_host=host,
-            http_port=port,
+            http_host=http.host,
+            http_port=http.port,
             api_token=token,
             client_id=f"pledgewatch-demo-{os.getpid()}",
             config=Config(offline_s=90),  # the demo is short: a silent car shows in 90 s
@@ -210,13 +210,13 @@ def run_demo(
         service.start()
         api = parts.enter_context(
             httpx.Client(
-                base_url=f"http://{host}:{port}",
+                base_url=http.base_url,
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=30,
             )
         )
         _load_example(api, example, printer.url, secret)
-        print(f"API http://{host}:{port}  token {token}")
+        print(f"API {http.base_url}  token {token}")
         print(f"MQTT {broker_url}   store {settings.db_url}")
         print(f"playing the example city's recorded day over {play_s:.0f} s; Ctrl-C to stop\n")
         print(HEADER)

@@ -18,6 +18,7 @@ import orjson
 from alerts.model import Alert
 from alerts.retry import RetryPolicy
 from devices.readings import Reject
+from engine.cli.http_address import HttpAddress, parse_http
 from engine.core.config import Config, ConfigError, parse_config
 from engine.runtime.gc_policy import tune_gc
 from engine.runtime.replay import Replay
@@ -51,6 +52,14 @@ def _flag(parser: argparse.ArgumentParser, flag: str, help_: str) -> None:
     """A boolean flag, also on when `PLEDGEWATCH_<FLAG>` is 1, true or yes."""
     env = (_env(flag) or "").strip().lower()
     parser.add_argument(flag, action="store_true", default=env in {"1", "true", "yes"}, help=help_)
+
+
+def http_address(value: str) -> HttpAddress:
+    """argparse type of `--http`: a bad value is a usage error naming what is wrong."""
+    try:
+        return parse_http(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def load_config(path: str | None) -> Config:
@@ -205,25 +214,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`pledgewatch run`: the engine, the API and the dispatcher until SIGTERM or SIGINT."""
-    from engine.cli.service import Service, ServiceSettings, parse_http  # noqa: PLC0415  # heavy
+    from engine.cli.service import Service, ServiceSettings  # noqa: PLC0415  # heavy
 
     if not args.api_token and not args.insecure_dev:
         raise CliError(
             "refusing to start without an API token: pass --api-token or set "
             "PLEDGEWATCH_API_TOKEN (or --insecure-dev for a trial on this machine)"
         )
-    try:
-        host, port = parse_http(args.http)
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
+    address: HttpAddress = args.http
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = ServiceSettings(
         mqtt_url=args.mqtt_url,
         db_url=args.db_url,
-        http_host=host,
-        http_port=port,
+        http_host=address.host,
+        http_port=address.port,
         api_token=args.api_token or None,
         client_id=args.client_id,
         mqtt_child=not args.mqtt_thread,
@@ -329,7 +335,13 @@ def _service_options(parser: argparse.ArgumentParser) -> None:
         default="sqlite:///pledgewatch.db",
         help="sqlite:///PATH (default) or postgresql://...",
     )
-    _option(parser, "--http", default="127.0.0.1:8080", help="HOST:PORT the API listens on")
+    _option(
+        parser,
+        "--http",
+        type=http_address,
+        default="127.0.0.1:8080",
+        help="HOST:PORT the API listens on (:PORT for loopback, [::1]:PORT for IPv6)",
+    )
     _option(parser, "--api-token", help="bearer token the API requires")
     _option(parser, "--client-id", default="pledgewatch-engine", help="MQTT client id (session)")
     _option(parser, "--config", help="JSON object of rule settings overriding the defaults")
@@ -378,7 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="everything on this machine, with the example city")
     _option(demo, "--mqtt-url", default="mqtt://127.0.0.1:1883", help="broker (else a private one)")
-    _option(demo, "--http", default="127.0.0.1:8080", help="HOST:PORT of the demo's API")
+    _option(
+        demo,
+        "--http",
+        type=http_address,
+        default="127.0.0.1:8080",
+        help="HOST:PORT of the demo's API",
+    )
     _option(demo, "--play-s", type=float, default=60.0, help="seconds to play the city's day in")
     _option(demo, "--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
     _option(demo, "--config", help="with --offline: rule settings overriding the defaults")

@@ -43,15 +43,6 @@ class ServiceSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
-def parse_http(value: str) -> tuple[str, int]:
-    """`HOST:PORT` (or `:PORT`) into its parts; ValueError naming what is wrong."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        msg = f"--http {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8080"
-        raise ValueError(msg)
-    return host or "127.0.0.1", int(port)
-
-
 class Service:
     """The running process."""
 
