@@ -21,10 +21,10 @@ from engine.api.devices import add_device_routes
 from engine.api.fences import add_fence_routes
 from engine.api.guard import DEFAULT_BODY_LIMIT, IMPORT_BODY_LIMIT, Guard
 from engine.api.loans import add_loan_routes
+from engine.api.monitoring import add_monitoring_routes
 from engine.api.openapi import PROBLEM_SCHEMA
 from engine.api.operations import add_operation_routes
 from engine.api.problems import EXCEPTION_HANDLERS, TITLES, JsonResponse
-from engine.api.service import add_service_routes
 from engine.api.webhooks import add_webhook_routes
 from engine.runtime.live import Engine
 from engine.store.port import Store
@@ -58,7 +58,7 @@ def create_app(
     add_alert_routes(app, api)
     add_device_routes(app, api)
     add_operation_routes(app, api)
-    add_service_routes(app, api)
+    add_monitoring_routes(app, api)
     app.add_middleware(Guard, token=token, body_limit=body_limit, import_limit=import_limit)
     app.secured = token is not None
     return app

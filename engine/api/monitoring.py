@@ -13,7 +13,7 @@ from engine.runtime.metrics import counter_lines, gauge_lines, render
 PROMETHEUS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def add_service_routes(app: FastAPI, api: ApiContext) -> None:
+def add_monitoring_routes(app: FastAPI, api: ApiContext) -> None:
     """Register the health and metrics routes."""
     engine = api.engine
 
