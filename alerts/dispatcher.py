@@ -28,10 +28,13 @@ from alerts.outbox import (
     OutboxError,
     Webhook,
 )
-from alerts.retry import RetryPolicy
+from alerts.retry import RetryPolicy, backoff_s
 from alerts.signing import headers
 
 _log = logging.getLogger(__name__)
+
+RESPONSE_READ_BYTES = 64 * 1024  # of a response body; a longer one closes the connection
+RESPONSE_KEEP_BYTES = 400  # of it, kept with a failed attempt (the dead-letter list shows it)
 
 
 class Endpoint:
@@ -74,9 +77,10 @@ class Endpoint:
             conn.close()
             self._local.conn = None
 
-    def post(self, body: bytes, sent: dict[str, str]) -> int:
-        """POST `body`; the response status. A kept-alive connection the server closed while
-        idle is reopened once; any other failure raises OSError or HTTPException."""
+    def post(self, body: bytes, sent: dict[str, str]) -> tuple[int, bytes]:
+        """POST `body`; the response status and the start of its body (at most
+        `RESPONSE_KEEP_BYTES`). A kept-alive connection the server closed while idle is
+        reopened once; any other failure raises OSError or HTTPException."""
         if self.invalid:
             msg = f"{self.url!r} is not an http:// or https:// URL with a host and port"
             raise http.client.InvalidURL(msg)
@@ -86,7 +90,10 @@ class Endpoint:
             try:
                 conn.request("POST", self.target, body, sent)
                 response = conn.getresponse()
-                response.read()
+                head = response.read(RESPONSE_READ_BYTES)
+                if not response.isclosed():
+                    # A longer body is not read: the connection cannot be reused for it.
+                    response.will_close = True
             except (OSError, http.client.HTTPException) as exc:
                 self._drop()
                 stale = isinstance(
@@ -97,7 +104,7 @@ class Endpoint:
                 raise
             if response.will_close:
                 self._drop()
-            return response.status
+            return response.status, head[:RESPONSE_KEEP_BYTES]
         raise AssertionError  # pragma: no cover  # the loop returns or raises
 
     def close(self) -> None:
@@ -108,6 +115,11 @@ class Endpoint:
             conn.close()
 
 
+def permanent(status: int) -> bool:
+    """A refusal that no retry will change (DESIGN §5): a 4xx other than 408 and 429."""
+    return 400 <= status < 500 and status not in {408, 429}
+
+
 def attempt(
     endpoint: Endpoint,
     hook: Webhook,
@@ -115,21 +127,26 @@ def attempt(
     policy: RetryPolicy,
     clock: Callable[[], float],
 ) -> Attempt:
-    """POST one delivery, signed, and judge the result: delivered on a 2xx; otherwise a
-    retry after backoff, or dead once the delivery is older than the policy's maximum age."""
+    """POST one delivery, signed, and judge the result: delivered on a 2xx; dead at once on a
+    permanent refusal, with the response kept; otherwise a retry after backoff, or dead once
+    the delivery is older than the policy's maximum age."""
     ts = int(clock())
     sent = headers(hook.secret, ts, delivery.body, delivery.alert_id, delivery.alert_type)
     status: int | None = None
     try:
-        status = endpoint.post(delivery.body, sent)
-    except (OSError, http.client.HTTPException) as exc:
+        status, answer = endpoint.post(delivery.body, sent)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        # ValueError covers UnicodeError: a host name that does not encode is this delivery's
+        # failure, not the worker's.
         error = f"{type(exc).__name__}: {exc}"[:500]
     else:
-        error = f"HTTP {status}"
+        text = answer.decode("utf-8", "replace").strip()
+        error = f"HTTP {status}" + (f": {text}" if text else "")
     now_ms = int(clock() * 1000)
     if status is not None and 200 <= status < 300:
         return Attempt(delivery.delivery_id, now_ms, DeliveryState.DELIVERED, now_ms, status)
-    if (now_ms - delivery.created_ms) / 1000 >= policy.max_age_s:
+    too_old = (now_ms - delivery.created_ms) / 1000 >= policy.max_age_s
+    if too_old or (status is not None and permanent(status)):
         return Attempt(delivery.delivery_id, now_ms, DeliveryState.DEAD, now_ms, status, error)
     retry_at = now_ms + int(policy.retry_delay_s(delivery.attempts + 1) * 1000)
     return Attempt(delivery.delivery_id, now_ms, DeliveryState.PENDING, retry_at, status, error)
@@ -148,11 +165,20 @@ class _Worker:
         self.thread = threading.Thread(target=self.run, name=f"webhook-{hook.hook_id}", daemon=True)
 
     def run(self) -> None:
+        failures = 0
         while not self.stop.is_set():
             try:
                 sent = self.round()
+                failures = 0
             except OutboxError as exc:
                 _log.warning("webhook %s: store unavailable (%s)", self.hook.hook_id, exc)
+                sent = 0
+            except Exception:  # noqa: BLE001  # a worker must outlive anything; logged in full
+                # A bug or an input nobody foresaw must not end this endpoint's deliveries
+                # for good: log it, back off, go on (what was not recorded is sent again).
+                _log.exception("webhook %s: the delivery round failed", self.hook.hook_id)
+                self.stop.wait(backoff_s(failures, 0.5, 60.0))
+                failures += 1
                 sent = 0
             if not sent:
                 self.wake.wait(self.d.poll_s)
@@ -227,7 +253,7 @@ class Dispatcher:
         hooks = {h.hook_id: h for h in self.store.list_webhooks()}
         with self._lock:
             for hook_id, worker in list(self._workers.items()):
-                if hooks.get(hook_id) != worker.hook:
+                if hooks.get(hook_id) != worker.hook or not worker.thread.is_alive():
                     worker.stop.set()
                     worker.wake.set()
                     del self._workers[hook_id]

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import orjson
 import pytest
 
-from alerts.dispatcher import Dispatcher
-from alerts.outbox import DeliveryState, Webhook
+from alerts.dispatcher import RESPONSE_KEEP_BYTES, RESPONSE_READ_BYTES, Dispatcher, Endpoint
+from alerts.outbox import Delivery, DeliveryState, Webhook
 from alerts.retry import RetryPolicy
-from alerts.signing import verify
+from alerts.signing import headers, verify
 from engine.store.port import Batch, Store
 from tests.factories import alert
 
@@ -40,6 +40,7 @@ class Server:
     (as an idle timeout on a real server does), so the sender's next use of it fails."""
 
     behave: Callable[[int], int | str] = lambda _n: 200
+    answer: Callable[[int], bytes] = lambda _status: b""  # the response body, by status
     hits: list[Hit] = field(default_factory=list)
     requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -70,9 +71,11 @@ class Server:
                     hit = Hit(doc["id"], doc["loan_id"], ok, self.client_address[1])
                     with server.lock:
                         server.hits.append(hit)
+                answer = server.answer(status)
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
                 if action == "drop":
                     self.close_connection = True
 
@@ -234,3 +237,120 @@ def test_a_stalled_endpoint_times_out_and_is_retried(store: Store) -> None:
     counts = d.counters.snapshot()
     assert counts["delivered"] == 2
     assert counts["failed"] >= 1
+
+
+def test_a_permanent_refusal_is_dead_at_once_with_the_response_and_the_loan_moves_on(
+    store: Store,
+) -> None:
+    """A 422 to one alert must not hold the loan's next alert until the first one is old."""
+    patient = RetryPolicy(base_s=30.0, cap_s=60.0, max_age_s=86_400.0, timeout_s=2.0)
+    refused = "the shock alert is not a type we take"
+    server = Server(behave=lambda n: 422 if n == 1 else 200)
+    server.answer = lambda status: refused.encode() if status == 422 else b""
+    try:
+        store.put_webhook(Webhook("ops", server.url, SECRET))
+        ids = raise_alerts(store, {"L-1": 3})
+        d = run(store, patient)
+        try:
+            until(lambda: store.outbox_pending() == 0, "every delivery recorded", timeout_s=10)
+        finally:
+            d.stop()
+    finally:
+        server.close()
+    assert [h.alert_id for h in server.hits] == ids[1:]  # the rest went on, in order
+    (dead,) = store.list_dead(None, 10).items
+    assert dead.alert_id == ids[0]
+    assert dead.attempts == 1
+    assert dead.last_status == 422
+    assert dead.last_error == f"HTTP 422: {refused}"
+    assert d.counters.snapshot() == {"dead": 1, "delivered": 2}
+
+
+@pytest.mark.parametrize("status", [408, 429, 503])
+def test_timeouts_rate_limits_and_5xx_are_retried(store: Store, status: int) -> None:
+    server, d, ids = deliver_all(store, lambda n: status if n == 1 else 200, {"L-1": 2})
+    assert [h.alert_id for h in server.hits] == ids
+    assert d.counters.snapshot() == {"failed": 1, "delivered": 2}
+    assert store.list_dead(None, 10).items == []
+
+
+def test_a_huge_response_body_is_read_only_up_to_the_cap(store: Store) -> None:
+    huge = b"x" * (RESPONSE_READ_BYTES * 40)
+    server = Server(behave=lambda n: 500 if n == 1 else 200)
+    server.answer = lambda status: huge if status == 500 else b""
+    try:
+        store.put_webhook(Webhook("ops", server.url, SECRET))
+        ids = raise_alerts(store, {"L-1": 2})
+        d = run(store)
+        try:
+            until(lambda: store.outbox_pending() == 0, "every delivery recorded")
+        finally:
+            d.stop()
+    finally:
+        server.close()
+    assert [h.alert_id for h in server.hits] == ids
+    assert d.counters.snapshot() == {"failed": 1, "delivered": 2}
+
+
+def test_a_post_reads_at_most_the_cap_and_drops_the_connection_after_a_long_body() -> None:
+    sizes = {1: RESPONSE_READ_BYTES * 40, 2: 10}
+    server = Server()
+    server.answer = lambda _status: b"y" * sizes[server.requests]
+    try:
+        endpoint = Endpoint(server.url, 2.0)
+        body = orjson.dumps({"id": "a-1", "loan_id": "L-1"})
+        sent = headers(SECRET, int(time.time()), body, "a-1", "shock")
+        status, head = endpoint.post(body, sent)
+        assert status == 200
+        assert head == b"y" * RESPONSE_KEEP_BYTES
+        assert endpoint._local.conn is None  # the unread rest made the connection unusable
+        status, head = endpoint.post(body, sent)
+        assert (status, head) == (200, b"y" * 10)
+        assert endpoint._local.conn is not None  # a short body leaves it open for reuse
+        endpoint.close()
+    finally:
+        server.close()
+
+
+def test_a_host_that_cannot_be_encoded_fails_its_deliveries_not_the_worker(
+    store: Store, server: Server
+) -> None:
+    # IDNA cannot encode a label of 64+ characters: a UnicodeError, not an OSError
+    store.put_webhook(Webhook("bad-host", "http://h\u00e4" + "a" * 70 + ".example/x", SECRET))
+    store.put_webhook(Webhook("ops", server.url, SECRET))
+    ids = raise_alerts(store, {"L-1": 2})
+    d = run(store, RetryPolicy(base_s=0.05, cap_s=0.1, max_age_s=0.0, timeout_s=2.0))
+    try:
+        until(lambda: store.outbox_pending() == 0, "every delivery recorded")
+    finally:
+        d.stop()
+    assert [h.alert_id for h in server.hits] == ids
+    dead = store.list_dead(None, 10).items
+    assert sorted(x.alert_id for x in dead) == sorted(ids)
+    assert all(x.hook_id == "bad-host" for x in dead)
+
+
+def test_a_worker_whose_round_raises_is_kept_going(
+    store: Store, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unforeseen error in a round is logged and retried; deliveries still happen."""
+    real = store.due_deliveries
+    calls = {"n": 0}
+
+    def flaky(hook_id: str, now_ms: int, limit: int) -> list[Delivery]:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            msg = "a bug nobody foresaw"
+            raise RuntimeError(msg)
+        return real(hook_id, now_ms, limit)
+
+    monkeypatch.setattr(store, "due_deliveries", flaky)
+    store.put_webhook(Webhook("ops", server.url, SECRET))
+    ids = raise_alerts(store, {"L-1": 2})
+    d = run(store)
+    try:
+        until(lambda: store.outbox_pending() == 0, "every delivery recorded")
+    finally:
+        d.stop()
+    assert [h.alert_id for h in server.hits] == ids
+    assert calls["n"] > 2
