@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.harness.prometheus import Metrics
+from simulator.loadtest.judging import widen_wall_clock
 from simulator.loadtest.latency import DueKind, PublishLog, percentiles, sample
 from simulator.loadtest.quality import score
-from simulator.loadtest.run import widen_wall_clock
 from simulator.truth import CarTruth, Expectation, GroundTruth, InputCounts, Role, iso_utc
 
 T0 = 1_795_910_400_000

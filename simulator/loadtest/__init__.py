@@ -7,7 +7,17 @@ and how accurate it is.
 - `target`: the engine under test, started as `pledgewatch run` or attached by URL, its
   `/metrics` and its process's CPU and memory.
 - `sampling`: the once-a-second sampler, the alert collector and the progress line.
-- `run`: setup, publishing, drain, ramp, and the report document.
+- `options`: what the load test was asked (`Options`) and the error when it cannot run.
+- `judging`: the ground truth for a live stream, and what an engine's rules leave unjudged;
+  pure.
+- `stack`: the broker, the engine (started or attached) with the plan loaded, the receiver.
+- `state`: one load test as it runs: its parts, what it published and received, how far
+  it got.
+- `publishing`: the plan published on a thread, the engine watched meanwhile.
+- `drain`: waiting for the engine and the alerts still due after publishing.
+- `ramp`: steps of rising rate, each judged sustained or not.
+- `document`: the report document, its charts and the cars on its map.
+- `run`: one run's phases in order, and the cleanup and report whatever happens.
 - `report`: `report.json`, `report.md` and the PNG charts (matplotlib, Agg).
 - `command`: the flags, wired into `engine.cli.main`.
 """

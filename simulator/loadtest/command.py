@@ -104,7 +104,8 @@ def main(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     """Run `pledgewatch loadtest` from parsed flags; the exit status. LoadtestUsageError
     when a flag is wrong."""
     from simulator.fleet_spec import DEFAULT_MIX, FleetError, FleetSpec, parse_mix  # noqa: PLC0415
-    from simulator.loadtest.run import Options, run  # noqa: PLC0415  # heavy: the simulator
+    from simulator.loadtest.options import Options  # noqa: PLC0415
+    from simulator.loadtest.run import run  # noqa: PLC0415  # heavy: the simulator
 
     if args.api is None and (args.engine_pid is not None or args.config):
         msg = "--engine-pid and --config describe a running engine: use them with --api"
