@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from urllib.parse import urlsplit
 
+from alerts.address_policy import AddressPolicy, AddressRefusedError
 from alerts.outbox import (
     Attempt,
     Delivery,
@@ -37,6 +39,23 @@ RESPONSE_READ_BYTES = 64 * 1024  # of a response body; a longer one closes the c
 RESPONSE_KEEP_BYTES = 400  # of it, kept with a failed attempt (the dead-letter list shows it)
 
 
+class CheckedHTTPConnection(http.client.HTTPConnection):
+    """Connects only to an address the policy allows: the one it has just checked (so a
+    name that resolves elsewhere a moment later gains nothing)."""
+
+    policy = AddressPolicy()
+
+    def connect(self) -> None:
+        """Resolve, check, connect to the checked address; AddressRefusedError if refused."""
+        checked = self.policy.resolve(self.host, self.port)
+        self.sock = socket.create_connection((str(checked[0]), self.port), self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class CheckedHTTPSConnection(http.client.HTTPSConnection, CheckedHTTPConnection):
+    """The same over TLS: the certificate is still verified against the host name."""
+
+
 class Endpoint:
     """Keep-alive HTTP/1.1 connections to one webhook URL, one per sending thread.
 
@@ -44,8 +63,9 @@ class Endpoint:
     small body, and the sending cost is CPU the engine's process shares with ingestion.
     """
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(self, url: str, timeout_s: float, policy: AddressPolicy | None = None) -> None:
         self.url = url
+        self.policy = policy or AddressPolicy()
         parts = urlsplit(url)
         self.https = parts.scheme == "https"
         self.host = parts.hostname or ""
@@ -58,14 +78,15 @@ class Endpoint:
         self.invalid = parts.scheme not in {"http", "https"} or not self.host or self.port == -1
         self.timeout_s = timeout_s
         self._local = threading.local()
-        self._all: list[http.client.HTTPConnection] = []
+        self._all: list[CheckedHTTPConnection] = []
         self._lock = threading.Lock()
 
-    def _connection(self) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+    def _connection(self) -> CheckedHTTPConnection:
+        conn: CheckedHTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            make = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+            make = CheckedHTTPSConnection if self.https else CheckedHTTPConnection
             conn = make(self.host, self.port, timeout=self.timeout_s)
+            conn.policy = self.policy
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -135,6 +156,10 @@ def attempt(
     status: int | None = None
     try:
         status, answer = endpoint.post(delivery.body, sent)
+    except AddressRefusedError as exc:
+        now_ms = int(clock() * 1000)
+        error = f"refused by the address policy: {exc}"[:500]
+        return Attempt(delivery.delivery_id, now_ms, DeliveryState.DEAD, now_ms, None, error)
     except (OSError, http.client.HTTPException, ValueError) as exc:
         # ValueError covers UnicodeError: a host name that does not encode is this delivery's
         # failure, not the worker's.
@@ -160,7 +185,7 @@ class _Worker:
         self.hook = hook
         self.stop = threading.Event()
         self.wake = threading.Event()
-        self.endpoint = Endpoint(hook.url, dispatcher.policy.timeout_s)
+        self.endpoint = Endpoint(hook.url, dispatcher.policy.timeout_s, dispatcher.addresses)
         self.pool = ThreadPoolExecutor(dispatcher.policy.parallel, f"webhook-{hook.hook_id}")
         self.thread = threading.Thread(target=self.run, name=f"webhook-{hook.hook_id}", daemon=True)
 
@@ -220,9 +245,11 @@ class Dispatcher:
         policy: RetryPolicy | None = None,
         poll_s: float = 0.2,
         clock: Callable[[], float] = time.time,
+        addresses: AddressPolicy | None = None,
     ) -> None:
         self.store = store
         self.policy = policy or RetryPolicy()
+        self.addresses = addresses or AddressPolicy()  # which addresses webhooks may reach
         self.poll_s = poll_s
         self.clock = clock
         self.counters = DeliveryCounters()

@@ -20,6 +20,7 @@ import orjson
 import pytest
 import uvicorn
 
+from alerts.address_policy import AddressPolicy, parse_allow
 from alerts.dispatcher import Dispatcher, RetryPolicy
 from alerts.outbox import Attempt, DeliveryState
 from devices.mqtt_source import Message
@@ -42,6 +43,8 @@ DESIGN_METRICS = (
     "pledgewatch_deliveries_total",
     "pledgewatch_batch_seconds",
 )
+
+LOOPBACK = AddressPolicy(parse_allow("127.0.0.0/8"))  # the tests' receivers are local
 
 
 class QueueSource:
@@ -135,9 +138,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     engine = Engine(store, source, settings=settings)
     engine.start()
     # Retries an hour apart: a failed delivery stays put while a test looks at it.
-    dispatcher = Dispatcher(store, RetryPolicy(base_s=3600.0, timeout_s=1.0), poll_s=0.05)
+    dispatcher = Dispatcher(
+        store, RetryPolicy(base_s=3600.0, timeout_s=1.0), poll_s=0.05, addresses=LOOPBACK
+    )
     dispatcher.start()
-    app = create_app(engine, store, dispatcher, TOKEN)
+    app = create_app(engine, store, dispatcher, TOKEN, webhook_addresses=LOOPBACK)
     with (
         Server(app) as server,
         httpx.Client(
@@ -496,13 +501,31 @@ def test_bad_alert_query_parameters_are_400_naming_them(live: Live) -> None:
 # -- webhooks
 
 
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://169.254.169.254/latest/meta-data", "outside --webhook-allow"),
+        ("http://10.1.2.3:5432/", "outside --webhook-allow"),
+        ("http://[::1]:8080/hook", "outside --webhook-allow"),
+        ("https://ops:hunter2@127.0.0.1/hook", "user:password@"),
+        ("https://no-such-host.invalid/hook", "does not resolve"),
+    ],
+)
+def test_webhook_urls_must_reach_allowed_addresses(live: Live, url: str, why: str) -> None:
+    response = live.http.put("/v1/webhooks/probe", json={"url": url, "secret": "s"})
+    body = assert_problem(response, 422, "validation-error", why)
+    assert body["errors"][0]["field"] == "url"
+    assert "hunter2" not in response.text
+    assert live.http.get("/v1/webhooks/probe").status_code == 404
+
+
 def test_webhooks_never_show_their_secret(live: Live) -> None:
-    doc = {"url": "https://lender.example/hooks", "secret": "whsec-1", "types": ["zone.left"]}
+    doc = {"url": "https://127.0.0.2/hooks", "secret": "whsec-1", "types": ["zone.left"]}
     created = live.http.put("/v1/webhooks/servicing", json=doc)
     assert created.status_code == 201, created.text
     assert created.json() == {
         "hook_id": "servicing",
-        "url": "https://lender.example/hooks",
+        "url": "https://127.0.0.2/hooks",
         "types": ["zone.left"],
     }
     assert live.http.put("/v1/webhooks/servicing", json=doc).status_code == 200

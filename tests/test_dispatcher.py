@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import orjson
 import pytest
 
+from alerts.address_policy import AddressPolicy, parse_allow
 from alerts.dispatcher import RESPONSE_KEEP_BYTES, RESPONSE_READ_BYTES, Dispatcher, Endpoint
 from alerts.outbox import Delivery, DeliveryState, Webhook
 from alerts.retry import RetryPolicy
@@ -20,6 +21,7 @@ from engine.store.port import Batch, Store
 from tests.factories import alert
 
 SECRET = "whsec-dispatch"
+LOOPBACK = AddressPolicy(parse_allow("127.0.0.0/8"))  # the test servers are local
 FAST = RetryPolicy(base_s=0.05, cap_s=0.2, max_age_s=60.0, timeout_s=2.0)
 
 
@@ -127,7 +129,7 @@ def raise_alerts(store: Store, loans: dict[str, int]) -> list[str]:
 
 
 def run(store: Store, policy: RetryPolicy = FAST) -> Dispatcher:
-    d = Dispatcher(store, policy, poll_s=0.05)
+    d = Dispatcher(store, policy, poll_s=0.05, addresses=LOOPBACK)
     d.start()
     return d
 
@@ -297,7 +299,7 @@ def test_a_post_reads_at_most_the_cap_and_drops_the_connection_after_a_long_body
     server = Server()
     server.answer = lambda _status: b"y" * sizes[server.requests]
     try:
-        endpoint = Endpoint(server.url, 2.0)
+        endpoint = Endpoint(server.url, 2.0, LOOPBACK)
         body = orjson.dumps({"id": "a-1", "loan_id": "L-1"})
         sent = headers(SECRET, int(time.time()), body, "a-1", "shock")
         status, head = endpoint.post(body, sent)
@@ -354,3 +356,22 @@ def test_a_worker_whose_round_raises_is_kept_going(
         d.stop()
     assert [h.alert_id for h in server.hits] == ids
     assert calls["n"] > 2
+
+
+def test_the_address_policy_is_checked_again_when_connecting(store: Store, server: Server) -> None:
+    """A webhook that reached the store by other means (or whose name now resolves
+    elsewhere) is dead with the reason, and nothing is sent to the refused address."""
+    store.put_webhook(Webhook("ops", server.url, SECRET))
+    ids = raise_alerts(store, {"L-1": 2})
+    d = Dispatcher(store, FAST, poll_s=0.05)  # the default policy: loopback refused
+    d.start()
+    try:
+        until(lambda: store.outbox_pending() == 0, "every delivery recorded")
+    finally:
+        d.stop()
+    assert server.requests == 0
+    dead = store.list_dead(None, 10).items
+    assert sorted(x.alert_id for x in dead) == sorted(ids)
+    assert all(x.attempts == 1 for x in dead)
+    assert all("127.0.0.1 is a loopback address" in (x.last_error or "") for x in dead)
+    assert d.counters.snapshot() == {"dead": 2}

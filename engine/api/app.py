@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from alerts.address_policy import AddressPolicy
 from alerts.dispatcher import Dispatcher
 from engine.api.alerts import add_alert_routes
 from engine.api.context import ApiContext
@@ -38,6 +39,7 @@ def create_app(
     *,
     body_limit: int = DEFAULT_BODY_LIMIT,
     import_limit: int = IMPORT_BODY_LIMIT,
+    webhook_addresses: AddressPolicy | None = None,
 ) -> FastAPI:
     """The API app; `token` None is insecure dev mode (no auth)."""
     app = _App(
@@ -51,7 +53,7 @@ def create_app(
         default_response_class=JsonResponse,
         exception_handlers=dict(EXCEPTION_HANDLERS),
     )
-    api = ApiContext(engine, store, dispatcher)
+    api = ApiContext(engine, store, dispatcher, webhook_addresses or AddressPolicy())
     add_fence_routes(app, api)
     add_loan_routes(app, api)
     add_webhook_routes(app, api)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from alerts.address_policy import AddressPolicy
 from alerts.dispatcher import Dispatcher
 from engine.runtime.live import Engine
 from engine.store.port import Store
@@ -17,6 +18,7 @@ class ApiContext:
     engine: Engine
     store: Store
     dispatcher: Dispatcher | None
+    webhook_addresses: AddressPolicy = field(default_factory=AddressPolicy)
     # One loan PUT or import at a time: two loans with one VIN must see each other.
     loan_lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from engine.api.context import ApiContext
 from engine.api.openapi import BODY_ERRORS, WEBHOOK_SCHEMA, body_doc, error_responses
-from engine.api.problems import JsonResponse, not_found
+from engine.api.problems import JsonResponse, not_found, validation
 from engine.api.schemas import JsonBody, created, page_response, parse_webhook, webhook_json
 
 
@@ -26,6 +26,9 @@ def add_webhook_routes(app: FastAPI, api: ApiContext) -> None:
     def put_webhook(hook_id: str, doc: JsonBody) -> Response:
         """Store the endpoint; the dispatcher starts delivering to it at once."""
         hook = parse_webhook(hook_id, doc)
+        refused = api.webhook_addresses.check_url(hook.url)
+        if refused is not None:
+            raise validation(f"url: {refused}", "url")
         existed = api.store.get_webhook(hook_id) is not None
         api.store.put_webhook(hook)
         api.sync_dispatcher()

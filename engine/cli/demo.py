@@ -25,6 +25,7 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from alerts.address_policy import AddressPolicy, parse_allow
 from devices.mqtt_source import BrokerAddress
 from engine.cli.http_address import HttpAddress
 from engine.cli.service import Service, ServiceSettings
@@ -202,6 +203,7 @@ def run_demo(
             api_token=token,
             client_id=f"pledgewatch-demo-{os.getpid()}",
             config=Config(offline_s=90),  # the demo is short: a silent car shows in 90 s
+            webhook_addresses=AddressPolicy(parse_allow("127.0.0.0/8")),  # its own receiver
         )
         # The receiver outlives the service: the dispatcher finishes its requests in flight.
         printer = parts.enter_context(WebhookReceiver(secret, on_delivery=console.show, keep=False))

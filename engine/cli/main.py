@@ -15,6 +15,7 @@ from typing import IO, cast
 
 import orjson
 
+from alerts.address_policy import AddressPolicy, parse_allow
 from alerts.model import Alert
 from alerts.retry import RetryPolicy
 from devices.readings import Reject
@@ -58,6 +59,14 @@ def http_address(value: str) -> HttpAddress:
     """argparse type of `--http`: a bad value is a usage error naming what is wrong."""
     try:
         return parse_http(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def webhook_allow(value: str) -> AddressPolicy:
+    """argparse type of `--webhook-allow`: CIDR blocks, or a usage error naming the bad one."""
+    try:
+        return AddressPolicy(parse_allow(value))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
@@ -234,6 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         client_id=args.client_id,
         mqtt_child=not args.mqtt_thread,
         config=load_config(args.config),
+        webhook_addresses=args.webhook_allow or AddressPolicy(),
         retry=RetryPolicy(
             base_s=args.webhook_retry_base_s,
             max_age_s=args.webhook_max_age_s,
@@ -359,6 +369,13 @@ def _service_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=86400.0,
         help="give up (dead-letter) a delivery this long after its alert",
+    )
+    _option(
+        parser,
+        "--webhook-allow",
+        type=webhook_allow,
+        help="comma-separated CIDRs webhook URLs may resolve to (default: any address but "
+        "loopback, link-local and unspecified)",
     )
     _flag(parser, "--insecure-dev", "serve the API without a token (local trials only)")
     _flag(

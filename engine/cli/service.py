@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import uvicorn
 
+from alerts.address_policy import AddressPolicy
 from alerts.dispatcher import Dispatcher
 from alerts.retry import RetryPolicy
 from devices.mqtt_process import MqttProcessSource
@@ -41,6 +42,7 @@ class ServiceSettings:
     config: Config = field(default_factory=Config)
     engine: EngineSettings = field(default_factory=EngineSettings)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    webhook_addresses: AddressPolicy = field(default_factory=AddressPolicy)
 
 
 class Service:
@@ -50,7 +52,9 @@ class Service:
         self.settings = settings
         self.store = store or open_store(settings.db_url)
         self.store.migrate()
-        self.dispatcher = Dispatcher(self.store, settings.retry)
+        self.dispatcher = Dispatcher(
+            self.store, settings.retry, addresses=settings.webhook_addresses
+        )
         source = MqttProcessSource if settings.mqtt_child else MqttSource
         self.source = source(
             settings.mqtt_url,
@@ -74,7 +78,13 @@ class Service:
         self.engine.start()
         tune_gc()
         self.dispatcher.start()
-        app = create_app(self.engine, self.store, self.dispatcher, self.settings.api_token)
+        app = create_app(
+            self.engine,
+            self.store,
+            self.dispatcher,
+            self.settings.api_token,
+            webhook_addresses=self.settings.webhook_addresses,
+        )
         config = uvicorn.Config(
             app,
             host=self.settings.http_host,
