@@ -11,7 +11,9 @@ import orjson
 import pytest
 
 from benchmarks import bench_engine, bench_fences, bench_replay
+from benchmarks.engine_runs import counter_delta, engine_check
 from benchmarks.replay_workload import random_vins
+from simulator.harness.prometheus import Metrics
 
 
 def _load(path: Path) -> dict[str, object]:
@@ -86,6 +88,25 @@ def test_vins_are_valid_and_distinct() -> None:
     vins = random_vins(np.random.default_rng(1), 500)
     assert len(set(vins)) == 500
     assert all(VIN_RE.fullmatch(v) for v in vins)
+
+
+def test_bench_engine_counts_batches_over_a_millisecond_apart() -> None:
+    before = Metrics.parse(
+        'pledgewatch_readings_total{stream="gps"} 10\n'
+        "pledgewatch_batch_seconds_count 5\n"
+        'pledgewatch_batch_seconds_bucket{le="0.001"} 3\n'
+    )
+    after = Metrics.parse(
+        'pledgewatch_readings_total{stream="gps"} 55\n'
+        'pledgewatch_readings_total{stream="vib"} 5\n'
+        "pledgewatch_batch_seconds_count 9\n"
+        'pledgewatch_batch_seconds_bucket{le="0.001"} 4\n'
+        'pledgewatch_batch_seconds_bucket{le="0.005"} 9\n'
+    )
+    delta = counter_delta(before, after)
+    assert (delta["readings"], delta["batches"], delta["batches_over_1ms"]) == (50, 4, 3)
+    assert engine_check(delta, 50) == "ok"
+    assert engine_check(delta, 51).startswith("WRONG: 50 readings accepted, 51 published")
 
 
 @pytest.mark.mqtt

@@ -4,13 +4,16 @@ One readiness rule: the engine is ready when `GET /healthz` answers 200 with
 `engine_alive` and `mqtt_connected` both true, from the process we started. Before that a
 reading published to the broker may be lost (its session does not exist yet) and a request
 may meet a closed port. `start` blocks until then, or raises EngineStartError with the end
-of the engine's log when the child exits or the time runs out.
+of the engine's log when the child exits or the time runs out. Its counterpart at the end
+of a load, `wait_handled`: every input handled, and the batch that finished them committed.
 
 One environment policy (`engine_env`): the caller's environment without any `PLEDGEWATCH_*`
 variable (the launcher's flags say everything, a developer's shell settings must not leak
 into the engine under test), the API token in `PLEDGEWATCH_API_TOKEN` (not on the command
-line, where `ps` shows it), unbuffered output (the log tail of a crash is complete), then
-what the caller adds. Everything else is a flag: `args` for `--mqtt-thread` or webhook
+line, where `ps` shows it), webhooks allowed to loopback addresses in
+`PLEDGEWATCH_WEBHOOK_ALLOW` (the harness's receivers listen on 127.0.0.1, which the
+engine's default policy refuses), unbuffered output (the log tail of a crash is complete),
+then what the caller adds. Everything else is a flag: `args` for `--mqtt-thread` or webhook
 timings, `config` for a rules file.
 """
 
@@ -30,10 +33,11 @@ import httpx
 
 from simulator.harness.broker import answers, free_port
 from simulator.harness.procfs import tree_cpu_s, tree_memory
-from simulator.harness.prometheus import Metrics
+from simulator.harness.prometheus import BATCHES, Metrics
 
 HOST = "127.0.0.1"
 PORT_RELEASE_S = 5.0  # a killed engine's port is free at once; allow a slow exit this long
+STALL_S = 60.0  # `wait_handled`: no input handled for this long means the engine is stuck
 
 
 class EngineStartError(RuntimeError):
@@ -45,10 +49,14 @@ def engine_command() -> list[str]:
     return [sys.executable, "-m", "engine.cli"]
 
 
+LOCAL_RECEIVERS = "127.0.0.0/8"  # `--webhook-allow` for the harness's own receivers
+
+
 def engine_env(token: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The child's environment (the policy in the module's docstring)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLEDGEWATCH_")}
     env["PLEDGEWATCH_API_TOKEN"] = token
+    env["PLEDGEWATCH_WEBHOOK_ALLOW"] = LOCAL_RECEIVERS
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
@@ -234,6 +242,57 @@ class EngineProcess:
         with self.client() as own:
             return self.metrics(own)
 
+    def wait_handled(
+        self,
+        target: float,
+        http: httpx.Client | None = None,
+        *,
+        timeout_s: float = 900.0,
+        stall_s: float = STALL_S,
+    ) -> tuple[float, Metrics]:
+        """Poll `/metrics` (through `http` when given, else one client of its own) until the
+        engine has handled and committed `target` inputs in all (`Metrics.handled`); the
+        wall time (unix seconds) of the poll that saw it, and that scrape. RuntimeError when
+        nothing moved for `stall_s` or `timeout_s` passed.
+
+        The reading counters move while a batch is processed, before its commit; a batch
+        is observed in `pledgewatch_batch_seconds` after its commit (and every idle turn,
+        each `max_wait_s`). So once the counters reach the target, one more observed batch
+        means the batch that reached it is committed. Polls are frequent only near the end
+        (a scrape costs the engine CPU): the end is known to a few tens of milliseconds."""
+        if http is None:
+            with self.client() as own:
+                return self.wait_handled(target, own, timeout_s=timeout_s, stall_s=stall_s)
+        started = time.time()
+        last_change = started
+        prev: tuple[float, float] | None = None
+        speed = 0.0
+        while True:
+            m = self.metrics(http)
+            now = time.time()
+            done = m.handled()
+            if done >= target:
+                break
+            if prev is not None and done > prev[1]:
+                speed = (done - prev[1]) / (now - prev[0])
+                last_change = now
+            if now - last_change > stall_s or now - started > timeout_s:
+                msg = f"the engine stalled at {done:.0f} of {target:.0f} inputs"
+                raise RuntimeError(msg)
+            prev = (now, done)
+            remaining = (target - done) / speed if speed > 0 else 0.5
+            time.sleep(min(0.5, max(0.003, remaining / 2)))
+        batches = m.total(BATCHES)
+        while True:
+            time.sleep(0.01)
+            m = self.metrics(http)
+            now = time.time()
+            if m.total(BATCHES) > batches:
+                return now, m
+            if now - started > timeout_s:
+                msg = f"the engine's last batch did not commit within {timeout_s} s"
+                raise RuntimeError(msg)
+
     def cpu_s(self) -> float:
         """CPU seconds of the engine and its child processes (Linux /proc)."""
         return tree_cpu_s(self.pid)
@@ -241,6 +300,11 @@ class EngineProcess:
     def rss(self) -> int:
         """Resident set size in bytes of the engine and its child processes."""
         return tree_memory(self.pid)["VmRSS"]
+
+    def peak_rss(self) -> int:
+        """Peak resident set size (VmHWM) in bytes, summed over the engine and its live child
+        processes."""
+        return tree_memory(self.pid)["VmHWM"]
 
     def log_tail(self, chars: int = 3000) -> str:
         """The end of the engine's log."""

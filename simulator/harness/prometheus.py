@@ -18,6 +18,10 @@ OUTBOX = "pledgewatch_outbox_pending"
 DELIVERIES = "pledgewatch_deliveries_total"
 BATCHES = "pledgewatch_batch_seconds_count"
 BATCH_SECONDS = "pledgewatch_batch_seconds_sum"
+BATCH_BUCKETS = "pledgewatch_batch_seconds_bucket"
+LATE = "pledgewatch_late_total"
+MISSING = "pledgewatch_readings_missing_total"
+DEVICES = "pledgewatch_devices"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,6 @@ from simulator.harness.api_client import ImportRefusedError, Kind, import_items
 from simulator.harness.engine_process import EngineProcess, EngineStartError, is_ready
 from simulator.harness.prometheus import Metrics
 
-__all__ = ["Metrics", "StartedEngine", "Target", "TargetError"]  # Metrics: the benchmark's import
-
 
 class TargetError(RuntimeError):
     """The engine cannot be started or reached, or refused the setup; says what to do."""
