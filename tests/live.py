@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.signing import verify
 from simulator.harness.engine_process import EngineProcess
-from simulator.harness.receiver import Delivery, Refusal, WebhookReceiver
+from simulator.harness.receiver import ReceivedWebhook, Refusal, WebhookReceiver
 from tests.brokers import REPO, Broker, free_port
 
 TOKEN = "test-token-1"
@@ -91,7 +91,7 @@ class Receiver:
         return done and self.refused == 0
 
 
-def _received(d: Delivery) -> Received:
+def _received(d: ReceivedWebhook) -> Received:
     stamp = d.headers.get("X-Pledgewatch-Timestamp", "")
     signature = d.headers.get("X-Pledgewatch-Signature", "")
     ok = stamp.isdigit() and verify(SECRET, int(stamp), d.body, signature, d.received_s)

@@ -8,7 +8,7 @@ import httpx
 import orjson
 
 from alerts.signing import headers, verify
-from simulator.harness.receiver import Delivery, RefusalReason, WebhookReceiver
+from simulator.harness.receiver import ReceivedWebhook, RefusalReason, WebhookReceiver
 
 SECRET = "whsec-receiver-test"
 
@@ -23,7 +23,7 @@ def _post(url: str, body: bytes, secret: str = SECRET, ts: int | None = None) ->
 
 
 def test_signed_post_is_recorded_and_handed_on() -> None:
-    handed: list[Delivery] = []
+    handed: list[ReceivedWebhook] = []
     with WebhookReceiver(SECRET, on_delivery=handed.append) as rx:
         assert _post(rx.url, _alert()) == 200
         assert _post(rx.url, _alert()) == 200  # a redelivery: recorded, not first seen
@@ -36,7 +36,7 @@ def test_signed_post_is_recorded_and_handed_on() -> None:
 
 
 def test_bad_signatures_are_refused_counted_and_never_recorded() -> None:
-    handed: list[Delivery] = []
+    handed: list[ReceivedWebhook] = []
     with WebhookReceiver(SECRET, on_delivery=handed.append) as rx:
         body = _alert()
         assert _post(rx.url, body, secret="not-the-secret") == 401

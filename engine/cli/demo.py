@@ -32,7 +32,7 @@ from engine.cli.service import Service, ServiceSettings
 from engine.core.config import Config
 from simulator.harness.api_client import ImportRefusedError, import_items
 from simulator.harness.broker import BrokerUnavailable, PrivateBroker, answers, free_port
-from simulator.harness.receiver import Delivery, WebhookReceiver
+from simulator.harness.receiver import ReceivedWebhook, WebhookReceiver
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "city"
 HEARTBEAT_S = 20.0
@@ -75,7 +75,7 @@ class _Console:
         self.printed = 0
         self.closed = False
 
-    def show(self, delivery: Delivery) -> None:
+    def show(self, delivery: ReceivedWebhook) -> None:
         if not delivery.first_seen:
             return
         alert = delivery.alert

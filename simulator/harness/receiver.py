@@ -3,7 +3,7 @@
 The demo prints what it receives, the tests record it, the load test times it. A POST whose
 signature (or timestamp) does not verify is refused with 401, counted in `refused`, kept with
 its reason in `refusals` (the last few), and never recorded as a delivery or handed on.
-Delivery is at least once: `deliveries` keeps every accepted POST with its raw body, and
+ReceivedWebhook is at least once: `deliveries` keeps every accepted POST with its raw body, and
 `first_seen` tells a hook whether an alert id is new (receivers deduplicate on it).
 """
 
@@ -30,7 +30,7 @@ REFUSALS_KEPT = 100
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
+class ReceivedWebhook:
     """One accepted webhook POST: the alert, its headers, and when it arrived (unix seconds)."""
 
     alert: dict[str, Any]
@@ -74,16 +74,16 @@ class WebhookReceiver:
     """Serve on 127.0.0.1 (a free port by default) on a thread; `start`, then `url`."""
 
     secret: str
-    on_delivery: Callable[[Delivery], None] | None = None
+    on_delivery: Callable[[ReceivedWebhook], None] | None = None
     respond: Respond | None = None
-    keep: bool = True  # keep every accepted Delivery in `deliveries`
+    keep: bool = True  # keep every accepted ReceivedWebhook in `deliveries`
     host: str = "127.0.0.1"
     port: int = 0
     path: str = "/hook"
     tolerance_s: int = 300
     counts: ReceiverCounts = field(default_factory=ReceiverCounts, init=False)
     lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-    _deliveries: list[Delivery] = field(default_factory=list, init=False)
+    _deliveries: list[ReceivedWebhook] = field(default_factory=list, init=False)
     _refusals: deque[Refusal] = field(
         default_factory=lambda: deque(maxlen=REFUSALS_KEPT), init=False
     )
@@ -117,7 +117,7 @@ class WebhookReceiver:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
-    def deliveries(self) -> list[Delivery]:
+    def deliveries(self) -> list[ReceivedWebhook]:
         """A copy of the accepted deliveries so far, in arrival order."""
         with self.lock:
             return list(self._deliveries)
@@ -132,7 +132,9 @@ class WebhookReceiver:
         """The alert ids of the accepted deliveries, in arrival order (repeats included)."""
         return [str(d.alert.get("id")) for d in self.deliveries()]
 
-    def wait_for(self, predicate: Callable[[list[Delivery]], bool], timeout_s: float) -> bool:
+    def wait_for(
+        self, predicate: Callable[[list[ReceivedWebhook]], bool], timeout_s: float
+    ) -> bool:
         """Poll until `predicate(deliveries)` holds or `timeout_s` passes; its last value."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -167,7 +169,7 @@ class WebhookReceiver:
             self._seen.add(alert_id)
             self.counts.accepted += 1
             self.counts.unique += first
-            delivery = Delivery(alert, headers, now, first, body)
+            delivery = ReceivedWebhook(alert, headers, now, first, body)
             if self.keep:
                 self._deliveries.append(delivery)
         if self.on_delivery is not None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from simulator.harness.procfs import machine_cpu_s, tree_cpu_s, tree_memory
 from simulator.harness.prometheus import ALERTS, OUTBOX, Metrics
-from simulator.harness.receiver import Delivery
+from simulator.harness.receiver import ReceivedWebhook
 from simulator.loadtest.latency import DueKind, PublishLog, Sample, sample
 from simulator.loadtest.target import Target
 
@@ -84,12 +84,12 @@ class Collector:
     samples: list[Sample] = field(default_factory=list)
     not_timed: list[dict[str, Any]] = field(default_factory=list)
     last_received_s: float = 0.0
-    _inbox: list[Delivery] = field(default_factory=list)
-    _waiting: list[Delivery] = field(default_factory=list)
+    _inbox: list[ReceivedWebhook] = field(default_factory=list)
+    _waiting: list[ReceivedWebhook] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _take_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def on_delivery(self, delivery: Delivery) -> None:
+    def on_delivery(self, delivery: ReceivedWebhook) -> None:
         """The receiver's hook (its threads)."""
         with self._lock:
             self._inbox.append(delivery)

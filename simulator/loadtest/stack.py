@@ -17,7 +17,7 @@ from devices.mqtt_source import BrokerAddress
 from engine.core.config import Config
 from simulator.fleet_plan import FleetPlan
 from simulator.harness.broker import BrokerUnavailable, PrivateBroker, answers
-from simulator.harness.receiver import Delivery, WebhookReceiver
+from simulator.harness.receiver import ReceivedWebhook, WebhookReceiver
 from simulator.loadtest.judging import unjudged
 from simulator.loadtest.options import LoadtestError, Options
 from simulator.loadtest.sampling import Progress
@@ -122,7 +122,7 @@ class Stack:
             self.setup["loans_s"] = round(time.perf_counter() - started, 2)
             self.progress.say(f"{len(docs):,} loans in {self.setup['loans_s']:.1f} s")
 
-    def receive(self, target: Target, on_delivery: Callable[[Delivery], None]) -> None:
+    def receive(self, target: Target, on_delivery: Callable[[ReceivedWebhook], None]) -> None:
         """Start our webhook receiver and register it with the engine."""
         secret = secrets.token_urlsafe(24)
         receiver = WebhookReceiver(secret, on_delivery=on_delivery, keep=False)
