@@ -10,6 +10,7 @@ import copy
 import math
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -41,6 +42,14 @@ class FenceKind(StrEnum):
 
 
 _KINDS = frozenset(kind.value for kind in FenceKind)
+
+
+MAX_VERTICES = 100_000
+"""Per fence. A real city boundary has tens of thousands (New York's Queens, 1.2 MB of
+GeoJSON, about 40k); every fix near a fence pays for its exact tests, so a 320k-vertex fence
+made each such fix ~80x dearer. Simplify bigger ones before loading them."""
+MAX_PROPERTY_DEPTH = 32
+"""Nesting of extra `properties` values: deeper documents are refused, not stored."""
 
 
 class FenceError(ValueError):
@@ -247,6 +256,14 @@ def _parse(fence_id: str, feature: object) -> Fence:
         else:
             shape, norm_coords = _multipolygon(coordinates)
 
+    vertices = shapely.get_num_coordinates(shape)
+    if vertices > MAX_VERTICES:
+        msg = (
+            f"the geometry has {vertices:,} vertices, more than the {MAX_VERTICES:,} a fence may "
+            "have: simplify it first (e.g. shapely simplify with a 5-10 m tolerance)"
+        )
+        raise _InvalidError(msg, "geometry")
+
     # Coordinates are kept as tuples: the garbage collector stops tracking tuples of floats,
     # where nested lists for thousands of fences would slow every later collection.
     norm_props: Json = {"name": name, "kind": kind.value, "category": category, "dwell_s": dwell_s}
@@ -254,6 +271,9 @@ def _parse(fence_id: str, feature: object) -> Fence:
         norm_props["radius_m"] = radius_m
     for key, value in props.items():
         if key not in _KNOWN_PROPERTIES:
+            if _nesting(value) > MAX_PROPERTY_DEPTH:
+                msg = f"properties.{key} nests deeper than {MAX_PROPERTY_DEPTH} levels"
+                raise _InvalidError(msg, f"properties.{key}")
             norm_props[key] = _json_copy(value)
     normalised: Json = {
         "type": "Feature",
@@ -402,6 +422,25 @@ def _multipolygon(value: object) -> tuple[MultiPolygon, tuple[tuple[_Ring, ...],
         msg = f"the polygons overlap or share an edge: {_reason_text(reason)}"
         raise _InvalidError(msg, "geometry")
     return multi, tuple(coords for _, coords in parts)
+
+
+def _nesting(value: object) -> int:
+    """How deeply arrays and objects nest in `value` (0 for a scalar), without recursion."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_PROPERTY_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _json_copy(value: object) -> Any:

@@ -4,6 +4,8 @@ source, so the engine thread alone steps the pipeline (decode, step, commit, ack
 
 from __future__ import annotations
 
+import http.client
+import math
 import queue
 import random
 import socket
@@ -687,7 +689,7 @@ def test_malformed_json_and_media_type(live: Live) -> None:
 
 def test_body_limits_are_413_before_the_body_is_read(live: Live) -> None:
     big = b" " * (1024 * 1024 + 1)
-    declared = live.http.put("/v1/fences/big", content=big)
+    declared = live.http.put("/v1/loans/big", content=big)
     body = assert_problem(declared, 413, "payload-too-large", "1048576")
     assert body["limit_bytes"] == 1024 * 1024
 
@@ -699,11 +701,91 @@ def test_body_limits_are_413_before_the_body_is_read(live: Live) -> None:
     assert "content-length" not in streamed.request.headers
     assert_problem(streamed, 413, "payload-too-large")
 
-    # The import endpoint takes up to 8 MiB: 2 MiB passes the limit (and then fails as JSON).
-    two_mib = live.http.post("/v1/fences:import", content=b"[" + b" " * (2 * 1024 * 1024))
+    # One fence may take 16 MiB, the imports 64 MiB: past 1 MiB they fail as JSON, not size.
+    two_mib = live.http.put("/v1/fences/big", content=b"{" + b" " * (2 * 1024 * 1024))
     assert_problem(two_mib, 400, "malformed-request")
-    over = live.http.post("/v1/fences:import", content=b" " * (8 * 1024 * 1024 + 1))
-    assert_problem(over, 413, "payload-too-large", "8 MiB")
+    over = live.http.put("/v1/fences/big", content=b" " * (16 * 1024 * 1024 + 1))
+    assert_problem(over, 413, "payload-too-large", "16 MiB")
+    nine_mib = live.http.post("/v1/fences:import", content=b"[" + b" " * (9 * 1024 * 1024))
+    assert_problem(nine_mib, 400, "malformed-request")
+    over = live.http.post("/v1/fences:import", content=b" " * (64 * 1024 * 1024 + 1))
+    assert_problem(over, 413, "payload-too-large", "64 MiB")
+
+
+def test_a_client_still_sending_an_oversized_body_reads_the_413(live: Live) -> None:
+    """A plain HTTP client writes its whole body before it reads: it must get the problem,
+    not a broken pipe (declared length, then chunked)."""
+    host, port = live.url.removeprefix("http://").split(":")
+    body = b" " * (24 * 1024 * 1024)
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("PUT", "/v1/fences/huge", body=body, headers=auth)
+    response = conn.getresponse()
+    assert response.status == 413
+    assert orjson.loads(response.read())["limit_bytes"] == 16 * 1024 * 1024
+    conn.close()
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    pieces = (b" " * (256 * 1024) for _ in range(16))  # 4 MiB to a 1 MiB endpoint
+    conn.request("PUT", "/v1/loans/huge", body=pieces, headers=auth, encode_chunked=True)
+    response = conn.getresponse()
+    assert response.status == 413
+    assert orjson.loads(response.read())["type"] == PROBLEMS + "payload-too-large"
+    conn.close()
+
+
+def ring_of(n: int, center: tuple[float, float] = LOT, radius_m: float = 900.0) -> list[Any]:
+    """A closed ring of `n` + 1 [lon, lat] positions on a circle: a valid n-gon."""
+    ring = []
+    for i in range(n):
+        angle = 2 * math.pi * i / n
+        lat, lon = offset(*center, radius_m * math.cos(angle), radius_m * math.sin(angle))
+        ring.append([lon, lat])
+    ring.append(ring[0])
+    return ring
+
+
+def test_a_real_boundary_of_16_mib_is_accepted(live: Live) -> None:
+    """A borough-sized polygon (90,000 vertices, pretty-printed to ~15.9 MiB) fits in one PUT."""
+    feature = {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [ring_of(90_000)]},
+        "properties": {"kind": "zone", "name": "Queens-sized"},
+    }
+    text = orjson.dumps(feature, option=orjson.OPT_INDENT_2)
+    padded = text[:-1] + b" " * (int(15.9 * 1024 * 1024) - len(text)) + text[-1:]
+    assert len(padded) > 15 * 1024 * 1024
+    response = live.http.put(
+        "/v1/fences/queens", content=padded, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 201, response.text[:500]
+    stored = live.http.get("/v1/fences/queens").json()
+    assert len(stored["geometry"]["coordinates"][0]) == 90_001
+    assert live.http.delete("/v1/fences/queens").status_code == 204
+
+
+def test_a_fence_of_too_many_vertices_is_422_saying_to_simplify(live: Live) -> None:
+    feature = {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [ring_of(120_000)]},
+        "properties": {"kind": "zone"},
+    }
+    response = live.http.put("/v1/fences/too-fine", json=feature)
+    body = assert_problem(response, 422, "validation-error", "120,001 vertices", "simplify")
+    assert body["errors"][0]["field"] == "geometry"
+
+
+def test_deeply_nested_fence_properties_are_422_not_500(live: Live) -> None:
+    # written by hand: orjson itself refuses to write nesting this deep
+    nested = b'{"x":' * 255 + b'"leaf"' + b"}" * 255
+    feature = orjson.dumps(polygon_feature(extra="HERE")).replace(b'"HERE"', nested)
+    response = live.http.put("/v1/fences/deep", content=feature)
+    body = assert_problem(response, 422, "validation-error", "properties.extra", "32 levels")
+    assert body["errors"][0]["field"] == "properties.extra"
+    shallow = polygon_feature(extra={"a": [{"b": [1, 2]}]})
+    assert live.http.put("/v1/fences/shallow", json=shallow).status_code == 201
+    assert live.http.get("/v1/fences/shallow").json()["properties"]["extra"] == {
+        "a": [{"b": [1, 2]}]
+    }
 
 
 # -- metrics and the OpenAPI document

@@ -2,11 +2,15 @@
 
 A pure ASGI middleware: it checks the bearer token and a declared Content-Length before any
 handler runs, and counts the bytes of a streamed body as they arrive, so an oversized body
-is refused, never buffered whole.
+is refused, never buffered whole. Before the 413 goes out, the rest of the body is read and
+thrown away (up to `DRAIN_BYTES` within `DRAIN_S`): a client still sending when the
+server answers and closes sees a broken pipe, not the problem that says why.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -20,10 +24,14 @@ _log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 DEFAULT_BODY_LIMIT = 1 * MiB
-IMPORT_BODY_LIMIT = 8 * MiB
+FENCE_BODY_LIMIT = 16 * MiB  # one real boundary: New York's Queens alone is 1.2 MB of GeoJSON
+IMPORT_BODY_LIMIT = 64 * MiB
+DRAIN_BYTES = 64 * MiB  # of a refused body, read and discarded so the client sees the 413
+DRAIN_S = 10.0
 FENCES_IMPORT_PATH = "/v1/fences:import"
 LOANS_IMPORT_PATH = "/v1/loans:import"
 IMPORT_PATHS = frozenset({FENCES_IMPORT_PATH, LOANS_IMPORT_PATH})
+FENCE_PATH_PREFIX = "/v1/fences/"  # PUT of one fence: `FENCE_BODY_LIMIT`
 """The paths whose bodies may reach the import limit rather than the default one."""
 OPEN_PATHS = frozenset({"/healthz"})
 """The paths that need no bearer token."""
@@ -32,11 +40,27 @@ OPEN_PATHS = frozenset({"/healthz"})
 class Guard:
     """Pure ASGI middleware: bearer auth, body size limits, and a 500 problem for crashes."""
 
-    def __init__(self, app: ASGIApp, token: str | None, body_limit: int, import_limit: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str | None,
+        body_limit: int,
+        import_limit: int,
+        fence_limit: int = FENCE_BODY_LIMIT,
+    ) -> None:
         self.app = app
         self.token = None if token is None else token.encode()
         self.body_limit = body_limit
         self.import_limit = import_limit
+        self.fence_limit = fence_limit
+
+    def _limit(self, method: str, path: str) -> int:
+        """The body limit of a request: imports, one fence, or anything else."""
+        if path in IMPORT_PATHS:
+            return self.import_limit
+        if method == "PUT" and path.startswith(FENCE_PATH_PREFIX):
+            return max(self.fence_limit, self.body_limit)
+        return self.body_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the request, then run the app with a receive that counts body bytes."""
@@ -54,9 +78,11 @@ class Guard:
 
         try:
             headers = Headers(scope=scope)
-            limit = self.import_limit if path in IMPORT_PATHS else self.body_limit
+            limit = self._limit(scope.get("method", ""), path)
             refused = self._refuse(path, headers, limit)
             if refused is not None:
+                if refused.status == 413:
+                    await _drain(receive)
                 await problem_response(refused, path)(scope, receive, send)
                 return
             await self.app(scope, _counting(receive, limit), tracked)
@@ -117,7 +143,23 @@ def _counting(receive: Receive, limit: int) -> Callable[[], Awaitable[Message]]:
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
+                if message.get("more_body", False):
+                    await _drain(receive)
                 raise _too_large(limit)
         return message
 
     return wrapped
+
+
+async def _drain(receive: Receive) -> None:
+    """Read and discard what is left of a refused body, within `DRAIN_BYTES` and `DRAIN_S`."""
+    seen = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_S):
+            while seen <= DRAIN_BYTES:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                seen += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
