@@ -4,6 +4,7 @@ source, so the engine thread alone steps the pipeline (decode, step, commit, ack
 
 from __future__ import annotations
 
+import base64
 import http.client
 import math
 import queue
@@ -877,3 +878,53 @@ def test_dev_mode_dead_engine_and_crash(tmp_path: Path) -> None:
         assert "Traceback" not in crash.text
         assert "securitySchemes" not in anon.get("/openapi.json").json()["components"]
     store.close()
+
+
+# -- hostile inputs that once gave 500s
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "field"),
+    [
+        ("PUT", "/v1/loans/L-nul", {"vin": VIN, "device_ids": ["a\u0000b"]}, 422, "device_ids[0]"),
+        (
+            "PUT",
+            "/v1/webhooks/w-nul",
+            {"url": "http://127.0.0.1/x", "secret": "s\u0000"},
+            422,
+            "secret",
+        ),
+        ("POST", "/v1/alerts/nope/ack", {"note": "seen\u0000"}, 422, "note"),
+        (
+            "PUT",
+            "/v1/fences/f-nul",
+            {"type": "Feature", "properties": {"k\u0000": 1}},
+            422,
+            "properties.k\u0000",
+        ),
+        ("GET", "/v1/fences/a%00b", None, 400, None),
+        ("GET", "/v1/alerts?type=zone.left%00", None, 400, None),
+        ("GET", "/v1/devices?near=31.2,121.4,100%00", None, 400, None),
+        ("POST", f"/v1/deliveries/{2**63}:redeliver", None, 422, None),
+    ],
+)
+def test_nul_characters_and_huge_ids_are_client_errors_not_500(
+    live: Live, method: str, path: str, body: Any, status: int, field: str | None
+) -> None:
+    response = live.http.request(method, path, json=body)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    if field is not None:
+        assert response.json()["errors"][0]["field"] == field
+
+
+def test_huge_cursor_values_on_both_kinds_of_list(live: Live) -> None:
+    """Cursors carrying integers past a 64-bit column (written by hand: orjson will not)."""
+    for path, doc in (
+        ("/v1/alerts", b'["alert", 9223372036854775808, "x"]'),
+        ("/v1/deliveries/dead", b'["dead", 9223372036854775808]'),
+        ("/v1/deliveries/dead", b'["dead", -9223372036854775809]'),
+    ):
+        cursor = base64.urlsafe_b64encode(doc).decode().rstrip("=")
+        response = live.http.get(path, params={"cursor": cursor})
+        assert_problem(response, 400, "invalid-parameter", "cursor")

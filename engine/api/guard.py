@@ -79,7 +79,7 @@ class Guard:
         try:
             headers = Headers(scope=scope)
             limit = self._limit(scope.get("method", ""), path)
-            refused = self._refuse(path, headers, limit)
+            refused = self._refuse(path, headers, limit) or _nul_in_query(scope)
             if refused is not None:
                 if refused.status == 413:
                     await _drain(receive)
@@ -94,6 +94,8 @@ class Guard:
             await problem_response(crash, path)(scope, receive, send)
 
     def _refuse(self, path: str, headers: Headers, limit: int) -> Problem | None:
+        if "\x00" in path:
+            return Problem(400, "malformed-request", "the path contains a NUL character (%00)")
         if self.token is not None and path not in OPEN_PATHS:
             problem = self._unauthorized(headers.get("authorization"))
             if problem is not None:
@@ -124,6 +126,15 @@ class Guard:
             "the bearer token is not valid",
             headers={"WWW-Authenticate": f'{challenge}, error="invalid_token"'},
         )
+
+
+def _nul_in_query(scope: Scope) -> Problem | None:
+    """A 400 for a query string holding a NUL (`%00`): no parameter of ours takes one, and
+    PostgreSQL text cannot hold it."""
+    query: bytes = scope.get("query_string", b"")
+    if b"\x00" in query or b"%00" in query:
+        return Problem(400, "invalid-parameter", "the query string contains a NUL character (%00)")
+    return None
 
 
 def _too_large(limit: int) -> Problem:

@@ -20,6 +20,8 @@ from engine.api.schemas import (
     parse_limit,
 )
 
+MAX_ROW_ID = 2**63 - 1  # a row id is a signed 64-bit integer in both stores
+
 
 def add_operation_routes(app: FastAPI, api: ApiContext) -> None:
     """Register the operator routes."""
@@ -44,7 +46,9 @@ def add_operation_routes(app: FastAPI, api: ApiContext) -> None:
         responses=error_responses(404, 422),
     )
     def redeliver(
-        delivery_id: Annotated[int, Path(description="From GET /v1/deliveries/dead.")],
+        delivery_id: Annotated[
+            int, Path(description="From GET /v1/deliveries/dead.", ge=1, le=MAX_ROW_ID)
+        ],
     ) -> Response:
         """Move a dead delivery back to pending, due now."""
         if not api.store.redeliver(delivery_id, api.engine.now_ms()):

@@ -63,9 +63,33 @@ async def optional_json_body(request: Request) -> object:
         detail = f"Content-Type {content_type!r} is not supported: send application/json"
         raise Problem(415, "unsupported-media-type", detail)
     try:
-        return orjson.loads(raw)
+        doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise Problem(400, "malformed-request", f"the body is not valid JSON: {exc}") from None
+    where = nul_at(doc)
+    if where is not None:
+        # PostgreSQL text cannot hold NUL, and no field of ours has a use for one.
+        raise validation(f"{where or 'the body'} contains a NUL character (\\u0000)", where or None)
+    return doc
+
+
+def nul_at(doc: object) -> str | None:
+    """The path of the first string (value or key) in `doc` holding a NUL, else None."""
+    stack: list[tuple[object, str]] = [(doc, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                child = f"{path}.{key}" if path else str(key)
+                if "\x00" in key:
+                    return child
+                stack.append((value, child))
+        elif isinstance(item, list):
+            stack.extend((value, f"{path}[{i}]") for i, value in enumerate(item))
+    return None
 
 
 JsonBody = Annotated[object, Depends(json_body)]

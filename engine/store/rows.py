@@ -250,6 +250,7 @@ class BatchRows:
     alerts: list[tuple[Alert, bytes]]
     devices: list[tuple[str, str, int]]
     loans: list[tuple[str, str, int]]
+    evicted: list[tuple[str]]  # ids of device checkpoint rows to delete
 
 
 def batch_rows(batch: Batch) -> BatchRows:
@@ -261,6 +262,7 @@ def batch_rows(batch: Batch) -> BatchRows:
         alerts=encode_alerts(batch.alerts),
         devices=device_state_rows(batch.devices, batch.now_ms),
         loans=loan_state_rows(batch.loans, batch.now_ms),
+        evicted=[(device_id,) for device_id in batch.evicted],
     )
 
 
@@ -358,6 +360,7 @@ def decode_cursor(kind: str, cursor: str, types: tuple[type, ...]) -> tuple[Any,
         and len(doc) == len(types) + 1
         and doc[0] == kind
         and all(type(v) is t for v, t in zip(doc[1:], types, strict=True))
+        and all(-(2**63) <= v < 2**63 for v in doc[1:] if type(v) is int)  # a 64-bit column
     ):
         return tuple(doc[1:])
     msg = f"invalid cursor {cursor[:40]!r} for this list: pass the `next` value of its last page"
