@@ -29,6 +29,7 @@ class AlertType(StrEnum):
     TAMPER = "tamper"
     DEVICE_OFFLINE = "device.offline"
     DEVICE_ONLINE = "device.online"
+    DEVICE_CLOCK_SKEW = "device.clock_skew"
     RISK_TIER_CHANGED = "risk.tier_changed"
 
 
@@ -55,6 +56,7 @@ SEVERITY: dict[AlertType, Severity] = {
     AlertType.TAMPER: Severity.CRITICAL,
     AlertType.DEVICE_OFFLINE: Severity.WARNING,
     AlertType.DEVICE_ONLINE: Severity.INFO,
+    AlertType.DEVICE_CLOCK_SKEW: Severity.WARNING,
     AlertType.RISK_TIER_CHANGED: Severity.WARNING,
 }
 

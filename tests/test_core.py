@@ -305,7 +305,7 @@ def test_separation_ignores_stale_fix_of_the_other_tracker() -> None:
 
 
 def test_offline_and_online() -> None:
-    fleet = Fleet()
+    fleet = Fleet([], [loan()])  # only trackers of active loans are reported (DESIGN §4)
     fleet.feed(fix(0, HOME))
     assert fleet.advance_to(1799) == []
     out = fleet.advance_to(1800)
@@ -432,7 +432,7 @@ def test_shock_after_ignition_off_on_a_vibration_is_a_tow() -> None:
 
 
 def test_device_online_is_not_stamped_before_the_offline_it_ends() -> None:
-    fleet = Fleet()
+    fleet = Fleet([], [loan()])
     fleet.feed(fix(0, HOME))
     fleet.advance_to(2400)  # offline at 1800 s
     out = fleet.feed(fix(120, HOME))  # a catch-up upload of an old fix arrives

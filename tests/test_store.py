@@ -416,6 +416,22 @@ def test_checkpoint_survives_reopen(open_store: OpenStore) -> None:
     assert loans == [loan_state]
 
 
+def test_evicted_devices_leave_the_checkpoint(open_store: OpenStore) -> None:
+    store = open_store()
+    kept, gone, back = DeviceState("kept", event_ms=T0), DeviceState("gone"), DeviceState("back")
+    store.commit_batch(Batch(now_ms=T0, devices=[kept, gone, back, DeviceState("other")]))
+    fresh = DeviceState("back", event_ms=T0 + 9)  # forgotten and seen again in one batch
+    store.commit_batch(
+        Batch(now_ms=T0 + 1, devices=[fresh], evicted=["gone", "back", "never-stored"])
+    )
+    assert [d.device_id for d in store.load_checkpoint()[0]] == ["back", "kept", "other"]
+    store.commit_batch(Batch(now_ms=T0 + 2, evicted=["other"]))
+    store.close()
+
+    devices, _ = open_store().load_checkpoint()
+    assert devices == [fresh, kept]
+
+
 def test_migrate_twice_is_a_no_op(store: Store) -> None:
     store.put_webhook(HOOK)
     store.migrate()

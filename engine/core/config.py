@@ -36,6 +36,10 @@ class Config:
     dwell_default_s: int = 900
     dwell_by_category_s: Mapping[str, int] = field(default_factory=lambda: DWELL_DEFAULTS_S)
     recent_readings_kept: int = 32
+    max_clock_skew_s: int = 3600  # readings this far behind the device's last event time,
+    clock_skew_readings: int = 3  # this many in a row, consistently: the device's new clock
+    max_clock_ahead_s: int = 5  # stamps further past their arrival, once contradicted, are capped
+    evict_after_s: int = 604_800  # a device on no active loan is forgotten after this silence
 
     def dwell_s(self, category: str | None, own_dwell_s: int | None) -> int:
         """The dwell time of a risk site: its own `dwell_s`, else its category's default."""

@@ -32,6 +32,7 @@ class Outcome(StrEnum):
     ACCEPTED = "accepted"
     LATE = "late"  # older than the device's last processed reading of that stream
     DUPLICATE = "duplicate"  # same device, stream and ts as one already processed
+    CLOCK_SKEW = "clock_skew"  # far behind the device's clock, arriving fresh: held back
 
 
 def make_alert(

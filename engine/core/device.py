@@ -5,6 +5,11 @@ clone and returns it). Two clocks come in as arguments: a reading's own event ti
 (`ts_ms`, which drives fence, zone-grace and dwell rules) and `now_ms`, the runtime clock
 (wall clock live, the largest event time seen in a replay), which drives `device.offline`
 and fires the timers of a device that went silent.
+
+Where the two clocks disagree (a stamp ahead of arrival, a clock gone far back), the
+rules of `engine.core.clock` apply. `device.offline` and `device.online` are raised only
+for devices of active loans; other devices go offline and online silently and are
+forgotten (`evict_at`) after `evict_after_s` without a reading.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import NamedTuple
 
 from alerts.model import Alert, AlertType, Detail
 from devices.readings import GpsFix, Reading, StatusReport, Stream, Vibration
+from engine.core.clock import cap_ahead, reanchor
 from engine.core.context import Context, Outcome, make_alert
 from engine.core.state import DeviceState, DwellTimer, Position
 from geofence.fence import FenceKind
@@ -22,6 +28,7 @@ from geofence.index import FenceHit
 
 _STREAM_INDEX = {Stream.GPS: 0, Stream.VIB: 1, Stream.STATUS: 2}
 _ACCEPTED, _LATE, _DUPLICATE = Outcome.ACCEPTED, Outcome.LATE, Outcome.DUPLICATE
+_CLOCK_SKEW = Outcome.CLOCK_SKEW
 
 
 class Step(NamedTuple):
@@ -54,24 +61,42 @@ def step(
 ) -> Step:
     """Fold one reading into a device's state. `hits` are the fix's fences (gps only)."""
     stream_i = _STREAM_INDEX[reading.stream]
-    key = reading.ts_ms * 3 + stream_i
-    # Only a reading no newer than the stream's last can repeat a recent one.
-    if reading.ts_ms <= state.last_ts[stream_i] and key in state.recent:
+    ts = reading.ts_ms
+    key = ts * 3 + stream_i
+    # Only a reading no newer than the stream's last, the device's last event time (a held
+    # back clock-skew reading) or a stamp capped as ahead of the clock can repeat a recent one.
+    if (
+        ts <= state.last_ts[stream_i] or ts <= state.event_ms or ts <= state.ahead_ms
+    ) and key in state.recent:
         return Step(state, (), wake_at(state, ctx), _DUPLICATE)
     s = state.clone()
-    keep = ctx.config.recent_readings_kept
+    cfg = ctx.config
+    keep = cfg.recent_readings_kept
     s.recent = (*state.recent[-(keep - 1) :], key) if keep > 1 else (key,)
     alerts: list[Alert] = []
     if s.offline:
-        # Stamped no earlier than the offline alert it ends (a catch-up upload carries old
-        # event times); both come from committed state, so a replay gets the same id.
-        offline_ts = s.arrived_ms + ctx.config.offline_s * 1000
-        online_ts = max(reading.ts_ms, offline_ts)
-        alerts.append(make_alert(AlertType.DEVICE_ONLINE, s, ctx, online_ts, now_ms))
         s.offline = False
+        if _watched(s, ctx):
+            # Stamped no earlier than the offline alert it ends (a catch-up upload carries
+            # old event times); both come from committed state, so a replay gets the same id.
+            offline_ts = s.arrived_ms + cfg.offline_s * 1000
+            online_ts = max(ts, offline_ts)
+            alerts.append(make_alert(AlertType.DEVICE_ONLINE, s, ctx, online_ts, now_ms))
     s.arrived_ms = max(s.arrived_ms, now_ms)
-    if reading.ts_ms <= s.last_ts[stream_i]:
+    if (
+        ts < state.event_ms - cfg.max_clock_skew_s * 1000
+        and now_ms - state.arrived_ms <= cfg.max_clock_skew_s * 1000  # it arrives fresh
+        and not reanchor(s, ts, ctx, now_ms - state.arrived_ms, now_ms, alerts)
+    ):
+        return Step(s, tuple(alerts), wake_at(s, ctx), _CLOCK_SKEW)
+    if s.event_ms > ts > state.arrived_ms + cfg.max_clock_ahead_s * 1000:
+        # stamped after the previous arrival, yet older than the device's last event: the
+        # stamps since that arrival ran ahead of the clock
+        cap_ahead(s, state.arrived_ms + cfg.max_clock_ahead_s * 1000)
+    if ts <= s.last_ts[stream_i]:
         return Step(s, tuple(alerts), wake_at(s, ctx), _LATE)
+    if s.skew:  # the old clock goes on: no new one
+        s.skew, s.skew_ms = (), 0
     gps_ts, vib_ts, status_ts = s.last_ts
     if stream_i == 0:
         s.last_ts = (reading.ts_ms, vib_ts, status_ts)
@@ -101,9 +126,15 @@ def tick(state: DeviceState, now_ms: int, ctx: Context) -> Step:
     s = state.clone()
     cfg = ctx.config
     if s.arrived_ms >= 0 and not s.offline and now_ms >= s.arrived_ms + cfg.offline_s * 1000:
-        due = s.arrived_ms + cfg.offline_s * 1000
-        details: dict[str, Detail] = {"last_arrival_ms": s.arrived_ms, "offline_s": cfg.offline_s}
-        alerts.append(make_alert(AlertType.DEVICE_OFFLINE, s, ctx, due, now_ms, details=details))
+        if _watched(s, ctx):
+            due = s.arrived_ms + cfg.offline_s * 1000
+            details: dict[str, Detail] = {
+                "last_arrival_ms": s.arrived_ms,
+                "offline_s": cfg.offline_s,
+            }
+            alerts.append(
+                make_alert(AlertType.DEVICE_OFFLINE, s, ctx, due, now_ms, details=details)
+            )
         s.offline = True
     if s.arrived_ms >= 0 and now_ms >= s.arrived_ms + cfg.zone_grace_s * 1000:
         _fire_timers(s, now_ms, ctx, now_ms, alerts)
@@ -121,7 +152,31 @@ def wake_at(state: DeviceState, ctx: Context) -> int | None:
         if due is not None:
             timers = max(due, state.arrived_ms + cfg.zone_grace_s * 1000)
             wake = timers if wake is None else min(wake, timers)
+    # An online device wakes for `offline_s` first, unless `evict_after_s` is the shorter:
+    # the common case needs no loan lookup here.
+    if state.offline or cfg.evict_after_s < cfg.offline_s:
+        evict = evict_at(state, ctx)
+        if evict is not None:
+            wake = evict if wake is None else min(wake, evict)
     return wake
+
+
+def evict_at(state: DeviceState, ctx: Context) -> int | None:
+    """When, on the runtime clock, a device on no active loan is forgotten; None: never.
+
+    A device is forgotten after `evict_after_s` without a reading; the runtime drops its
+    state (a later reading starts afresh, as a device never seen). Devices of active loans
+    are kept: their silence is what `device.offline` reports.
+    """
+    if state.arrived_ms < 0 or _watched(state, ctx):
+        return None
+    return state.arrived_ms + ctx.config.evict_after_s * 1000
+
+
+def _watched(s: DeviceState, ctx: Context) -> bool:
+    """Whether the device is a tracker of an active loan (offline and online are raised)."""
+    loan = ctx.loan_for(s.device_id)
+    return loan is not None and loan.active
 
 
 def _zone_due(s: DeviceState, ctx: Context) -> int | None:

@@ -2,6 +2,9 @@
 
 All times are epoch milliseconds. `event_ms` is the device's own event time; `arrived_ms`
 is the runtime clock (wall clock live, the largest event time seen in a replay).
+
+Snapshots are versioned; fields added later are optional in a snapshot (an older one
+restores with their defaults).
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ class DeviceState:
     bad_vin: str | None = None  # the mismatching VIN last alerted
     seq: int | None = None
     spoof: tuple[Position, ...] = ()  # impossible fixes of the current episode
+    ahead_ms: int = -1  # the latest stamp found to have run ahead of the clock (and capped)
+    skew: tuple[int, ...] = ()  # ts of the readings of a clock-skew episode, oldest first
+    skew_ms: int = 0  # how far back the clock went, estimated at the episode's first reading
 
     def clone(self) -> DeviceState:
         """A shallow copy (every field is immutable, so this is a full copy)."""
@@ -89,6 +95,9 @@ class DeviceState:
             self.bad_vin,
             self.seq,
             self.spoof,
+            self.ahead_ms,
+            self.skew,
+            self.skew_ms,
         )
 
 
@@ -148,6 +157,9 @@ def device_to_json(s: DeviceState) -> dict[str, object]:
         "bad_vin": s.bad_vin,
         "seq": s.seq,
         "spoof": [_pos(p) for p in s.spoof],
+        "ahead_ms": s.ahead_ms,
+        "skew": list(s.skew),
+        "skew_ms": s.skew_ms,
     }
 
 
@@ -242,6 +254,9 @@ def device_from_json(doc: object) -> DeviceState:
             bad_vin=_opt_str(d["bad_vin"]),
             seq=_opt_int(d["seq"]),
             spoof=tuple(_position(x) for x in _list(d["spoof"])),
+            ahead_ms=_int(d.get("ahead_ms", -1)),
+            skew=tuple(_int(x) for x in _list(d.get("skew", []))),
+            skew_ms=_int(d.get("skew_ms", 0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         msg = f"device snapshot is malformed: {exc}"

@@ -208,9 +208,10 @@ class Engine:
         alerts += self.pipeline.advance(now)
         self.pipeline.count_rejects(r.reason for r in rejects)
         devices, loans = self.pipeline.take_dirty()
-        if accepted or rejects or alerts or devices or loans:
-            self._commit(Batch(now, accepted, rejects, alerts, devices, loans))
-            self._track_positions(devices)
+        evicted = self.pipeline.take_evicted()
+        if accepted or rejects or alerts or devices or loans or evicted:
+            self._commit(Batch(now, accepted, rejects, alerts, devices, loans, evicted))
+            self._track_positions(devices, evicted)
             self.batches += 1
         if alerts:
             self.on_commit(alerts)
@@ -230,11 +231,13 @@ class Engine:
                 continue
             return
 
-    def _track_positions(self, devices: Sequence[DeviceState]) -> None:
+    def _track_positions(self, devices: Sequence[DeviceState], evicted: Sequence[str]) -> None:
         with self.positions_lock:
             for state in devices:
                 if state.fix is not None:
                     self.positions.update(state.device_id, state.fix.lat, state.fix.lon)
+            for device_id in evicted:
+                self.positions.remove(device_id)
 
     # -- changes from the API, applied by the engine thread between batches
     def put_fences(self, fences: Sequence[Fence]) -> None:
@@ -316,6 +319,12 @@ class Engine:
                 "stream",
                 {str(k): v for k, v in c.late.items()},
             ),
+            *counter_lines(
+                "pledgewatch_clock_skew_total",
+                "Readings far behind the device's clock, held back (DESIGN device.clock_skew).",
+                "stream",
+                {str(k): v for k, v in c.clock_skew.items()},
+            ),
             "# HELP pledgewatch_readings_missing_total Gaps in devices' seq numbers.",
             "# TYPE pledgewatch_readings_missing_total counter",
             f"pledgewatch_readings_missing_total {c.missing}",
@@ -328,4 +337,7 @@ class Engine:
             *self.batch_seconds.render("pledgewatch_batch_seconds", "Engine batch latency."),
             *gauge_lines("pledgewatch_devices_online", "Devices reporting.", online),
             *gauge_lines("pledgewatch_devices", "Devices known.", len(self.pipeline.devices)),
+            "# HELP pledgewatch_devices_evicted_total Devices on no active loan forgotten.",
+            "# TYPE pledgewatch_devices_evicted_total counter",
+            f"pledgewatch_devices_evicted_total {c.evicted}",
         ]

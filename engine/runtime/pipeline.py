@@ -3,6 +3,11 @@
 A `Pipeline` owns the per-device and per-loan states, a heap of device wake-ups on the
 runtime clock, and the fence index snapshot. Runtimes (replay, the live engine) feed it
 batches of decoded readings with the runtime clock and collect the alerts it raises.
+
+Memory stays bounded under any stream of device ids: a device on no active loan is
+forgotten `evict_after_s` after its last reading (`engine.core.device.evict_at`), by the
+same timer heap, so the cost is one heap entry per device; the ids forgotten since the
+last checkpoint are handed to the runtime (`take_evicted`) so that the store drops them too.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from alerts.model import Alert
 from devices.readings import GpsFix, Reading
 from engine.core.config import Config
 from engine.core.context import Context, Outcome
-from engine.core.device import Step, new_state, step, tick, wake_at
+from engine.core.device import Step, evict_at, new_state, step, tick, wake_at
 from engine.core.loan import put_conflicts, step_loan
 from engine.core.state import (
     DeviceState,
@@ -32,7 +37,7 @@ from geofence.index import FenceHit, FenceIndex
 from lending.model import Loan
 
 PIPELINE_SNAPSHOT_VERSION = 1
-_DUPLICATE, _LATE = Outcome.DUPLICATE, Outcome.LATE
+_DUPLICATE, _LATE, _CLOCK_SKEW = Outcome.DUPLICATE, Outcome.LATE, Outcome.CLOCK_SKEW
 
 
 @dataclass(slots=True)
@@ -43,8 +48,10 @@ class Counters:
     rejected: Counter[str] = field(default_factory=Counter)  # by reason
     duplicates: Counter[str] = field(default_factory=Counter)  # by stream
     late: Counter[str] = field(default_factory=Counter)  # by stream
+    clock_skew: Counter[str] = field(default_factory=Counter)  # held back, by stream
     missing: int = 0  # gaps in devices' `seq`
     alerts: Counter[str] = field(default_factory=Counter)  # by type
+    evicted: int = 0  # devices forgotten (on no active loan, silent for `evict_after_s`)
 
     def as_json(self) -> dict[str, object]:
         """The counters as a JSON object."""
@@ -53,8 +60,10 @@ class Counters:
             "rejected": _plain(self.rejected),
             "duplicates": _plain(self.duplicates),
             "late": _plain(self.late),
+            "clock_skew": _plain(self.clock_skew),
             "readings_missing": self.missing,
             "alerts": _plain(self.alerts),
+            "devices_evicted": self.evicted,
         }
 
 
@@ -80,6 +89,7 @@ class Pipeline:
         self._scheduled: dict[str, int] = {}  # device -> its live heap entry
         self.dirty: set[str] = set()  # devices changed since the last checkpoint
         self.dirty_loans: set[str] = set()  # loans changed since the last checkpoint
+        self.evicted: set[str] = set()  # devices forgotten since the last checkpoint
         self._heap: list[tuple[int, str]] = []
 
     def set_fences(self, index: FenceIndex) -> None:
@@ -111,6 +121,11 @@ class Pipeline:
                 self._by_device[device_id] = max(claimants, key=lambda ln: (ln.active, ln.loan_id))
             else:
                 del self._by_device[device_id]
+            state = self.devices.get(device_id)
+            if state is not None:  # on or off an active loan: offline and eviction change
+                wake = wake_at(state, self.ctx)
+                if wake is not None:
+                    self._schedule(device_id, wake)
         return self._count(alerts)
 
     def hits_for(self, readings: Sequence[Reading]) -> list[tuple[FenceHit, ...]]:
@@ -143,7 +158,8 @@ class Pipeline:
         return alerts
 
     def advance(self, now_ms: int) -> list[Alert]:
-        """Fire every device timer due at or before `now_ms` on the runtime clock."""
+        """Fire every device timer due at or before `now_ms` on the runtime clock, and
+        forget the devices whose eviction is due (`take_evicted` hands them out)."""
         alerts: list[Alert] = []
         heap = self._heap
         while heap and heap[0][0] <= now_ms:
@@ -158,6 +174,10 @@ class Pipeline:
             if wake != due:  # the device reported since: take its turn at the new time
                 self._schedule(device_id, wake)
                 continue
+            evict = evict_at(state, self.ctx)
+            if evict is not None and evict <= now_ms:
+                self._evict(device_id)
+                continue
             result = tick(state, now_ms, self.ctx)
             self._apply(result)
             alerts.extend(result.alerts)
@@ -168,7 +188,10 @@ class Pipeline:
     ) -> bool:
         """Step one reading, appending its alerts; False if it was a duplicate."""
         device_id = reading.device_id
-        state = self.devices.get(device_id) or new_state(device_id)
+        state = self.devices.get(device_id)
+        if state is None:
+            state = new_state(device_id)
+            self.evicted.discard(device_id)  # back after being forgotten: a new checkpoint row
         result = step(state, reading, self.ctx, now_ms, hits)
         counters = self.counters
         outcome = result.outcome
@@ -178,6 +201,8 @@ class Pipeline:
         counters.readings[reading.stream] += 1
         if outcome is _LATE:
             counters.late[reading.stream] += 1
+        elif outcome is _CLOCK_SKEW:
+            counters.clock_skew[reading.stream] += 1
         counters.missing += result.missing
         self._apply(result)
         raised = result.alerts
@@ -209,6 +234,14 @@ class Pipeline:
             self._scheduled[device_id] = wake
             heapq.heappush(self._heap, (wake, device_id))
 
+    def _evict(self, device_id: str) -> None:
+        """Forget a device: its state, and (at the next checkpoint) its stored row."""
+        del self.devices[device_id]
+        self._scheduled.pop(device_id, None)
+        self.dirty.discard(device_id)
+        self.evicted.add(device_id)
+        self.counters.evicted += 1
+
     def _count(self, alerts: list[Alert]) -> list[Alert]:
         for alert in alerts:
             self.counters.alerts[alert.type] += 1
@@ -221,6 +254,12 @@ class Pipeline:
         self.dirty.clear()
         self.dirty_loans.clear()
         return devices, loans
+
+    def take_evicted(self) -> list[str]:
+        """The devices forgotten since the last call: what a checkpoint must delete."""
+        evicted = sorted(self.evicted)
+        self.evicted.clear()
+        return evicted
 
     def restore_states(self, devices: Iterable[DeviceState], loans: Iterable[LoanState]) -> None:
         """Take states from a checkpoint; timers are recomputed from them."""

@@ -40,6 +40,7 @@ class Batch:
     alerts: Sequence[Alert] = ()  # to the alerts table and, per matching webhook, the outbox
     devices: Sequence[DeviceState] = ()  # changed device states: the checkpoint
     loans: Sequence[LoanState] = ()  # changed loan states
+    evicted: Sequence[str] = ()  # devices forgotten: their checkpoint rows are deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,8 @@ class Store(Protocol):
     def commit_batch(self, batch: Batch) -> None:
         """Write a batch atomically: telemetry, dead letters, alerts + outbox, checkpoint.
 
+        The checkpoint rows of `batch.evicted` are deleted before `batch.devices` are
+        written (a device forgotten and seen again in one batch keeps its new row).
         An alert id already stored is skipped, and so are its deliveries (a replay after a
         crash raises the same ids): delivery stays at least once, never twice from here.
         """

@@ -439,6 +439,7 @@ class PostgresStore(SqlStore[Cursor]):
                 if rows.rejects:
                     self._copy(cur, "dead_letters", REJECT_COLUMNS, REJECT_TYPES, rows.rejects)
                 self._write_alerts(cur, rows.alerts, batch.now_ms)
+                self._forget_devices(cur, rows.evicted)
                 for table, states in (("device_state", rows.devices), ("loan_state", rows.loans)):
                     if states:
                         cur.execute(

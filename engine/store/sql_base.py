@@ -67,6 +67,7 @@ UPSERT_LOAN = (
     "doc = excluded.doc, updated_ms = excluded.updated_ms"
 )
 SELECT_WEBHOOKS = "SELECT id, url, secret, types{text} FROM webhooks"
+DELETE_DEVICE_STATE = "DELETE FROM device_state WHERE id = ?"
 
 
 @cache
@@ -149,6 +150,11 @@ class SqlStore(ABC, Generic[Tx]):
         if deliveries:
             # executemany keeps the row order, so ids follow the order alerts were raised.
             tx.executemany(self._sql(INSERT_DELIVERY), deliveries)
+
+    def _forget_devices(self, tx: Tx, evicted: Sequence[tuple[str]]) -> None:
+        """Delete the checkpoint rows of forgotten devices (before the batch's upserts)."""
+        if evicted:
+            tx.executemany(self._sql(DELETE_DEVICE_STATE), evicted)
 
     # fences, loans and webhooks
 

@@ -326,6 +326,7 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
             conn.executemany(_INSERT_TELEMETRY, rows.readings)
             conn.executemany(_INSERT_REJECT, rows.rejects)
             self._write_alerts(conn, rows.alerts, batch.now_ms)
+            self._forget_devices(conn, rows.evicted)
             conn.executemany(_UPSERT_STATE.format(table="device_state"), rows.devices)
             conn.executemany(_UPSERT_STATE.format(table="loan_state"), rows.loans)
 
