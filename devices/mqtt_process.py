@@ -18,6 +18,7 @@ import contextlib
 import logging
 import multiprocessing
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Sequence
@@ -67,7 +68,7 @@ def _child(
 
     threading.Thread(target=read_acks, name="mqtt-acks", daemon=True).start()
     source.start()
-    state: tuple[bool, int] | None = None
+    state: tuple[bool, int, int] | None = None
     try:
         while not done.is_set():
             batch = source.get_batch(_FORWARD_MAX, 0.05)
@@ -76,7 +77,7 @@ def _child(
                     (m.topic, m.payload, m.qos, m.mid, m.arrived_ms, m.connection) for m in batch
                 ]
                 out.send(rows)
-            now = (source.connected, source.reconnects)
+            now = (source.connected, source.reconnects, source.takeovers)
             if now != state:
                 state = now
                 out.send(now)
@@ -84,6 +85,17 @@ def _child(
         pass  # the engine is gone
     finally:
         source.stop()
+
+
+def _check_address(url: str) -> None:
+    """Raise ValueError if the URL is malformed or its CA file cannot be loaded."""
+    address = BrokerAddress.parse(url)
+    if address.tls and address.cafile is not None:
+        try:
+            ssl.create_default_context(cafile=address.cafile)
+        except (OSError, ssl.SSLError) as exc:
+            msg = f"MQTT over TLS: cannot load the CA file {address.cafile!r} ({exc})"
+            raise ValueError(msg) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +127,7 @@ class MqttProcessSource:
         keepalive_s: int = 30,
         restart_base_s: float = 0.5,
     ) -> None:
-        BrokerAddress.parse(url)  # a bad URL fails here, not in the child
+        _check_address(url)  # a bad URL or CA file fails here, not in the child
         self._args = (url, client_id, tuple(topics), receive_maximum, session_expiry_s, keepalive_s)
         self._ctx = multiprocessing.get_context("spawn")  # no fork of a threaded process
         self._generation = 0
@@ -125,6 +137,8 @@ class MqttProcessSource:
         self._pending: collections.deque[Message] = collections.deque()
         self._connected = threading.Event()
         self._child_reconnects = 0
+        self._takeovers = 0  # of earlier children
+        self._child_takeovers = 0
         self._restarts = 0
         self._restart_base_s = restart_base_s  # doubling per restart, up to 16x
         self._stopping = False
@@ -140,6 +154,11 @@ class MqttProcessSource:
     def reconnects(self) -> int:
         """Reconnects of the current child, plus one for every child restarted."""
         return self._child_reconnects + self._restarts
+
+    @property
+    def takeovers(self) -> int:
+        """Times the broker said another client took our session over (all children)."""
+        return self._takeovers + self._child_takeovers
 
     @property
     def restarts(self) -> int:
@@ -183,6 +202,8 @@ class MqttProcessSource:
         self._proc, self._rx, self._tx = child.proc, child.rx, child.tx
         self._connected.clear()
         self._child_reconnects = 0
+        self._takeovers += self._child_takeovers
+        self._child_takeovers = 0
 
     def _respawn(self, delay_s: float) -> None:
         """On a thread of its own: wait out the backoff, start a child, hand it over."""
@@ -246,12 +267,12 @@ class MqttProcessSource:
         try:
             if not rx.poll(timeout_s):
                 return False
-            frame: list[_Row] | tuple[bool, int] = rx.recv()
+            frame: list[_Row] | tuple[bool, int, int] = rx.recv()
         except (EOFError, OSError):
             self._child_gone()
             return False
         if isinstance(frame, tuple):
-            connected, self._child_reconnects = frame
+            connected, self._child_reconnects, self._child_takeovers = frame
             if connected:
                 self._connected.set()
             else:

@@ -8,17 +8,26 @@ asked to write to its socket from two threads. After a reconnect the broker rede
 was not acked; acks of messages from an earlier connection are dropped (their packet ids
 mean nothing on the new one), so those messages simply come again and the core's duplicate
 detection absorbs them.
+
+Hardening (issue 9): the CONNECT asks the broker never to send a packet over
+`MAX_PACKET_BYTES`, so a tracker's 10 MiB payload is dropped by the broker instead of being
+read into our memory; the subscription is wide (`telematics/#`), so a topic with extra
+levels reaches the decoder and is counted as `bad_topic` instead of vanishing; a session
+taken over by another client with our client id is logged as a warning, not only counted
+as a reconnect.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -30,8 +39,26 @@ from alerts.retry import backoff_s
 
 _log = logging.getLogger(__name__)
 
-TOPICS = ("telematics/+/+", "owntracks/+/+")
-"""The native and OwnTracks topics of DESIGN §2."""
+TOPICS = ("telematics/#", "owntracks/+/+")
+"""The native and OwnTracks topics of DESIGN §2. Native topics are taken at any depth, so a
+malformed one (`telematics/a/b/gps`, `telematics/a`) is received and rejected as `bad_topic`
+rather than never seen. OwnTracks is not: its apps publish events, waypoints and commands
+under `owntracks/{user}/{device}/...`, which are not readings and not faults."""
+
+MAX_PACKET_BYTES = 512 * 1024
+"""The MQTT v5 Maximum Packet Size we send in CONNECT: the broker must not send us a larger
+packet. Room for a 256 KiB payload (the decoder's limit, `devices.decode.MAX_PAYLOAD_BYTES`)
+plus a topic of up to 64 KiB and properties, so a payload somewhat over the limit still
+arrives and is counted as `too_large`. A bigger packet is dropped by the broker for us
+("Dropping too large outgoing PUBLISH" in Mosquitto's log) and the connection stays up.
+Mosquitto 2.0.11 leaks one slot of our Receive Maximum per packet so dropped, until we
+reconnect: the shipped configs refuse such payloads at the door (`message_size_limit`)."""
+
+SESSION_TAKEN_OVER = 0x8E
+"""MQTT v5 DISCONNECT reason: another client connected with our client id."""
+
+_LOSSES_WINDOW_S = 60.0
+_LOSSES_SUSPECT = 3  # connection losses in the window that suggest a takeover ping-pong
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,21 +75,50 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class BrokerAddress:
-    """Where the broker is, parsed from `mqtt://[user[:password]@]host[:port]`."""
+    """Where the broker is and how to log in, parsed from
+    `mqtt://[user[:password]@]host[:port]` or, over TLS,
+    `mqtts://[user[:password]@]host[:port][?cafile=PATH]` (port 8883 by default; the
+    broker's certificate and host name are verified against `cafile`, else the system's
+    CAs). User and password are percent-decoded."""
 
     host: str
     port: int = 1883
     username: str | None = None
     password: str | None = None
+    tls: bool = False
+    cafile: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> BrokerAddress:
-        """Parse an `mqtt://` URL; raise ValueError naming what is wrong."""
+        """Parse an `mqtt://` or `mqtts://` URL; raise ValueError naming what is wrong."""
         parts = urlsplit(url)
-        if parts.scheme not in {"mqtt", "tcp"} or not parts.hostname:
-            msg = f"MQTT URL {url!r}: expected mqtt://host[:port]"
+        if parts.scheme not in {"mqtt", "tcp", "mqtts"} or not parts.hostname:
+            msg = f"MQTT URL {url!r}: expected mqtt://host[:port] or mqtts://host[:port]"
             raise ValueError(msg)
-        return cls(parts.hostname, parts.port or 1883, parts.username, parts.password)
+        tls = parts.scheme == "mqtts"
+        query = parse_qs(parts.query, keep_blank_values=True)
+        unknown = sorted(set(query) - {"cafile"})
+        if unknown or (query and not tls):
+            what = ", ".join(unknown) or "cafile"
+            msg = f"MQTT URL {url!r}: unexpected {what}; only mqtts:// takes ?cafile=PATH"
+            raise ValueError(msg)
+        cafile = query["cafile"][-1] if "cafile" in query else None
+        port = parts.port or (8883 if tls else 1883)
+        username = unquote(parts.username) if parts.username is not None else None
+        password = unquote(parts.password) if parts.password is not None else None
+        return cls(parts.hostname, port, username, password, tls, cafile or None)
+
+    def configure(self, client: mqtt.Client) -> None:
+        """Give a paho client this address's login and TLS settings; ValueError if the CA
+        file cannot be loaded."""
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if self.tls:
+            try:
+                client.tls_set(ca_certs=self.cafile)
+            except (OSError, ssl.SSLError) as exc:
+                msg = f"MQTT over TLS: cannot load the CA file {self.cafile!r} ({exc})"
+                raise ValueError(msg) from exc
 
 
 class MqttSource:
@@ -94,7 +150,10 @@ class MqttSource:
         self._connection = 0
         self._thread: threading.Thread | None = None
         self._client = self._make_client()
+        self._ever_connected = False
+        self._losses: collections.deque[float] = collections.deque()
         self.reconnects = 0
+        self.takeovers = 0  # disconnects by the broker with reason "Session taken over"
 
     def _make_client(self) -> mqtt.Client:
         client = mqtt.Client(
@@ -104,8 +163,7 @@ class MqttSource:
             reconnect_on_failure=False,
             manual_ack=True,
         )
-        if self.address.username is not None:
-            client.username_pw_set(self.address.username, self.address.password)
+        self.address.configure(client)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
@@ -180,6 +238,7 @@ class MqttSource:
             self._connected.clear()
             if not self._stop.is_set():
                 self.reconnects += 1
+                self._suspect_takeover()
                 self._stop.wait(backoff_s(0))
         self._drain_acks()
         self._client.disconnect()
@@ -188,6 +247,7 @@ class MqttSource:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho untyped
         props.SessionExpiryInterval = self.session_expiry_s
         props.ReceiveMaximum = self.receive_maximum
+        props.MaximumPacketSize = MAX_PACKET_BYTES
         self._connection += 1
         self._client.connect(
             self.address.host,
@@ -206,6 +266,29 @@ class MqttSource:
                 _log.warning("MQTT connection lost (%s)", mqtt.error_string(rc))
                 return
 
+    def _suspect_takeover(self) -> None:
+        """Warn when the connection keeps dropping: Mosquitto 2.0 closes a taken-over
+        connection without the "Session taken over" DISCONNECT, so a second client with our
+        client id shows only as a reconnect every few seconds."""
+        now = time.monotonic()
+        self._losses.append(now)
+        while self._losses[0] < now - _LOSSES_WINDOW_S:
+            self._losses.popleft()
+        if len(self._losses) >= _LOSSES_SUSPECT:
+            _log.warning(
+                "MQTT connection to %s:%d lost %d times in %.0f s (%d reconnects so far): "
+                "another client probably uses our client id %r and takes our session over, "
+                "stealing its readings (or the network flaps); give every engine its own "
+                "--client-id and the broker a per-client login (deploy/README.md)",
+                self.address.host,
+                self.address.port,
+                len(self._losses),
+                _LOSSES_WINDOW_S,
+                self.reconnects,
+                self.client_id,
+            )
+            self._losses.clear()
+
     def _drain_acks(self) -> None:
         while True:
             try:
@@ -219,7 +302,7 @@ class MqttSource:
         self,
         client: mqtt.Client,
         _userdata: object,
-        _flags: mqtt.ConnectFlags,
+        flags: mqtt.ConnectFlags,
         reason: ReasonCode,
         _props: Properties | None,
     ) -> None:
@@ -227,8 +310,23 @@ class MqttSource:
             _log.error("MQTT broker refused the connection: %s", reason)
             return
         client.subscribe([(t, 1) for t in self.topics])
+        if self._ever_connected and not flags.session_present:
+            _log.warning(
+                "MQTT broker %s:%d kept no session for client id %r: what was published "
+                "while we were away is lost (a broker without persistence, an expired "
+                "session, or another client with our id that started clean)",
+                self.address.host,
+                self.address.port,
+                self.client_id,
+            )
+        self._ever_connected = True
         self._connected.set()
-        _log.info("MQTT connected to %s:%d", self.address.host, self.address.port)
+        _log.info(
+            "MQTT connected to %s:%d as client id %r",
+            self.address.host,
+            self.address.port,
+            self.client_id,
+        )
 
     def _on_disconnect(
         self,
@@ -239,7 +337,14 @@ class MqttSource:
         _props: Properties | None,
     ) -> None:
         self._connected.clear()
-        if not self._stop.is_set():
+        if reason.value == SESSION_TAKEN_OVER:
+            self.takeovers += 1
+            _log.warning(
+                "MQTT session taken over: another client connected with our client id %r "
+                "and now receives our readings; give every engine its own --client-id",
+                self.client_id,
+            )
+        elif not self._stop.is_set():
             _log.warning("MQTT disconnected: %s", reason)
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:

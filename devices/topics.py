@@ -6,7 +6,9 @@ Two topic shapes are accepted, each with exactly three `/`-separated segments:
 - OwnTracks `owntracks/{user}/{device}`, a GPS stream under device_id `{user}:{device}`.
 
 A device_id matches `[A-Za-z0-9_.:-]{1,64}` in full. Matching is case-sensitive: `GPS` is
-not a stream and `Telematics/...` is not a topic.
+not a stream and `Telematics/...` is not a topic. A native topic with missing or extra
+levels (`telematics/trk-001/a/gps`) is refused but keeps its device_id when that is
+well-formed, so the reject points at the tracker to fix.
 """
 
 from __future__ import annotations
@@ -52,9 +54,15 @@ def parse_topic(topic: str) -> TopicRoute | BadTopic:
     """Route an MQTT topic to its device and stream, or say why it is not a pledgewatch topic."""
     parts = topic.split("/")
     if len(parts) != 3:
+        native = (
+            len(parts) > 1
+            and parts[0] == NATIVE_PREFIX
+            and DEVICE_ID_RE.fullmatch(parts[1]) is not None
+        )
         return BadTopic(
             f"topic {_show(topic)} has {len(parts)} segments; expected "
-            "telematics/{device_id}/{stream} or owntracks/{user}/{device}"
+            "telematics/{device_id}/{stream} or owntracks/{user}/{device}",
+            device_id=parts[1] if native else None,
         )
     prefix, middle, last = parts
     if prefix == NATIVE_PREFIX:

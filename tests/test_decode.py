@@ -108,9 +108,9 @@ def test_parse_topic_accepts(topic: str, route: TopicRoute) -> None:
     ("topic", "detail"),
     [
         ("", "1 segments"),
-        ("telematics/trk-001", "2 segments"),
-        ("telematics/trk-001/gps/extra", "4 segments"),
-        ("telematics/trk-001/gps/", "4 segments"),
+        ("telematics", "1 segments"),
+        ("telematics/", "2 segments"),
+        ("telematics/bad id/gps/x", "4 segments"),
         ("/telematics/trk-001/gps", "4 segments"),
         ("Telematics/trk-001/gps", "prefix 'Telematics'"),
         ("tracking/trk-001/gps", "prefix 'tracking'"),
@@ -133,6 +133,25 @@ def test_parse_topic_refuses(topic: str, detail: str) -> None:
     assert isinstance(bad, BadTopic)
     assert detail in bad.detail
     assert bad.device_id is None
+
+
+@pytest.mark.parametrize(
+    ("topic", "segments"),
+    [
+        ("telematics/trk-001", 2),
+        ("telematics/trk-001/gps/extra", 4),
+        ("telematics/trk-001/gps/", 4),
+        ("telematics/trk-001/b/gps", 4),
+        ("telematics/trk-001/a/b/c/d/gps", 7),
+    ],
+)
+def test_parse_topic_missing_or_extra_levels_keep_device_id(topic: str, segments: int) -> None:
+    bad = parse_topic(topic)
+    assert bad == BadTopic(
+        f"topic {topic!r} has {segments} segments; expected "
+        "telematics/{device_id}/{stream} or owntracks/{user}/{device}",
+        "trk-001",
+    )
 
 
 @pytest.mark.parametrize("stream", ["GPS", "pos", "", "gps "])
@@ -169,6 +188,24 @@ def test_bad_topic_rejects_the_whole_message() -> None:
     reject = one_reject("telematics/bad id/gps", body)
     assert_reject(reject, RejectReason.BAD_TOPIC, "device_id 'bad id'")
     assert reject.device_id is None
+
+
+def test_a_topic_with_extra_levels_is_a_bad_topic_kept_whole() -> None:
+    """`telematics/a/b/gps` (issue 9): received since the source subscribes `telematics/#`,
+    refused with the reason, counted, and kept with its bytes like any other reject."""
+    body = payload([fix(), fix()])
+    out = decode("telematics/trk-001/b/gps", body, NOW)
+    assert out.readings == []
+    assert out.rejects == [
+        Reject(
+            topic="telematics/trk-001/b/gps",
+            reason=RejectReason.BAD_TOPIC,
+            detail="topic 'telematics/trk-001/b/gps' has 4 segments; expected "
+            "telematics/{device_id}/{stream} or owntracks/{user}/{device}",
+            raw=body,
+            device_id="trk-001",
+        )
+    ]
 
 
 # readings that decode

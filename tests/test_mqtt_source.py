@@ -1,7 +1,9 @@
-"""The MQTT source against a real Mosquitto: batches, manual acks, redelivery, restarts."""
+"""The MQTT source against a real Mosquitto: batches, manual acks, redelivery, restarts,
+oversized packets, malformed topics and session takeovers."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -13,9 +15,13 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
+from devices.decode import decode
 from devices.mqtt_process import MqttProcessSource
-from devices.mqtt_source import BrokerAddress, Message, MqttSource
+from devices.mqtt_source import MAX_PACKET_BYTES, BrokerAddress, Message, MqttSource
+from devices.readings import RejectReason
 from tests.brokers import REPO, Broker, broker  # noqa: F401  # the fixture
 
 pytestmark = pytest.mark.mqtt
@@ -40,8 +46,11 @@ def make_source(request: pytest.FixtureRequest) -> Iterator[MakeSource]:
         source.stop()
 
 
-def publisher(b: Broker) -> mqtt.Client:
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="test-pub")
+MIB = 1024 * 1024
+
+
+def publisher(b: Broker, client_id: str = "test-pub") -> mqtt.Client:
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id)
     client.connect("127.0.0.1", b.port)
     client.loop_start()
     return client
@@ -235,3 +244,162 @@ def test_url_parsing() -> None:
     assert BrokerAddress.parse("mqtt://localhost").port == 1883
     with pytest.raises(ValueError, match="expected mqtt://"):
         BrokerAddress.parse("http://x")
+
+
+def test_tls_url_parsing() -> None:
+    assert BrokerAddress.parse("mqtts://e:p%40ss@broker?cafile=/etc/ca.pem") == BrokerAddress(
+        "broker", 8883, "e", "p@ss", tls=True, cafile="/etc/ca.pem"
+    )
+    assert BrokerAddress.parse("mqtts://broker:9883") == BrokerAddress("broker", 9883, tls=True)
+    with pytest.raises(ValueError, match="only mqtts:// takes"):
+        BrokerAddress.parse("mqtt://broker?cafile=/etc/ca.pem")
+    with pytest.raises(ValueError, match="unexpected certfile"):
+        BrokerAddress.parse("mqtts://broker?certfile=/etc/c.pem")
+    with pytest.raises(ValueError, match="cannot load the CA file"):
+        MqttProcessSource("mqtts://broker?cafile=/nonexistent/ca.pem", "engine-t")
+    with pytest.raises(ValueError, match="cannot load the CA file"):
+        MqttSource("mqtts://broker?cafile=/nonexistent/ca.pem", "engine-t")
+
+
+# issue 9: hardening
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The high-water mark of a process's resident memory (VmHWM), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    msg = f"no VmHWM for process {pid}"
+    raise AssertionError(msg)
+
+
+def take_until(source: Source, want: bytes, timeout_s: float = 10.0) -> list[Message]:
+    """Take and ack messages until one with payload `want` arrived."""
+    got: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    while all(m.payload != want for m in got) and time.monotonic() < deadline:
+        batch = source.get_batch(100, 0.2)
+        got += batch
+        source.ack(batch)
+    return got
+
+
+def test_the_shipped_broker_refuses_a_10_mib_payload_and_the_source_stays_up(
+    broker: Broker,  # noqa: F811
+    make_source: MakeSource,
+) -> None:
+    """deploy/mosquitto.conf's message_size_limit: the payload never enters the broker,
+    and the tracker that sent it stays connected."""
+    source = make_source(broker.url, "engine-big")
+    source.start()
+    assert source.wait_connected(5)
+    pub = publisher(broker)
+    pub.publish("telematics/d0/gps", b"x" * (10 * MIB), qos=1).wait_for_publish(10)
+    pub.publish("telematics/d0/gps", b'{"ts": 1}', qos=1).wait_for_publish(5)
+    got = take_until(source, b'{"ts": 1}')
+    assert [m.payload for m in got] == [b'{"ts": 1}']
+    assert source.connected
+    assert source.reconnects == 0
+    assert pub.is_connected()
+    pub.loop_stop()
+
+
+@pytest.fixture
+def open_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker that forwards any size, like one we did not configure."""
+    b = Broker(tmp_path, settings={"message_size_limit": "0", "max_packet_size": "268435455"})
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def test_the_source_never_receives_a_packet_over_its_maximum(
+    open_broker: Broker, make_source: MakeSource
+) -> None:
+    """The CONNECT's Maximum Packet Size makes the broker drop 10 MiB payloads for us: the
+    source stays connected, takes the next reading, and its memory does not grow by them."""
+    source = make_source(open_broker.url, "engine-max")
+    source.start()
+    assert source.wait_connected(5)
+    pid = source.pid if isinstance(source, MqttProcessSource) else None
+    before = peak_rss_kib(pid) if pid is not None else 0
+    pub = publisher(open_broker)
+    for _ in range(30):
+        pub.publish("telematics/d0/gps", b"x" * (10 * MIB), qos=1).wait_for_publish(10)
+    pub.publish("telematics/d0/gps", b'{"ts": 1}', qos=1).wait_for_publish(5)
+    got = take_until(source, b'{"ts": 1}')
+    assert [len(m.payload) for m in got] == [9], "a packet over the maximum came through"
+    assert max(len(m.payload) for m in got) < MAX_PACKET_BYTES
+    assert source.connected
+    assert source.reconnects == 0
+    if pid is not None:  # the MQTT child: one 10 MiB message would raise its peak by 10 MiB
+        grew_kib = peak_rss_kib(pid) - before
+        assert grew_kib < 5 * 1024, f"the MQTT child's peak memory grew by {grew_kib} KiB"
+    pub.loop_stop()
+
+
+def test_a_topic_with_extra_levels_is_received_and_rejected_as_bad_topic(
+    broker: Broker,  # noqa: F811
+    make_source: MakeSource,
+) -> None:
+    """`telematics/#`: malformed native topics reach the decoder and are counted, not lost."""
+    source = make_source(broker.url, "engine-topics")
+    source.start()
+    assert source.wait_connected(5)
+    pub = publisher(broker)
+    for topic in ("telematics/d1/b/gps", "telematics/d1", "telematics/d1/gps"):
+        pub.publish(topic, b'{"ts": 1795940100000, "lat": 1, "lon": 2}', qos=1).wait_for_publish(5)
+    got: list[Message] = []
+    deadline = time.monotonic() + 10
+    while len(got) < 3 and time.monotonic() < deadline:
+        batch = source.get_batch(10, 0.2)
+        got += batch
+        source.ack(batch)
+    assert [m.topic for m in got] == ["telematics/d1/b/gps", "telematics/d1", "telematics/d1/gps"]
+    decoded = [decode(m.topic, m.payload, 1795940100000) for m in got]
+    assert [r.reason for d in decoded for r in d.rejects] == [RejectReason.BAD_TOPIC] * 2
+    assert [r.device_id for d in decoded for r in d.rejects] == ["d1", "d1"]
+    assert "4 segments" in decoded[0].rejects[0].detail
+    assert len(decoded[2].readings) == 1
+    pub.loop_stop()
+
+
+def test_a_second_client_with_our_client_id_is_reported(
+    broker: Broker,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Mosquitto 2.0.11 closes a taken-over connection without saying why: the ping-pong
+    of two engines with one client id shows as reconnects and a warning naming the id."""
+    caplog.set_level(logging.WARNING, logger="devices.mqtt_source")
+    first = MqttSource(broker.url, "engine-twin")
+    second = MqttSource(broker.url, "engine-twin")
+    first.start()
+    assert first.wait_connected(5)
+    second.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(
+            "probably uses our client id 'engine-twin'" in r.getMessage() for r in caplog.records
+        ):
+            time.sleep(0.1)
+        assert any("probably uses our client id 'engine-twin'" in r.message for r in caplog.records)
+        assert first.reconnects + second.reconnects >= 3
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_a_session_taken_over_disconnect_is_a_warning_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Brokers that send DISCONNECT "Session taken over" (MQTT v5, 0x8E) get it logged."""
+    source = MqttSource("mqtt://127.0.0.1:1", "engine-taken")  # never started
+    reason = ReasonCode(PacketTypes.DISCONNECT, identifier=0x8E)  # type: ignore[no-untyped-call]
+    flags = mqtt.DisconnectFlags(is_disconnect_packet_from_server=True)
+    with caplog.at_level(logging.WARNING, logger="devices.mqtt_source"):
+        source._on_disconnect(source._client, None, flags, reason, None)
+    assert source.takeovers == 1
+    assert "session taken over" in caplog.text
+    assert "'engine-taken'" in caplog.text

@@ -327,6 +327,54 @@ def _simulate_options(sim: argparse.ArgumentParser) -> None:
     _option(sim, "--setup-dir", help="also write fences, loans and ground truth here")
 
 
+def cmd_broker_acl(args: argparse.Namespace) -> int:
+    """`pledgewatch broker-acl`: Mosquitto password and ACL files for the active loans'
+    trackers and the engine; passwords already in OUT/credentials.json are kept."""
+    from devices.broker_acl import BrokerAclError, build_broker_auth, parse_credentials  # noqa: PLC0415
+
+    try:
+        loans = parse_loans(_read_json(args.loans))
+    except LoanError as exc:
+        raise CliError(f"{args.loans}: {exc}") from exc
+    out = Path(args.out)
+    creds = out / "credentials.json"
+    try:
+        known = parse_credentials(creds.read_bytes()) if creds.exists() else {}
+    except (BrokerAclError, OSError) as exc:
+        raise CliError(f"{creds}: {exc}") from exc
+    devices = (d for loan in loans if loan.active for d in loan.device_ids)
+    try:
+        auth = build_broker_auth(devices, known, args.engine_user, source=Path(args.loans).name)
+    except BrokerAclError as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create {out}: {exc.strerror}") from exc
+    _write_private(out / "passwd", auth.passwd.encode())
+    _write_private(out / "acl", auth.acl.encode())
+    _write_private(creds, auth.credentials_json())
+    print(
+        f"{out}: passwd, acl and credentials.json (mode 0600) for the engine "
+        f"({args.engine_user}) and {len(auth.credentials) - 1} devices; "
+        f"{len(auth.new)} new passwords, {len(auth.revoked)} logins revoked. "
+        "Give each tracker its login, then reload Mosquitto (kill -HUP)."
+    )
+    return 0
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`, readable by its owner only from the start."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(data)
+        tmp.replace(path)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}") from exc
+
+
 def cmd_loadtest(args: argparse.Namespace) -> int:
     """`pledgewatch loadtest`: play a fleet into an engine, measure, and write a report."""
     from simulator.loadtest.command import main  # noqa: PLC0415  # heavy: the simulator
@@ -353,7 +401,12 @@ def _service_options(parser: argparse.ArgumentParser) -> None:
         help="HOST:PORT the API listens on (:PORT for loopback, [::1]:PORT for IPv6)",
     )
     _option(parser, "--api-token", help="bearer token the API requires")
-    _option(parser, "--client-id", default="pledgewatch-engine", help="MQTT client id (session)")
+    _option(
+        parser,
+        "--client-id",
+        help="MQTT client id, which names the persistent session (default: pledgewatch- and a "
+        "hash of --db-url: stable across restarts, different per database)",
+    )
     _option(parser, "--config", help="JSON object of rule settings overriding the defaults")
     _option(parser, "--webhook-timeout-s", type=float, default=5.0, help="per POST")
     _option(
@@ -439,6 +492,12 @@ def build_parser() -> argparse.ArgumentParser:
     load = sub.add_parser("loadtest", help="play a fleet into an engine, measure it, report")
     load_options(load, _option, _flag)
     load.set_defaults(func=cmd_loadtest)
+
+    acl = sub.add_parser("broker-acl", help="Mosquitto logins and ACL from the loan book")
+    _option(acl, "--loans", required=True, help="JSON array of loans (active ones' trackers)")
+    _option(acl, "--out", required=True, help="directory for passwd, acl, credentials.json")
+    _option(acl, "--engine-user", default="pledgewatch-engine", help="the engine's username")
+    acl.set_defaults(func=cmd_broker_acl)
     return parser
 
 

@@ -8,9 +8,11 @@ hand), then the dispatcher (it finishes the requests in flight), then the API.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import uvicorn
 
@@ -22,10 +24,35 @@ from devices.mqtt_source import MqttSource
 from engine.core.config import Config
 from engine.runtime.gc_policy import tune_gc
 from engine.runtime.live import Engine, EngineSettings
-from engine.store.factory import open_store
-from engine.store.port import Store
+from engine.store.factory import open_store, sqlite_path
+from engine.store.port import Store, StoreConfigError
 
 _log = logging.getLogger(__name__)
+
+_DATABASE_PARAMS = frozenset({"host", "hostaddr", "port", "dbname", "options", "service"})
+
+
+def default_client_id(db_url: str) -> str:
+    """The MQTT client id of an installation: `pledgewatch-` and a hash of its database.
+
+    Stable across restarts and hosts, as the persistent session must be; different for
+    engines on different databases, since two engines with one client id take each other's
+    session and readings. The hash leaves out user and password (rotating them keeps the
+    session) and takes a SQLite path as absolute (`sqlite:///pledgewatch.db` in two
+    directories is two installations).
+    """
+    parts = urlsplit(db_url)
+    key = db_url
+    try:
+        if parts.scheme.lower() == "sqlite":
+            key = f"sqlite://{sqlite_path(db_url).resolve()}"
+        elif parts.scheme.lower() in {"postgresql", "postgres"}:
+            params = sorted((k, v) for k, v in parse_qsl(parts.query) if k in _DATABASE_PARAMS)
+            where = f"{(parts.hostname or '').lower()}:{parts.port or 5432}{parts.path}"
+            key = f"postgresql://{where}?{urlencode(params)}"
+    except (StoreConfigError, ValueError):
+        pass  # the store refuses the URL with a better message
+    return "pledgewatch-" + hashlib.sha256(key.encode()).hexdigest()[:11]  # 23 chars: MQTT 3.1.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +64,7 @@ class ServiceSettings:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     api_token: str | None = None  # None only with insecure_dev
-    client_id: str = "pledgewatch-engine"
+    client_id: str | None = None  # None: default_client_id(db_url)
     mqtt_child: bool = True  # MQTT in a child process (devices/mqtt_process.py), or a thread
     config: Config = field(default_factory=Config)
     engine: EngineSettings = field(default_factory=EngineSettings)
@@ -58,7 +85,7 @@ class Service:
         source = MqttProcessSource if settings.mqtt_child else MqttSource
         self.source = source(
             settings.mqtt_url,
-            settings.client_id,
+            settings.client_id or default_client_id(settings.db_url),
             receive_maximum=max(2 * settings.engine.max_batch, 100),
         )
         self.engine = Engine(

@@ -2,18 +2,22 @@
 
 The demo starts one when no broker answers; the tests and benchmarks always use one, never
 the machine's broker, whose `max_queued_messages` may be the default that drops messages.
+The security tests start one from `deploy/mosquitto-secure.conf` with their own files.
 """
 
 from __future__ import annotations
 
 import getpass
+import re
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 SHIPPED_CONF = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto.conf"
+SECURE_CONF = SHIPPED_CONF.with_name("mosquitto-secure.conf")
 
 
 class BrokerUnavailable(RuntimeError):  # noqa: N818  # reads as the condition it is
@@ -58,20 +62,42 @@ def mosquitto_binary() -> str:
     return binary
 
 
-class PrivateBroker:
-    """Mosquitto with the shipped settings on a free port, its sessions kept in `workdir`."""
+def with_settings(conf: str, settings: Mapping[str, str]) -> str:
+    """The config text with the value of each named setting replaced (one line each)."""
+    for key, value in settings.items():
+        found = list(re.finditer(rf"^{re.escape(key)}(?: .*)?$", conf, re.MULTILINE))
+        if len(found) != 1:
+            msg = f"the broker config sets {key!r} {len(found)} times; expected once"
+            raise ValueError(msg)
+        conf = f"{conf[: found[0].start()]}{key} {value}{conf[found[0].end() :]}"
+    return conf
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+
+class PrivateBroker:
+    """Mosquitto with the shipped settings on a free port, its sessions kept in `workdir`.
+
+    `conf` is the config to start from (its one `listener` moves to the free port on
+    127.0.0.1); `settings` replaces the values of settings it has, e.g. the paths of
+    `password_file` and `certfile`, or `message_size_limit`.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        conf: Path = SHIPPED_CONF,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         self.binary = mosquitto_binary()
         self.port = port or free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
-        conf = SHIPPED_CONF.read_text().replace(
-            "listener 1883 127.0.0.1", f"listener {self.port} 127.0.0.1"
-        )
-        conf += f"\npersistence_location {workdir}/\nlog_dest file {workdir}/mosquitto.log\n"
-        conf += f"user {getpass.getuser()}\n"  # as root it would switch to `mosquitto`
+        text = with_settings(conf.read_text(), {"listener": f"{self.port} 127.0.0.1"})
+        text = with_settings(text, settings or {})
+        tls = re.search(r"^certfile ", text, re.MULTILINE) is not None
+        self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
+        text += f"\npersistence_location {workdir}/\nlog_dest file {workdir}/mosquitto.log\n"
+        text += f"user {getpass.getuser()}\n"  # as root it would switch to `mosquitto`
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(conf)
+        self.conf.write_text(text)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
