@@ -380,3 +380,33 @@ def test_the_launcher_waits_for_mqtt_and_shows_why_an_engine_did_not_start(
     with pytest.raises(EngineStartError, match="exited with status 2") as info:
         broken.start()
     assert "unrecognized arguments: --bogus" in str(info.value)
+
+
+@pytest.mark.postgres
+def test_passwords_in_the_urls_never_reach_the_log(
+    broker: Broker,  # noqa: F811
+    pg_schema: str,
+    tmp_path: Path,
+) -> None:
+    # The private broker takes anonymous clients and PostgreSQL trusts local ones: both
+    # ignore the passwords, which the engine must still never write out.
+    host_port = broker.url.removeprefix("mqtt://")
+    db_url = (
+        f"postgresql://postgres:pg-s3cret@127.0.0.1:5432/test?options=-csearch_path%3D{pg_schema}"
+    )
+    engine = EngineProcess(
+        f"mqtt://engine:mqtt-s3cret@{host_port}",
+        db_url,
+        token=TOKEN,
+        log_path=tmp_path / "engine.log",
+        client_id="pw-e2e-redact",
+    )
+    engine.start()
+    try:
+        assert engine.health() is not None
+    finally:
+        assert engine.terminate() == 0
+    log = (tmp_path / "engine.log").read_text()
+    assert "pledgewatch running: MQTT mqtt://engine:***@" in log
+    assert "postgresql://postgres:***@127.0.0.1:5432/test" in log
+    assert "s3cret" not in log

@@ -17,7 +17,7 @@ from alerts.model import AlertType
 from alerts.outbox import Attempt, DeliveryState, Webhook
 from devices.readings import GpsFix, Reject, RejectReason, StatusReport, Vibration
 from engine.core.state import DeviceState, DwellTimer, LoanState, PairState, Position
-from engine.store.factory import open_store, sqlite_path
+from engine.store.factory import open_store, redact_url, sqlite_path
 from engine.store.port import AlertQuery, Batch, Store, StoreConfigError, StoreError
 from engine.store.postgres_store import PostgresStore
 from engine.store.rows import CursorError
@@ -632,3 +632,20 @@ def test_retention_drops_old_telemetry(
     assert store.count_telemetry("trk-r") == 3
     assert store.enforce_retention(T0) == 0
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:s3cret@db:5432/pw", "postgresql://app:***@db:5432/pw"),
+        ("postgresql://db/pw?user=app&password=s3cret", "postgresql://db/pw?user=app&password=***"),
+        (
+            "mqtts://engine:p%40ss@broker:8883?cafile=/ca.pem",
+            "mqtts://engine:***@broker:8883?cafile=/ca.pem",
+        ),
+        ("sqlite:///data/pw.db", "sqlite:///data/pw.db"),
+        ("mqtt://broker", "mqtt://broker"),
+    ],
+)
+def test_urls_are_shown_without_their_secrets(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

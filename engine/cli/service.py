@@ -24,7 +24,7 @@ from devices.mqtt_source import MqttSource
 from engine.core.config import Config
 from engine.runtime.gc_policy import tune_gc
 from engine.runtime.live import Engine, EngineSettings
-from engine.store.factory import open_store, sqlite_path
+from engine.store.factory import open_store, redact_url, sqlite_path
 from engine.store.port import Store, StoreConfigError
 
 _log = logging.getLogger(__name__)
@@ -130,8 +130,8 @@ class Service:
             threading.Event().wait(0.05)
         _log.info(
             "pledgewatch running: MQTT %s, store %s, API http://%s:%d",
-            self.settings.mqtt_url,
-            self.settings.db_url,
+            redact_url(self.settings.mqtt_url),
+            redact_url(self.settings.db_url),
             self.settings.http_host,
             self.settings.http_port,
         )

@@ -29,7 +29,7 @@ def open_store(url: str) -> Store:
 
         return PostgresStore(url)
     msg = (
-        f"unsupported database URL {_redact(url)!r}: use sqlite:///relative/path.db, "
+        f"unsupported database URL {redact_url(url)!r}: use sqlite:///relative/path.db, "
         "sqlite:////absolute/path.db or postgresql://user@host:port/dbname"
     )
     raise StoreConfigError(msg)
@@ -51,13 +51,25 @@ def sqlite_path(url: str) -> Path:
     return Path(path)
 
 
-def _redact(url: str) -> str:
-    """The URL without its password, for error messages."""
+_SECRET_PARAMS = frozenset({"password", "passfile", "sslpassword", "secret", "token"})
+
+
+def redact_url(url: str) -> str:
+    """The URL without its secrets (the password after `user:`, and query parameters such
+    as `password=`), for logs and error messages."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    pairs = [pair.partition("=") for pair in parts.query.split("&") if pair]
+    query = "&".join(
+        f"{key}=***" if key.lower() in _SECRET_PARAMS else f"{key}{eq}{value}"
+        for key, eq, value in pairs
+    )
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url  # unsplit would turn `sqlite:///x.db` into `sqlite:/x.db`
+    return parts._replace(netloc=netloc, query=query).geturl()
 
 
 # rows in
