@@ -144,7 +144,8 @@ def _summary(replay: Replay, seconds: float) -> str:
             f"  readings:   {fmt(dict(c.readings))}",
             f"  late:       {fmt(dict(c.late))}",
             f"  duplicates: {fmt(dict(c.duplicates))}",
-            f"  missing (seq gaps): {c.missing}",
+            f"  clock skew: {fmt(dict(c.clock_skew))}",
+            f"  missing (seq gaps): {c.missing}, devices evicted: {c.evicted}",
             f"  rejected:   {fmt(dict(c.rejected))}",
             f"  alerts:     {fmt(dict(c.alerts))}",
         ]
