@@ -6,12 +6,18 @@ per-loan queues that are due, POSTs them over kept-alive connections (a few at o
 different loans never wait for each other), and records the round's results in one
 transaction: delivered, or failed with the next attempt after an exponential backoff with
 jitter, or, past the maximum age, dead (the API lists dead deliveries and can redeliver them).
+
+Several dispatchers may drain one outbox (two processes on one PostgreSQL database): a
+worker claims the heads it fetches for as long as its round can take, so no other worker
+sends them, nor the next delivery of the same loan, meanwhile. Recording the round ends the
+claims; a dispatcher that dies leaves claims that expire, and its deliveries come back.
 """
 
 from __future__ import annotations
 
 import http.client
 import logging
+import math
 import socket
 import threading
 import time
@@ -37,6 +43,17 @@ _log = logging.getLogger(__name__)
 
 RESPONSE_READ_BYTES = 64 * 1024  # of a response body; a longer one closes the connection
 RESPONSE_KEEP_BYTES = 400  # of it, kept with a failed attempt (the dead-letter list shows it)
+CLAIM_MARGIN_S = 5.0  # a claim outlasts the longest round by this much
+
+
+def claim_ms(policy: RetryPolicy, limit: int) -> int:
+    """How long a worker claims the `limit` deliveries of one round: every thread of the
+    round POSTs its share in turn, each POST at most twice `timeout_s` (a stale kept-alive
+    connection is retried once), plus a margin. A round that outlives its claim may see a
+    delivery sent again by another dispatcher (at least once allows it); one that dies
+    releases its claims after this long."""
+    turns = math.ceil(limit / max(1, policy.parallel))
+    return round((turns * 2 * policy.timeout_s + CLAIM_MARGIN_S) * 1000)
 
 
 class CheckedHTTPConnection(http.client.HTTPConnection):
@@ -217,7 +234,9 @@ class _Worker:
         The next round fetches the heads again, so a loan's next alert is never sent before
         the result of the one ahead of it is recorded (per-loan order)."""
         d = self.d
-        due = d.store.due_deliveries(self.hook.hook_id, d.now_ms(), d.policy.parallel * 4)
+        limit = d.policy.parallel * 4
+        claim = claim_ms(d.policy, limit)
+        due = d.store.due_deliveries(self.hook.hook_id, d.now_ms(), limit, claim_ms=claim)
         if not due:
             return 0
         send = partial(attempt, self.endpoint, self.hook, policy=d.policy, clock=d.clock)

@@ -104,9 +104,15 @@ class Outbox(Protocol):
         """Every registered webhook."""
         ...
 
-    def due_deliveries(self, hook_id: str, now_ms: int, limit: int) -> list[Delivery]:
+    def due_deliveries(
+        self, hook_id: str, now_ms: int, limit: int, claim_ms: int = 0
+    ) -> list[Delivery]:
         """Pending deliveries of one webhook due by `now_ms`, at most one per order key
-        (the oldest of its queue), oldest first."""
+        (the oldest of its queue), oldest first, and not claimed by another dispatcher.
+
+        With `claim_ms` they are claimed until `now_ms + claim_ms`: several dispatchers on one
+        outbox never send the same delivery, nor two of one queue, at once. Recording an
+        attempt ends its claim; a dead dispatcher's claims expire."""
         ...
 
     def record_attempts(self, attempts: Sequence[Attempt]) -> None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure PostgreSQL (127.0.0.1:5432, database `test`) and Mosquitto (127.0.0.1:1883) answer;
-# start them, or install and start them on a fresh Debian machine. Idempotent.
+# start them, or install and start them on a fresh Debian machine; `timescaledb` adds the
+# vendored TimescaleDB to PostgreSQL 15 (ensure_timescaledb says when). Idempotent.
 set -uo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -48,6 +49,25 @@ ensure_mosquitto() {
   conf=/etc/mosquitto/mosquitto.conf
   if [ -f "$conf" ]; then as_root mosquitto -d -c "$conf"; else as_root mosquitto -d -p 1883; fi
   wait_port 1883 || { echo "Mosquitto did not come up on 127.0.0.1:1883" >&2; return 1; }
+}
+
+# TimescaleDB for the tests' private clusters (tests/conftest.py, `timescale_dsn`): the build
+# in ../shared/vendor/timescaledb, added to PostgreSQL 15's extension files by its install.sh.
+# It only adds files; no running server loads it. Skipped quietly without that directory or
+# PostgreSQL 15 (the TimescaleDB tests then skip, saying what is missing); a no-op once
+# every file of the build is in place.
+ensure_timescaledb() {
+  vendor=$(cd "$(dirname "$0")/../.." && pwd)/shared/vendor/timescaledb
+  [ -f "$vendor/install.sh" ] && [ -x /usr/lib/postgresql/15/bin/postgres ] || return 0
+  tarball=$(ls "$vendor"/timescaledb-*-pg15-amd64.tar.gz 2>/dev/null | head -n1)
+  [ -n "$tarball" ] || { echo "no TimescaleDB build for PostgreSQL 15 in $vendor" >&2; return 1; }
+  missing=0
+  while read -r f; do
+    case "$f" in */) ;; *) [ -e "/$f" ] || missing=1 ;; esac
+  done < <(tar tzf "$tarball")
+  [ "$missing" = 1 ] || return 0
+  as_root bash "$vendor/install.sh" >/dev/null \
+    || { echo "installing TimescaleDB from $vendor failed" >&2; return 1; }
 }
 
 for what in "$@"; do

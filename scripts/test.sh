@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-bash scripts/services.sh postgres mosquitto
+bash scripts/services.sh postgres mosquitto timescaledb
 echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy" && .venv/bin/mypy
 echo "== import contracts" && .venv/bin/lint-imports --no-cache

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from alerts.outbox import Delivery, DeliveryState, Webhook
 from alerts.retry import RetryPolicy
 from alerts.signing import headers, verify
 from engine.store.port import Batch, Store
+from tests.conftest import OpenStore
 from tests.factories import alert
 
 SECRET = "whsec-dispatch"
@@ -184,6 +186,40 @@ def test_signed_posts_in_order_per_loan_over_kept_alive_connections(
     assert len({h.client_port for h in server.hits}) <= FAST.parallel < len(ids)
 
 
+def test_two_dispatchers_on_one_outbox_deliver_each_alert_once_in_order_per_loan(
+    open_store: OpenStore,
+) -> None:
+    """Two processes' worth of dispatchers (each with its own store on one database) claim
+    what they send: every alert reaches the webhook once, and each loan's in order."""
+    first, second = open_store(), open_store()
+
+    def slowly(_n: int) -> int:
+        time.sleep(0.01)  # both dispatchers find the same heads due meanwhile
+        return 200
+
+    server = Server(behave=slowly)
+    try:
+        first.put_webhook(Webhook("ops", server.url, SECRET))
+        ids = raise_alerts(first, {f"L-{k:02d}": 3 for k in range(16)})
+        # Rounds of 8 heads (parallel 2): neither dispatcher can claim all 16 at once.
+        policy = RetryPolicy(base_s=0.05, cap_s=0.2, max_age_s=60.0, timeout_s=2.0, parallel=2)
+        dispatchers = [run(first, policy), run(second, policy)]
+        try:
+            until(lambda: first.outbox_pending() == 0, "every delivery recorded")
+        finally:
+            for d in dispatchers:
+                d.stop()
+    finally:
+        server.close()
+    sent = Counter(h.alert_id for h in server.hits)
+    assert sent == dict.fromkeys(ids, 1)
+    arrival: dict[str | None, list[str]] = {}
+    for h in server.hits:
+        arrival.setdefault(h.loan_id, []).append(h.alert_id)
+    assert arrival == per_loan(ids, server.hits)
+    assert all(d.counters.snapshot().get("delivered", 0) > 0 for d in dispatchers)
+
+
 def test_a_connection_the_server_dropped_is_reopened_without_a_failed_attempt(
     store: Store,
 ) -> None:
@@ -339,12 +375,12 @@ def test_a_worker_whose_round_raises_is_kept_going(
     real = store.due_deliveries
     calls = {"n": 0}
 
-    def flaky(hook_id: str, now_ms: int, limit: int) -> list[Delivery]:
+    def flaky(hook_id: str, now_ms: int, limit: int, claim_ms: int = 0) -> list[Delivery]:
         calls["n"] += 1
         if calls["n"] <= 2:
             msg = "a bug nobody foresaw"
             raise RuntimeError(msg)
-        return real(hook_id, now_ms, limit)
+        return real(hook_id, now_ms, limit, claim_ms)
 
     monkeypatch.setattr(store, "due_deliveries", flaky)
     store.put_webhook(Webhook("ops", server.url, SECRET))

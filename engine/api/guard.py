@@ -33,7 +33,7 @@ LOANS_IMPORT_PATH = "/v1/loans:import"
 IMPORT_PATHS = frozenset({FENCES_IMPORT_PATH, LOANS_IMPORT_PATH})
 FENCE_PATH_PREFIX = "/v1/fences/"  # PUT of one fence: `FENCE_BODY_LIMIT`
 """The paths whose bodies may reach the import limit rather than the default one."""
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 """The paths that need no bearer token."""
 
 

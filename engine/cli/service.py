@@ -78,7 +78,15 @@ class Service:
     def __init__(self, settings: ServiceSettings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store or open_store(settings.db_url)
-        self.store.migrate()
+        try:
+            # One engine per database (LeaseError names the other), and no migration
+            # under a running engine's feet.
+            self.store.acquire_lease()
+            self.store.migrate()
+        except BaseException:
+            if store is None:
+                self.store.close()
+            raise
         self.dispatcher = Dispatcher(
             self.store, settings.retry, addresses=settings.webhook_addresses
         )

@@ -5,17 +5,27 @@ takes a batch of messages, decodes them, steps the core (readings, then timers d
 wall clock), and commits telemetry, dead letters, alerts with their outbox rows and the
 changed states in one transaction. Only then are the batch's messages acknowledged to the
 broker (DESIGN §6): a crash at any point loses nothing, because what was not committed was
-not acked and comes again, and alert ids do not depend on when they were raised.
+not acked and comes again, and alert ids do not depend on when they were raised. A reading
+that comes again after its batch was committed is found by the store's unique key and
+counted as a duplicate, not as an accepted reading.
+
+Housekeeping (telemetry partitions made ahead, retention, the lease check) runs on a thread
+of its own, never between batches: a DDL waiting for a lock must not hold up ingestion.
+The counters `/metrics` shows are published after each commit, so they never go down, and
+`readiness()` says whether commits keep up: input that has waited `stall_s` for its commit
+makes the engine not ready.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from alerts.model import Alert
@@ -26,14 +36,36 @@ from devices.readings import Reading, Reject
 from engine.core.config import Config
 from engine.core.state import DeviceState
 from engine.runtime.metrics import Histogram, counter_lines, gauge_lines
-from engine.runtime.pipeline import Pipeline
-from engine.store.port import Batch, Store, StoreError
+from engine.runtime.pipeline import Counters, Pipeline
+from engine.store.port import Batch, Committed, LeaseError, Store, StoreError
 from geofence.fence import Fence
 from geofence.index import FenceIndex
 from geofence.positions import PositionIndex
 from lending.model import Loan
 
 _log = logging.getLogger(__name__)
+
+# A seam for the crash tests (tests/test_e2e_crash.py), inert unless set:
+# "<before_commit|after_commit>:<device id>:<marker file>" makes the engine thread, at that
+# point of the first batch holding a reading of that device, create the marker file and
+# sleep until the test kills the process. It fires once: a restarted engine finds the marker.
+_TEST_PAUSE = os.environ.get("PLEDGEWATCH_TEST_PAUSE", "")
+
+
+def _test_pause(point: str, readings: Sequence[Reading]) -> None:
+    """Pause here for good if `PLEDGEWATCH_TEST_PAUSE` asks for it (tests only)."""
+    if not _TEST_PAUSE:
+        return
+    at, device_id, marker = _TEST_PAUSE.split(":", 2)
+    if at != point or all(r.device_id != device_id for r in readings):
+        return
+    try:
+        Path(marker).touch(exist_ok=False)
+    except FileExistsError:
+        return
+    _log.warning("PLEDGEWATCH_TEST_PAUSE: %s of a batch of %s; sleeping", point, device_id)
+    while True:
+        time.sleep(3600)
 
 
 class Source(Protocol):
@@ -64,6 +96,20 @@ class EngineSettings:
     max_wait_s: float = 0.05
     commit_retry_cap_s: float = 10.0
     retention_every_s: float = 3600.0
+    retention_retry_s: float = 300.0  # after a retention that could not get its locks
+    maintenance_every_s: float = 60.0  # partitions ahead, lease check (`Store.maintain`)
+    stall_s: float = 30.0  # not ready when input has waited this long for its commit
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """Whether the engine keeps up: `GET /readyz`. Ages in seconds."""
+
+    ready: bool
+    engine_alive: bool
+    last_commit_age_s: float  # since the last commit (since the start before the first)
+    input_waiting_s: float  # how long the input in hand has waited for its commit; 0 if none
+    stall_s: float  # the limit on `input_waiting_s`
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +155,12 @@ class Engine:
         self._changes: queue.Queue[_Change] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._retention_due = 0.0
+        self._maintainer: threading.Thread | None = None
         self.failure: BaseException | None = None
+        self.published = Counters()  # the counters as of the last commit: what /metrics shows
+        self.commits = 0
+        self._last_commit = time.monotonic()  # or the start, before the first commit
+        self._waiting_since: float | None = None  # monotonic: input in hand not committed
 
     def now_ms(self) -> int:
         """The wall clock, epoch milliseconds."""
@@ -136,12 +186,18 @@ class Engine:
         )
 
     def start(self) -> None:
-        """Load state and run the engine thread (and the MQTT source, if any)."""
+        """Load state and run the engine thread (and the MQTT source, if any), and the
+        maintenance thread."""
         self.load()
+        self._last_commit = time.monotonic()
         if self.source is not None:
             self.source.start()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
+        self._maintainer = threading.Thread(
+            target=self._maintain, name="engine-maintenance", daemon=True
+        )
+        self._maintainer.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish the batch in hand, commit it, ack it, and stop (SIGTERM lands here)."""
@@ -150,6 +206,8 @@ class Engine:
             self._thread.join(timeout_s)
         if self.source is not None:
             self.source.stop()
+        if self._maintainer is not None:
+            self._maintainer.join(timeout_s)
 
     @property
     def running(self) -> bool:
@@ -176,20 +234,14 @@ class Engine:
             messages = self.source.get_batch(self.settings.max_batch, self.settings.max_wait_s)
         else:
             self._stop.wait(self.settings.max_wait_s)
+        if messages:
+            self._waiting_since = time.monotonic()
         started = time.perf_counter()
         alerts = self.process(messages)
         self.batch_seconds.observe(time.perf_counter() - started)
         if self.source is not None and messages:
             self.source.ack(messages)
-        if time.monotonic() >= self._retention_due:
-            self._retention_due = time.monotonic() + self.settings.retention_every_s
-            try:
-                dropped = self.store.enforce_retention(self.now_ms())
-            except StoreError as exc:
-                _log.warning("retention skipped: %s", exc)
-            else:
-                if dropped:
-                    _log.info("retention dropped %d telemetry partitions or rows", dropped)
+        self._waiting_since = None
         return alerts
 
     def process(self, messages: Sequence[Message]) -> list[Alert]:
@@ -210,26 +262,88 @@ class Engine:
         devices, loans = self.pipeline.take_dirty()
         evicted = self.pipeline.take_evicted()
         if accepted or rejects or alerts or devices or loans or evicted:
-            self._commit(Batch(now, accepted, rejects, alerts, devices, loans, evicted))
+            _test_pause("before_commit", readings)
+            committed = self._commit(Batch(now, accepted, rejects, alerts, devices, loans, evicted))
+            _test_pause("after_commit", readings)
+            if committed.duplicates:
+                self.pipeline.count_stored_duplicates(committed.duplicates)
             self._track_positions(devices, evicted)
             self.batches += 1
+        self.published = self.pipeline.counters.copy()
         if alerts:
             self.on_commit(alerts)
         return alerts
 
-    def _commit(self, batch: Batch) -> None:
+    def _commit(self, batch: Batch) -> Committed:
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
         attempt = 0
         while True:
             try:
-                self.store.commit_batch(batch)
+                committed = self.store.commit_batch(batch)
             except StoreError as exc:
                 delay = min(backoff_s(attempt), self.settings.commit_retry_cap_s)
                 attempt += 1
-                _log.warning("commit failed (%s); retrying in %.1f s", exc, delay)
+                _log.warning(
+                    "commit failed (%s); input has waited %.0f s; retrying in %.1f s",
+                    exc,
+                    self.readiness().input_waiting_s,
+                    delay,
+                )
                 if self._stop.wait(delay) and attempt > 3:
                     raise  # shutting down and the store stays away: nothing is acked
                 continue
-            return
+            self._last_commit = time.monotonic()
+            self._waiting_since = None
+            self.commits += 1
+            return committed
+
+    def readiness(self) -> Readiness:
+        """Whether the engine runs and its commits keep up with its input."""
+        now = time.monotonic()
+        since = self._waiting_since
+        waiting = 0.0 if since is None else max(0.0, now - since)
+        alive = self.running
+        stall_s = self.settings.stall_s
+        return Readiness(
+            alive and waiting < stall_s, alive, now - self._last_commit, waiting, stall_s
+        )
+
+    # -- housekeeping, on its own thread
+    def _maintain(self) -> None:
+        """Every `maintenance_every_s`: `Store.maintain` (partitions ahead, the lease); every
+        `retention_every_s`: retention. A step that could not get its locks waits for the
+        next turn; a lost lease stops the engine."""
+        retention_due = time.monotonic()
+        delay = 0.0
+        while not self._stop.wait(delay):
+            delay = self.settings.maintenance_every_s
+            try:
+                self.store.maintain(self.now_ms())
+            except LeaseError as exc:
+                _log.critical("stopping the engine: %s", exc)
+                self.failure = exc
+                self._stop.set()
+                return
+            except StoreError as exc:
+                _log.warning("store maintenance deferred: %s", exc)
+            except Exception:  # noqa: BLE001  # housekeeping must outlive a bug; logged in full
+                _log.exception("store maintenance failed; trying again at the next turn")
+            if time.monotonic() < retention_due:
+                continue
+            try:
+                dropped = self.store.enforce_retention(self.now_ms())
+            except Exception as exc:  # noqa: BLE001  # as above
+                if isinstance(exc, StoreError):
+                    _log.warning("retention deferred: %s", exc)
+                else:
+                    _log.exception("retention failed")
+                retention_due = time.monotonic() + self.settings.retention_retry_s
+            else:
+                retention_due = time.monotonic() + self.settings.retention_every_s
+                if dropped:
+                    _log.info("retention dropped %d telemetry partitions or rows", dropped)
+            delay = min(delay, max(0.0, retention_due - time.monotonic()))
 
     def _track_positions(self, devices: Sequence[DeviceState], evicted: Sequence[str]) -> None:
         with self.positions_lock:
@@ -292,7 +406,8 @@ class Engine:
 
     def metrics(self) -> list[str]:
         """This engine's part of `/metrics`."""
-        c = self.pipeline.counters
+        c = self.published
+        ready = self.readiness()
         online = sum(1 for s in list(self.pipeline.devices.values()) if not s.offline)
         return [
             *counter_lines(
@@ -340,4 +455,17 @@ class Engine:
             "# HELP pledgewatch_devices_evicted_total Devices on no active loan forgotten.",
             "# TYPE pledgewatch_devices_evicted_total counter",
             f"pledgewatch_devices_evicted_total {c.evicted}",
+            *gauge_lines(
+                "pledgewatch_last_commit_age_seconds",
+                "Seconds since the engine's last commit (since its start before the first).",
+                round(ready.last_commit_age_s, 3),
+            ),
+            *gauge_lines(
+                "pledgewatch_input_waiting_seconds",
+                "How long the input in hand has waited for its commit (0: none waits).",
+                round(ready.input_waiting_s, 3),
+            ),
+            *gauge_lines(
+                "pledgewatch_ready", "1 when commits keep up (GET /readyz).", int(ready.ready)
+            ),
         ]

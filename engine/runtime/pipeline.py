@@ -53,6 +53,19 @@ class Counters:
     alerts: Counter[str] = field(default_factory=Counter)  # by type
     evicted: int = 0  # devices forgotten (on no active loan, silent for `evict_after_s`)
 
+    def copy(self) -> Counters:
+        """A copy that later counting does not change (what a runtime publishes)."""
+        return Counters(
+            Counter(self.readings),
+            Counter(self.rejected),
+            Counter(self.duplicates),
+            Counter(self.late),
+            Counter(self.clock_skew),
+            self.missing,
+            Counter(self.alerts),
+            self.evicted,
+        )
+
     def as_json(self) -> dict[str, object]:
         """The counters as a JSON object."""
         return {
@@ -273,6 +286,14 @@ class Pipeline:
                 self._scheduled[device_id] = wake
                 self._heap.append((wake, device_id))
         heapq.heapify(self._heap)
+
+    def count_stored_duplicates(self, by_stream: Mapping[str, int]) -> None:
+        """Readings the store found stored already (a redelivery older than the in-memory
+        duplicate window): duplicates after all, no longer counted as accepted."""
+        counters = self.counters
+        for stream, n in by_stream.items():
+            counters.readings[stream] -= n
+            counters.duplicates[stream] += n
 
     def count_rejects(self, reasons: Iterable[str]) -> None:
         """Count rejected inputs by reason."""

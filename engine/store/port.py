@@ -8,7 +8,7 @@ messages may be acknowledged. Times are epoch milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -30,6 +30,13 @@ class StoreError(OutboxError):
     """A storage failure the caller may retry (connection lost, database locked)."""
 
 
+class LeaseError(RuntimeError):
+    """Another engine holds this database's lease (or took it from us); the message names it.
+
+    Two engines on one database would store every reading twice and send every webhook
+    twice: the second one must not start, and one that lost its lease must stop."""
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """What one engine batch commits atomically."""
@@ -41,6 +48,15 @@ class Batch:
     devices: Sequence[DeviceState] = ()  # changed device states: the checkpoint
     loans: Sequence[LoanState] = ()  # changed loan states
     evicted: Sequence[str] = ()  # devices forgotten: their checkpoint rows are deleted
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What `commit_batch` found: readings whose key (device_id, stream, ts_ms) was stored
+    already (a redelivery the engine's in-memory window missed). They were not written
+    again; the engine counts them as duplicates, not as accepted readings."""
+
+    duplicates: Mapping[str, int] = field(default_factory=dict)  # by stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +107,19 @@ class Store(Protocol):
 
     def enforce_retention(self, now_ms: int) -> int:
         """Drop telemetry older than the store's retention; returns partitions or rows
-        dropped. The engine calls it now and then; a no-op where nothing is set."""
+        dropped. The engine calls it now and then, off its commit path; a no-op where
+        nothing is set. StoreError when a lock was not free in time: retry later."""
+
+    def acquire_lease(self) -> None:
+        """Take this database's engine lease for the life of the store (`close()`, or the
+        death of the process, releases it); LeaseError naming the holder if another engine
+        has it. Idempotent. Only the engine takes it: readers and tools need none."""
+
+    def maintain(self, now_ms: int) -> None:
+        """Housekeeping off the commit path, called every minute or so: on PostgreSQL the
+        telemetry partitions of the coming days are made ready. Checks the lease, if this
+        store holds one: LeaseError if it was lost to another engine. StoreError when a
+        lock was not free in time (the step is retried at the next call)."""
 
     # fences, loans and webhooks: written by the API, read by the engine
     def put_fences(self, fences: Sequence[Fence]) -> None:
@@ -140,11 +168,13 @@ class Store(Protocol):
         """Delete a webhook and its pending deliveries; False if there was none."""
 
     # the engine
-    def commit_batch(self, batch: Batch) -> None:
+    def commit_batch(self, batch: Batch) -> Committed:
         """Write a batch atomically: telemetry, dead letters, alerts + outbox, checkpoint.
 
-        The checkpoint rows of `batch.evicted` are deleted before `batch.devices` are
-        written (a device forgotten and seen again in one batch keeps its new row).
+        A reading whose (device_id, stream, ts_ms) is stored already is not stored again;
+        the result counts them. The checkpoint rows of `batch.evicted` are deleted before
+        `batch.devices` are written (a device forgotten and seen again in one batch keeps
+        its new row).
         An alert id already stored is skipped, and so are its deliveries (a replay after a
         crash raises the same ids): delivery stays at least once, never twice from here.
         """
@@ -153,9 +183,13 @@ class Store(Protocol):
         """The last committed state of every device and loan."""
 
     # the outbox
-    def due_deliveries(self, hook_id: str, now_ms: int, limit: int) -> list[Delivery]:
+    def due_deliveries(
+        self, hook_id: str, now_ms: int, limit: int, claim_ms: int = 0
+    ) -> list[Delivery]:
         """Pending deliveries to one webhook that are due, oldest first, at most one per
-        `order_key`: the head of each loan's queue (a later one waits for it)."""
+        `order_key`: the head of each loan's queue (a later one waits for it). With
+        `claim_ms`, the deliveries returned are claimed for that long: no other caller gets
+        them until their attempt is recorded or the claim expires."""
 
     def record_attempts(self, attempts: Sequence[Attempt]) -> None:
         """Record the results of delivery attempts, in one transaction. An attempt on a

@@ -1,14 +1,25 @@
 """`Store` on PostgreSQL: psycopg 3, a connection pool, binary COPY for telemetry.
 
 Telemetry layout, chosen when `migrate()` first creates the table:
-- the `timescaledb` extension is available (`pg_available_extensions`) and loads: a
+- the `timescaledb` extension is available, preloaded and loads (postgres_timescale.py): a
   hypertable in one-day chunks on `ts_ms`, compressed after `compress_after_days` (default
   7, segmented by device) and dropped after `retain_days` (default 400; None keeps all);
-- otherwise native declarative RANGE partitioning by UTC day on `ts_ms`. Each batch creates
-  the partitions of the days it touches before its transaction (a partition is created in
-  its own short transaction: `CREATE TABLE ... PARTITION OF` locks the parent, which must
-  not be held for a whole batch); `drop_partitions_before(ts_ms)` or
-  `enforce_retention(now_ms)` is the retention.
+- otherwise native declarative RANGE partitioning by UTC day on `ts_ms`, with a DEFAULT
+  partition for rows of days that have no partition of their own. Partitions are made
+  ahead of time by `maintain(now_ms)` and dropped by `enforce_retention(now_ms)`, never on
+  the commit path, and every DDL gives up when its lock is not free within
+  `ddl_lock_timeout_s` (postgres_partitions.py says why and how).
+
+Telemetry has a unique key (ts_ms, device_id, stream). A batch's readings go in by binary
+COPY inside a savepoint; if the key refuses one (a redelivery), they are staged in a
+temporary table by COPY and inserted with ON CONFLICT DO NOTHING, and the duplicates are
+counted. The staged path costs about half of COPY's rate and runs only for batches that
+hold a duplicate.
+
+Every connection of the pool waits at most `lock_timeout_s` for a lock: a commit blocked
+by a lock fails as a StoreError, which the engine logs and retries, instead of hanging
+silently. `acquire_lease()` takes the engine lease (postgres_lease.py); `due_deliveries`
+claims with FOR UPDATE SKIP LOCKED, so several dispatchers can share the outbox.
 
 Time is epoch milliseconds (`bigint`) everywhere, as in the rest of pledgewatch: no per-row
 datetime conversion on the hot path. Every table lives in one schema (the `schema` argument,
@@ -20,10 +31,9 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from contextlib import contextmanager
 from typing import Literal
 
 import orjson
@@ -33,10 +43,20 @@ from psycopg import errors, sql
 from psycopg.rows import TupleRow
 
 from alerts.model import Alert
-from devices.readings import Reading
 from engine.core.state import DeviceState, LoanState, device_from_json, loan_from_json
-from engine.store.port import Batch, StoreConfigError, StoreError
-from engine.store.postgres_schema import DDL_V1, REJECT_TYPES, TELEMETRY_DDL, TELEMETRY_TYPES
+from engine.store.port import Batch, Committed, StoreConfigError, StoreError
+from engine.store.postgres_lease import PostgresLease
+from engine.store.postgres_partitions import CREATE_DEFAULT, drop_before, prepare
+from engine.store.postgres_schema import (
+    DDL_V1,
+    DEDUPLICATE_TELEMETRY,
+    DELIVERY_CLAIMS,
+    REJECT_TYPES,
+    TELEMETRY_DDL,
+    TELEMETRY_KEY,
+    TELEMETRY_TYPES,
+)
+from engine.store.postgres_timescale import apply_policies, load_timescale, make_hypertable
 from engine.store.rows import (
     DAY_MS,
     REJECT_COLUMNS,
@@ -52,7 +72,6 @@ Cursor = psycopg.Cursor[TupleRow]
 Layout = Literal["hypertable", "partitioned", "plain"]
 
 _SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_PARTITION_RE = re.compile(r"telemetry_p(\d{8})")
 _SEARCH_PATH_RE = re.compile(r"-c\s*search_path\s*=\s*([^\s,]+)")
 
 _INSERT_ALERTS = (
@@ -62,6 +81,17 @@ _INSERT_ALERTS = (
     "%s::text[], %s::text[]) AS u (id, type, ts_ms, detected_ms, device_id, loan_id, "
     "fence_id, body) ON CONFLICT (id) DO NOTHING RETURNING id"
 )
+_STAGE = "pledgewatch_telemetry_stage"
+_CREATE_STAGE = f"CREATE TEMP TABLE {_STAGE} (LIKE telemetry INCLUDING DEFAULTS) ON COMMIT DROP"
+_INSERT_STAGED = sql.SQL(
+    "WITH stored AS (INSERT INTO telemetry ({columns}) SELECT {columns} FROM {stage} "
+    "ON CONFLICT DO NOTHING RETURNING stream) SELECT stream, count(*) FROM stored GROUP BY stream"
+).format(
+    columns=sql.SQL(", ").join(map(sql.Identifier, TELEMETRY_COLUMNS)),
+    stage=sql.Identifier(_STAGE),
+)
+_MIGRATE_LOCK_TIMEOUT_S = 10.0
+_BACKFILL_DAYS = 400  # with no retention: how far back a day still gets a partition
 _UPSERT_STATE = (
     "INSERT INTO {} (id, doc, updated_ms) "
     "SELECT id, doc::json, updated_ms FROM unnest(%s::text[], %s::text[], %s::int8[]) "
@@ -95,18 +125,6 @@ def _dsn_schema(dsn: str) -> str | None:
     return None if m is None else m.group(1).strip('"')
 
 
-def _partition_name(day: int) -> str:
-    return "telemetry_p" + datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y%m%d")
-
-
-def _partition_day(name: str) -> int | None:
-    m = _PARTITION_RE.fullmatch(name)
-    if m is None:
-        return None
-    when = datetime.strptime(m.group(1), "%Y%m%d").replace(tzinfo=UTC)
-    return int(when.timestamp()) // 86_400
-
-
 class PostgresStore(SqlStore[Cursor]):
     """`Store` on PostgreSQL; every table in `schema`."""
 
@@ -116,6 +134,8 @@ class PostgresStore(SqlStore[Cursor]):
     # KEY SHARE: a concurrent delete_webhook waits for this commit, so every delivery
     # written here refers to a hook that exists when the batch commits.
     LOCK_HOOKS = " FOR KEY SHARE"
+    # Two dispatchers claiming at once take different heads (or wait for none).
+    LOCK_CLAIMS = " FOR UPDATE SKIP LOCKED"
 
     def __init__(
         self,
@@ -128,6 +148,10 @@ class PostgresStore(SqlStore[Cursor]):
         timescale: bool | None = None,
         compress_after_days: int = 7,
         retain_days: int | None = 400,
+        lock_timeout_s: float = 30.0,
+        ddl_lock_timeout_s: float = 2.0,
+        partitions_ahead_days: int = 2,
+        lease_wait_s: float = 5.0,
     ) -> None:
         """Open a pool on `dsn` and wait for its first connection (`StoreError` if none).
 
@@ -138,6 +162,12 @@ class PostgresStore(SqlStore[Cursor]):
         it, False never uses it. `compress_after_days` and `retain_days` (None: keep
         forever) are TimescaleDB policies, and `retain_days` is also what
         `enforce_retention` keeps of native partitions.
+
+        `lock_timeout_s`: how long any statement waits for a lock before it fails as a
+        StoreError (a commit is then retried by the engine, which logs why).
+        `ddl_lock_timeout_s`: the same for partition DDL, which then waits for the next
+        `maintain`. `partitions_ahead_days`: how many days ahead partitions are made.
+        `lease_wait_s`: how long `acquire_lease` waits for a killed holder's session to end.
         """
         if schema is None:
             schema = _dsn_schema(dsn) or "public"
@@ -150,8 +180,13 @@ class PostgresStore(SqlStore[Cursor]):
         self._retain_days = retain_days
         self._layout: Layout | None = None
         self._ts_schema: str | None = None
-        self._partitions: set[int] = set()  # days whose telemetry partition exists
-        self._partitions_lock = threading.Lock()
+        self._dsn = dsn
+        self._timeout_s = timeout_s
+        self._lock_timeout_ms = max(1, round(lock_timeout_s * 1000))
+        self._ddl_timeout_s = ddl_lock_timeout_s
+        self._ahead_days = partitions_ahead_days
+        self._lease: PostgresLease | None = None
+        self._lease_wait_s = lease_wait_s
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[TupleRow]] = (
             psycopg_pool.ConnectionPool(
                 dsn,
@@ -178,7 +213,10 @@ class PostgresStore(SqlStore[Cursor]):
             raise StoreError(msg) from exc
 
     def _configure(self, conn: psycopg.Connection[TupleRow]) -> None:
-        conn.execute("SELECT set_config('search_path', %s, false)", [f'"{self.schema}"'])
+        conn.execute(
+            "SELECT set_config('search_path', %s, false), set_config('lock_timeout', %s, false)",
+            [f'"{self.schema}"', f"{self._lock_timeout_ms}ms"],
+        )
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -209,12 +247,31 @@ class PostgresStore(SqlStore[Cursor]):
 
     # schema
 
-    def migrate(self) -> None:
-        """Create or upgrade the schema; idempotent; runs on start."""
+    def migrate(self, *, target: int | None = None) -> None:
+        """Create or upgrade the schema (up to version `target`, default the latest);
+        idempotent; runs on start."""
+        try:
+            self._migrate(target)
+        except errors.LockNotAvailable as exc:
+            msg = (
+                f"migrating schema {self.schema!r}: a table was locked for more than "
+                f"{_MIGRATE_LOCK_TIMEOUT_S:g} s (a long transaction: a report, a pg_dump?); "
+                f"start again once it ends ({exc})"
+            )
+            raise StoreError(msg) from exc
+
+    def _migrate(self, target: int | None) -> None:
         with self._transaction() as cur:
-            # Serialise migrations of this schema across processes; then nothing races.
+            # Serialise migrations of this schema across processes (waiting for another
+            # one as long as it takes); then nothing races.
+            cur.execute("SET LOCAL lock_timeout = 0")
             cur.execute(
                 "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"pledgewatch:{self.schema}"]
+            )
+            cur.execute(
+                sql.SQL("SET LOCAL lock_timeout = {}").format(
+                    sql.Literal(f"{_MIGRATE_LOCK_TIMEOUT_S:g}s")
+                )
             )
             cur.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
@@ -226,67 +283,37 @@ class PostgresStore(SqlStore[Cursor]):
             done = {v for (v,) in cur.execute("SELECT version FROM schema_migrations").fetchall()}
             # Versioned steps: append (version, step) to change the schema; never edit one
             # that has been applied.
-            for version, step in ((1, self._migrate_v1),):
-                if version in done:
+            for version, step in ((1, self._migrate_v1), (2, self._migrate_v2)):
+                if version in done or (target is not None and version > target):
                     continue
                 step(cur)
                 cur.execute(self._sql(INSERT_MIGRATION), (version, clock_ms()))
             self._layout = self._detect_layout(cur)
             if self._layout == "hypertable":
-                self._apply_policies(cur)
+                assert self._ts_schema is not None
+                apply_policies(cur, self._ts_schema, self._compress_after_days, self._retain_days)
 
     def _migrate_v1(self, cur: Cursor) -> None:
         for statement in DDL_V1:
             cur.execute(statement)
-        if not self._use_timescale(cur):
+        self._ts_schema = load_timescale(cur, self._timescale)
+        if self._ts_schema is None:
             cur.execute(TELEMETRY_DDL + " PARTITION BY RANGE (ts_ms)")
             return
-        assert self._ts_schema is not None
         cur.execute(TELEMETRY_DDL)
-        ts = sql.Identifier(self._ts_schema)
-        # Integer time needs a "now" in the same unit for the policies.
-        cur.execute(
-            "CREATE FUNCTION pledgewatch_now_ms() RETURNS bigint LANGUAGE sql STABLE "
-            "AS 'SELECT (extract(epoch FROM now()) * 1000)::bigint'"
-        )
-        cur.execute(
-            sql.SQL(
-                "SELECT {}.create_hypertable('telemetry', 'ts_ms', "
-                "chunk_time_interval => %s::bigint, create_default_indexes => false)"
-            ).format(ts),
-            [DAY_MS],
-        )
-        cur.execute(
-            sql.SQL("SELECT {}.set_integer_now_func('telemetry', 'pledgewatch_now_ms')").format(ts)
-        )
+        make_hypertable(cur, self._ts_schema)
 
-    def _use_timescale(self, cur: Cursor) -> bool:
-        """Load TimescaleDB if wanted and possible; remember the schema of its functions."""
-        if self._timescale is False:
-            return False
-        available = cur.execute(
-            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-        ).fetchone()
-        if available is None:
-            if self._timescale:
-                msg = "timescale=True, but the timescaledb extension is not installed on the server"
-                raise StoreConfigError(msg)
-            return False
-        try:
-            with cur.connection.transaction():  # a savepoint: a failure here is not fatal
-                cur.execute("CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public")
-        except psycopg.Error as exc:
-            if self._timescale:
-                msg = f"timescale=True, but CREATE EXTENSION timescaledb failed: {exc}"
-                raise StoreConfigError(msg) from exc
-            log.warning("timescaledb is available but does not load (%s); partitioning by day", exc)
-            return False
-        row = cur.execute(
-            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-            "WHERE e.extname = 'timescaledb'"
-        ).fetchone()
-        self._ts_schema = None if row is None else str(row[0])
-        return row is not None
+    def _migrate_v2(self, cur: Cursor) -> None:
+        """Exact duplicates (a unique key on telemetry), a default partition, claims."""
+        if self._detect_layout(cur) == "partitioned":
+            cur.execute(CREATE_DEFAULT)
+        copy_, delete, insert = DEDUPLICATE_TELEMETRY
+        cur.execute(copy_)
+        removed = cur.execute(delete).rowcount - cur.execute(insert).rowcount
+        if removed:
+            log.warning("schema version 2: deleted %d duplicate telemetry rows", removed)
+        cur.execute(TELEMETRY_KEY)
+        cur.execute(DELIVERY_CLAIMS)
 
     def _detect_layout(self, cur: Cursor) -> Layout:
         row = cur.execute(
@@ -314,43 +341,6 @@ class PostgresStore(SqlStore[Cursor]):
                 return "hypertable"
         return "plain"
 
-    def _apply_policies(self, cur: Cursor) -> None:
-        """Compression and retention as configured now (replacing earlier policies)."""
-        assert self._ts_schema is not None
-        ts = sql.Identifier(self._ts_schema)
-        try:
-            with cur.connection.transaction():
-                cur.execute(
-                    "ALTER TABLE telemetry SET (timescaledb.compress, "
-                    "timescaledb.compress_segmentby = 'device_id', "
-                    "timescaledb.compress_orderby = 'ts_ms')"
-                )
-                cur.execute(
-                    sql.SQL(
-                        "SELECT {}.remove_compression_policy('telemetry', if_exists => true)"
-                    ).format(ts)
-                )
-                cur.execute(
-                    sql.SQL(
-                        "SELECT {}.add_compression_policy('telemetry', "
-                        "compress_after => %s::bigint)"
-                    ).format(ts),
-                    [self._compress_after_days * DAY_MS],
-                )
-        except psycopg.Error as exc:
-            # The Apache-licensed build of TimescaleDB has no compression.
-            log.warning("telemetry compression not enabled: %s", exc)
-        cur.execute(
-            sql.SQL("SELECT {}.remove_retention_policy('telemetry', if_exists => true)").format(ts)
-        )
-        if self._retain_days is not None:
-            cur.execute(
-                sql.SQL(
-                    "SELECT {}.add_retention_policy('telemetry', drop_after => %s::bigint)"
-                ).format(ts),
-                [self._retain_days * DAY_MS],
-            )
-
     def layout(self) -> Layout:
         """How telemetry is stored: a TimescaleDB hypertable, day partitions, or a plain table."""
         if self._layout is None:
@@ -358,31 +348,9 @@ class PostgresStore(SqlStore[Cursor]):
                 self._layout = self._detect_layout(cur)
         return self._layout
 
-    def _ensure_partitions(self, readings: Sequence[Reading]) -> None:
-        """Create the day partitions these readings need, each in its own transaction."""
-        days = {r.ts_ms // DAY_MS for r in readings}
-        with self._partitions_lock:
-            missing = sorted(days - self._partitions)
-        if not missing:
-            return
-        with self._errors(), self._pool.connection() as conn:
-            for day in missing:
-                create = sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} PARTITION OF telemetry "
-                    "FOR VALUES FROM ({}) TO ({})"
-                ).format(
-                    sql.Identifier(_partition_name(day)),
-                    sql.Literal(day * DAY_MS),
-                    sql.Literal((day + 1) * DAY_MS),
-                )
-                # Another process may create it between IF NOT EXISTS and the creation.
-                with suppress(errors.DuplicateTable, errors.UniqueViolation):
-                    conn.execute(create)
-                with self._partitions_lock:
-                    self._partitions.add(day)
-
     def partitions(self) -> list[str]:
-        """Names of the telemetry partitions (or TimescaleDB chunks), oldest first."""
+        """Names of the telemetry day partitions (or TimescaleDB chunks), oldest first; the
+        default partition is not listed."""
         rows = self._query(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "JOIN pg_class p ON p.oid = i.inhparent "
@@ -390,10 +358,12 @@ class PostgresStore(SqlStore[Cursor]):
             "WHERE n.nspname = %s AND p.relname = 'telemetry' ORDER BY c.relname",
             [self.schema],
         )
-        return [str(name) for (name,) in rows]
+        return [str(name) for (name,) in rows if str(name) != "telemetry_default"]
 
     def drop_partitions_before(self, ts_ms: int) -> int:
-        """Drop telemetry wholly older than `ts_ms` (whole days or chunks); how many went."""
+        """Drop telemetry wholly older than `ts_ms`: whole days or chunks, and the default
+        partition's rows; partitions (or chunks) dropped plus rows deleted. StoreError when
+        a lock is not free within `ddl_lock_timeout_s` (retry later)."""
         if self.layout() == "hypertable":
             assert self._ts_schema is not None
             rows = self._query(
@@ -402,17 +372,10 @@ class PostgresStore(SqlStore[Cursor]):
                 )
             )
             return len(rows)
-        dropped = 0
-        for name in self.partitions():
-            day = _partition_day(name)
-            if day is None or (day + 1) * DAY_MS > ts_ms:
-                continue
-            with self._transaction() as cur:
-                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
-            with self._partitions_lock:
-                self._partitions.discard(day)
-            dropped += 1
-        return dropped
+        if self.layout() != "partitioned":
+            return 0
+        with self._errors(), self._pool.connection() as conn:
+            return drop_before(conn, ts_ms, self._ddl_timeout_s)
 
     def enforce_retention(self, now_ms: int) -> int:
         """Drop native partitions older than `retain_days`; TimescaleDB does this itself."""
@@ -420,41 +383,82 @@ class PostgresStore(SqlStore[Cursor]):
             return 0
         return self.drop_partitions_before(now_ms - self._retain_days * DAY_MS)
 
+    def maintain(self, now_ms: int) -> None:
+        """Check the lease; make the telemetry partitions of the coming days (and of days
+        whose rows wait in the default partition) ready. StoreError if a lock was not free
+        in time: the next call goes on."""
+        if self._lease is not None:
+            with self._errors():
+                self._lease.check()
+        if self.layout() != "partitioned":
+            return
+        window_days = self._retain_days if self._retain_days is not None else _BACKFILL_DAYS
+        first_day = (now_ms - window_days * DAY_MS) // DAY_MS
+        with self._errors(), self._pool.connection() as conn:
+            made = prepare(conn, now_ms, first_day, self._ahead_days, self._ddl_timeout_s)
+        if made:
+            log.info("made %d telemetry day partitions ahead", made)
+
+    def acquire_lease(self) -> None:
+        """Take the engine lease of this schema (a session advisory lock); LeaseError naming
+        the holder if another engine has it."""
+        if self._lease is None:
+            self._lease = PostgresLease(self._dsn, self.schema, self._timeout_s)
+        with self._errors():
+            self._lease.acquire(self._lease_wait_s)
+
     def close(self) -> None:
-        """Release connections."""
+        """Release connections, and the lease."""
         self._pool.close()
+        if self._lease is not None:
+            self._lease.release()
 
     # the engine
 
-    def commit_batch(self, batch: Batch) -> None:
+    def commit_batch(self, batch: Batch) -> Committed:
         """Write a batch atomically: telemetry, dead letters, alerts + outbox, checkpoint."""
         rows = batch_rows(batch)
-        partitioned = bool(rows.readings) and self.layout() == "partitioned"
-        if partitioned:
-            self._ensure_partitions(batch.readings)
+        duplicates: dict[str, int] = {}
+        with self._transaction() as cur:
+            if rows.readings:
+                duplicates = self._write_telemetry(cur, rows.readings)
+            if rows.rejects:
+                self._copy(cur, "dead_letters", REJECT_COLUMNS, REJECT_TYPES, rows.rejects)
+            self._write_alerts(cur, rows.alerts, batch.now_ms)
+            self._forget_devices(cur, rows.evicted)
+            for table, states in (("device_state", rows.devices), ("loan_state", rows.loans)):
+                if states:
+                    cur.execute(
+                        sql.SQL(_UPSERT_STATE).format(sql.Identifier(table)), _columns(states, 3)
+                    )
+        return Committed(duplicates)
+
+    def _write_telemetry(self, cur: Cursor, rows: Sequence[Sequence[object]]) -> dict[str, int]:
+        """Store the readings not stored yet; the others counted by stream.
+
+        Binary COPY first, in a savepoint: duplicates are rare (a redelivery after a crash),
+        so the common batch pays one savepoint. If the unique key refuses the COPY, the rows
+        are staged in a temporary table and inserted with ON CONFLICT DO NOTHING."""
         try:
-            with self._transaction() as cur:
-                if rows.readings:
-                    self._copy(cur, "telemetry", TELEMETRY_COLUMNS, TELEMETRY_TYPES, rows.readings)
-                if rows.rejects:
-                    self._copy(cur, "dead_letters", REJECT_COLUMNS, REJECT_TYPES, rows.rejects)
-                self._write_alerts(cur, rows.alerts, batch.now_ms)
-                self._forget_devices(cur, rows.evicted)
-                for table, states in (("device_state", rows.devices), ("loan_state", rows.loans)):
-                    if states:
-                        cur.execute(
-                            sql.SQL(_UPSERT_STATE).format(sql.Identifier(table)),
-                            _columns(states, 3),
-                        )
-        except errors.CheckViolation as exc:
-            if not partitioned:
-                raise
-            # "no partition of relation telemetry found for row": someone else dropped a
-            # partition we had cached. Forget the cache; the retry recreates it.
-            with self._partitions_lock:
-                self._partitions.clear()
-            msg = f"PostgreSQL: telemetry partition missing ({exc}); retry the batch"
-            raise StoreError(msg) from exc
+            with cur.connection.transaction():
+                self._copy(cur, "telemetry", TELEMETRY_COLUMNS, TELEMETRY_TYPES, rows)
+        except errors.UniqueViolation:
+            pass
+        else:
+            return {}
+        cur.execute(_CREATE_STAGE)
+        self._copy(cur, _STAGE, TELEMETRY_COLUMNS, TELEMETRY_TYPES, rows)
+        stored = {str(stream): int(n) for stream, n in cur.execute(_INSERT_STAGED).fetchall()}
+        staged = Counter(str(row[1]) for row in rows)
+        return {k: n - stored.get(k, 0) for k, n in staged.items() if n > stored.get(k, 0)}
+
+    def outbox_pending(self) -> int:
+        """How many deliveries are pending; StoreError rather than a wait over 2 s (health
+        and metrics ask this, and must answer while the database is stuck)."""
+        with self._transaction() as cur:
+            cur.execute("SET LOCAL statement_timeout = '2s'")
+            row = cur.execute("SELECT count(*) FROM deliveries WHERE state = 'pending'").fetchone()
+        return 0 if row is None else int(row[0])
 
     @staticmethod
     def _copy(

@@ -68,6 +68,14 @@ UPSERT_LOAN = (
 )
 SELECT_WEBHOOKS = "SELECT id, url, secret, types{text} FROM webhooks"
 DELETE_DEVICE_STATE = "DELETE FROM device_state WHERE id = ?"
+# The due heads of one webhook's queues (one per order_key: its oldest pending delivery),
+# unless another dispatcher's claim on them still runs.
+DUE_DELIVERIES = (
+    DELIVERY_SELECT + "WHERE id IN ("  # noqa: S608  # constants
+    "  SELECT min(id) FROM deliveries WHERE hook_id = ? AND state = 'pending'"
+    "  GROUP BY order_key"
+    ") AND state = 'pending' AND next_at_ms <= ? AND claimed_until_ms <= ? ORDER BY id LIMIT ?"
+)
 
 
 @cache
@@ -108,14 +116,16 @@ class SqlStore(ABC, Generic[Tx]):
     """The `Store` methods whose logic and SQL are the same on both backends.
 
     A backend sets `PARAM` (its placeholder), `JSON_TEXT` and `JSON_PARAM` (what `{text}` and
-    `{json}` become) and `LOCK_HOOKS` (after the read of webhooks in a batch), and provides
-    `_query`, `_transaction` and `_insert_alerts`.
+    `{json}` become), `LOCK_HOOKS` (after the read of webhooks in a batch) and `LOCK_CLAIMS`
+    (after the read of the deliveries a dispatcher claims), and provides `_query`,
+    `_transaction` and `_insert_alerts`.
     """
 
     PARAM: ClassVar[str]
     JSON_TEXT: ClassVar[str]
     JSON_PARAM: ClassVar[str]
     LOCK_HOOKS: ClassVar[str]
+    LOCK_CLAIMS: ClassVar[str]
 
     @abstractmethod
     def _query(self, query: str, params: Sequence[object] = ()) -> list[Any]:
@@ -267,21 +277,30 @@ class SqlStore(ABC, Generic[Tx]):
 
     # the outbox
 
-    def due_deliveries(self, hook_id: str, now_ms: int, limit: int) -> list[Delivery]:
-        """Due heads of this webhook's queues (one per order_key), oldest first."""
-        rows = self._query(
-            self._sql(
-                DELIVERY_SELECT + "WHERE id IN ("  # noqa: S608  # constants
-                "  SELECT min(id) FROM deliveries WHERE hook_id = ? AND state = 'pending'"
-                "  GROUP BY order_key"
-                ") AND next_at_ms <= ? ORDER BY id LIMIT ?"
-            ),
-            (hook_id, now_ms, check_limit(limit)),
-        )
+    def due_deliveries(
+        self, hook_id: str, now_ms: int, limit: int, claim_ms: int = 0
+    ) -> list[Delivery]:
+        """Due heads of this webhook's queues (one per order_key), oldest first, unclaimed;
+        claimed until `now_ms + claim_ms` when `claim_ms` is given."""
+        params = (hook_id, now_ms, now_ms, check_limit(limit))
+        rows = self._query(self._sql(DUE_DELIVERIES), params)
+        if not rows or claim_ms <= 0:
+            return [delivery_from_row(r) for r in rows]
+        # Claim in one write transaction: the read again, its rows locked (PostgreSQL skips
+        # those another dispatcher is claiming right now; SQLite has one writer anyway),
+        # then marked. A head that another dispatcher holds keeps its whole queue waiting,
+        # so no two deliveries of one loan are ever in flight at once.
+        with self._transaction() as tx:
+            rows = tx.execute(self._sql(DUE_DELIVERIES + self.LOCK_CLAIMS), params).fetchall()
+            if rows:
+                tx.executemany(
+                    self._sql("UPDATE deliveries SET claimed_until_ms = ? WHERE id = ?"),
+                    [(now_ms + claim_ms, r[0]) for r in rows],
+                )
         return [delivery_from_row(r) for r in rows]
 
     def record_attempts(self, attempts: Sequence[Attempt]) -> None:
-        """Record the results of delivery attempts, in one transaction."""
+        """Record the results of delivery attempts, in one transaction; their claims end."""
         if not attempts:
             return
         rows = [(a.state.value, a.status, a.error, a.next_at_ms, a.delivery_id) for a in attempts]
@@ -289,7 +308,8 @@ class SqlStore(ABC, Generic[Tx]):
             tx.executemany(
                 self._sql(
                     "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_status = ?, "
-                    "last_error = ?, next_at_ms = ? WHERE id = ? AND state = 'pending'"
+                    "last_error = ?, next_at_ms = ?, claimed_until_ms = 0 "
+                    "WHERE id = ? AND state = 'pending'"
                 ),
                 rows,
             )
@@ -313,7 +333,7 @@ class SqlStore(ABC, Generic[Tx]):
         (attempts and age start again); False if it is not dead."""
         changed = self._execute(
             "UPDATE deliveries SET state = 'pending', next_at_ms = ?, "
-            "created_ms = ?, attempts = 0 "
+            "created_ms = ?, attempts = 0, claimed_until_ms = 0 "
             "WHERE id = ? AND state = 'dead'",
             (now_ms, now_ms, delivery_id),
         )

@@ -6,6 +6,8 @@ so another process writing the same file (`pledgewatch fences import`) makes us 
 the busy timeout instead of failing halfway through a transaction. Reads use a connection
 per thread: in WAL mode a reader sees the last commit and never waits for the writer, so
 the API and the dispatcher stay responsive while the engine commits a large batch.
+
+One engine per file: `acquire_lease` takes an `flock` on `<database>.lock` (file_lease.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import orjson
 
 from alerts.model import Alert
 from engine.core.state import DeviceState, LoanState, device_from_json, loan_from_json
-from engine.store.port import Batch, StoreConfigError, StoreError
+from engine.store.file_lease import FileLease, lock_path
+from engine.store.port import Batch, Committed, StoreConfigError, StoreError
 from engine.store.rows import (
     ALERT_COLUMNS,
     DAY_MS,
@@ -49,7 +52,8 @@ _RETRYABLE = frozenset(
 
 _log = logging.getLogger(__name__)
 
-_INSERT_TELEMETRY = insert_sql("telemetry", TELEMETRY_COLUMNS)
+# A reading stored already (same device, stream and ts) is skipped: the unique key decides.
+_INSERT_TELEMETRY = insert_sql("telemetry", TELEMETRY_COLUMNS) + " ON CONFLICT DO NOTHING"
 _IDS_PER_QUERY = 500  # well below SQLite's limit of bound parameters
 _CHECKPOINT_EVERY_S = 1.0
 _WAL_MAX_PAGES = 256_000  # ~1 GiB of 4 KiB pages: then a checkpoint that waits for readers
@@ -149,6 +153,19 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 updated_ms INTEGER NOT NULL)""",
         ),
     ),
+    (
+        2,
+        (
+            # Exact duplicates: one row per (ts_ms, device_id, stream), the first stored kept.
+            # ts_ms leads the key: rows mostly arrive in time order and append to the index,
+            # and retention's range delete uses it.
+            """DELETE FROM telemetry WHERE rowid NOT IN (
+                SELECT min(rowid) FROM telemetry GROUP BY ts_ms, device_id, stream)""",
+            "CREATE UNIQUE INDEX telemetry_key ON telemetry (ts_ms, device_id, stream)",
+            # Claims of `due_deliveries(claim_ms=...)`: until when a dispatcher holds one.
+            "ALTER TABLE deliveries ADD COLUMN claimed_until_ms INTEGER NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 
 
@@ -159,6 +176,7 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
     JSON_TEXT = ""  # JSON columns are TEXT
     JSON_PARAM = ""
     LOCK_HOOKS = ""  # the writer lock and BEGIN IMMEDIATE already exclude other writers
+    LOCK_CLAIMS = ""
 
     def __init__(
         self,
@@ -187,6 +205,7 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._lease = FileLease(lock_path(self.path))
         with self._errors():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
@@ -281,8 +300,9 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
         with self._errors():
             return self._reader().execute(sql, params).fetchall()
 
-    def migrate(self) -> None:
-        """Create or upgrade the schema; idempotent; runs on start."""
+    def migrate(self, *, target: int | None = None) -> None:
+        """Create or upgrade the schema (up to version `target`, default the latest);
+        idempotent; runs on start."""
         with self._transaction() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -290,7 +310,7 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
             )
             done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
             for version, statements in _MIGRATIONS:
-                if version in done:
+                if version in done or (target is not None and version > target):
                     continue
                 for statement in statements:
                     conn.execute(statement)
@@ -306,8 +326,19 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
             )
             return cur.rowcount
 
+    def acquire_lease(self) -> None:
+        """Take the engine lease of this file (an flock on `<database>.lock`); LeaseError
+        naming the holder if another engine has it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lease.acquire(f"SQLite database {self.path}")
+
+    def maintain(self, now_ms: int) -> None:
+        """Check the lease (nothing else to do here: checkpoints have their own thread)."""
+        del now_ms
+        self._lease.check()
+
     def close(self) -> None:
-        """Release connections."""
+        """Release connections, and the lease."""
         self._closing.set()
         self._checkpointer.join()
         with self._readers_lock:
@@ -316,19 +347,29 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
             conn.close()
         with self._lock:
             self._writer.close()
+        self._lease.release()
 
     # the engine
 
-    def commit_batch(self, batch: Batch) -> None:
+    def commit_batch(self, batch: Batch) -> Committed:
         """Write a batch atomically: telemetry, dead letters, alerts + outbox, checkpoint."""
         rows = batch_rows(batch)
+        by_stream: dict[object, list[tuple[object, ...]]] = {}
+        for row in rows.readings:
+            by_stream.setdefault(row[1], []).append(row)
+        duplicates: dict[str, int] = {}
         with self._transaction() as conn:
-            conn.executemany(_INSERT_TELEMETRY, rows.readings)
+            for stream, group in by_stream.items():
+                # One executemany per stream: its rowcount counts the rows inserted.
+                skipped = len(group) - conn.executemany(_INSERT_TELEMETRY, group).rowcount
+                if skipped:
+                    duplicates[str(stream)] = skipped
             conn.executemany(_INSERT_REJECT, rows.rejects)
             self._write_alerts(conn, rows.alerts, batch.now_ms)
             self._forget_devices(conn, rows.evicted)
             conn.executemany(_UPSERT_STATE.format(table="device_state"), rows.devices)
             conn.executemany(_UPSERT_STATE.format(table="loan_state"), rows.loans)
+        return Committed(duplicates)
 
     def _insert_alerts(
         self, tx: sqlite3.Connection, alerts: Sequence[tuple[Alert, bytes]]
