@@ -225,6 +225,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """`pledgewatch run`: the engine, the API and the dispatcher until SIGTERM or SIGINT."""
     from engine.cli.service import Service, ServiceSettings  # noqa: PLC0415  # heavy
+    from engine.runtime.live import EngineSettings  # noqa: PLC0415
+    from engine.store.port import LeaseError, StoreConfigError  # noqa: PLC0415
 
     if not args.api_token and not args.insecure_dev:
         raise CliError(
@@ -245,13 +247,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         mqtt_child=not args.mqtt_thread,
         config=load_config(args.config),
         webhook_addresses=args.webhook_allow or AddressPolicy(),
+        engine=EngineSettings(stall_s=args.ready_stall_s),
         retry=RetryPolicy(
             base_s=args.webhook_retry_base_s,
             max_age_s=args.webhook_max_age_s,
             timeout_s=args.webhook_timeout_s,
         ),
     )
-    service = Service(settings)
+    try:
+        service = Service(settings)
+    except StoreConfigError as exc:
+        raise CliError(str(exc)) from exc
+    except LeaseError as exc:  # not a usage error: another engine runs (exit 1, one line)
+        print(f"pledgewatch: {exc}", file=sys.stderr)
+        return 1
     service.start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -430,6 +439,13 @@ def _service_options(parser: argparse.ArgumentParser) -> None:
         type=webhook_allow,
         help="comma-separated CIDRs webhook URLs may resolve to (default: any address but "
         "loopback, link-local and unspecified)",
+    )
+    _option(
+        parser,
+        "--ready-stall-s",
+        type=float,
+        default=30.0,
+        help="GET /readyz answers 503 once input has waited this long for its commit",
     )
     _flag(parser, "--insecure-dev", "serve the API without a token (local trials only)")
     _flag(
