@@ -169,9 +169,11 @@ def attempt(
     permanent refusal, with the response kept; otherwise a retry after backoff, or dead once
     the delivery is older than the policy's maximum age."""
     ts = int(clock())
-    sent = headers(hook.secret, ts, delivery.body, delivery.alert_id, delivery.alert_type)
     status: int | None = None
     try:
+        # Signing raises ValueError when the store could not open this webhook's secret (a
+        # wrong key): this delivery fails with that reason, the worker goes on.
+        sent = headers(hook.secret, ts, delivery.body, delivery.alert_id, delivery.alert_type)
         status, answer = endpoint.post(delivery.body, sent)
     except AddressRefusedError as exc:
         now_ms = int(clock() * 1000)

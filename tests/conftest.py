@@ -3,6 +3,7 @@ on the shared server or on a private cluster that preloads TimescaleDB (`timesca
 
 from __future__ import annotations
 
+import base64
 import os
 import pwd
 import shlex
@@ -37,6 +38,19 @@ PG15_EXTENSIONS = Path("/usr/share/postgresql/15/extension")
 TIMESCALE_VENDOR = Path(__file__).resolve().parents[2] / "shared" / "vendor" / "timescaledb"
 
 OpenStore = Callable[[], Store]
+
+# One webhook-secret key for the whole run, as an operator would set it: without it a
+# PostgreSQL store would make `pledgewatch-secret.key` in the working directory (the
+# checkout). tests/test_secrets_at_rest.py unsets it where it tests the key file rule.
+TEST_SECRET_KEY = base64.b64encode(bytes(range(32))).decode()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _secret_key() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        if not os.environ.get("PLEDGEWATCH_SECRET_KEY_FILE"):
+            mp.setenv("PLEDGEWATCH_SECRET_KEY", TEST_SECRET_KEY)
+        yield
 
 
 @pytest.fixture

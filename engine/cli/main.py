@@ -240,6 +240,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = ServiceSettings(
         mqtt_url=args.mqtt_url,
         db_url=args.db_url,
+        secret_key_file=args.secret_key_file,
         http_host=address.host,
         http_port=address.port,
         api_token=args.api_token or None,
@@ -402,6 +403,13 @@ def _service_options(parser: argparse.ArgumentParser) -> None:
         "--db-url",
         default="sqlite:///pledgewatch.db",
         help="sqlite:///PATH (default) or postgresql://...",
+    )
+    _option(
+        parser,
+        "--secret-key-file",
+        help="file holding the key (base64 of 32 bytes) that seals webhook secrets at rest "
+        "(default: PLEDGEWATCH_SECRET_KEY, else DB.key beside a SQLite file, or "
+        "pledgewatch-secret.key in the working directory for PostgreSQL, made if missing)",
     )
     _option(
         parser,

@@ -24,8 +24,9 @@ from devices.mqtt_source import MqttSource
 from engine.core.config import Config
 from engine.runtime.gc_policy import tune_gc
 from engine.runtime.live import Engine, EngineSettings
-from engine.store.factory import open_store, redact_url, sqlite_path
+from engine.store.factory import open_store, redact_url, secret_box_for, sqlite_path
 from engine.store.port import Store, StoreConfigError
+from engine.store.secret_box import unreadable_reason
 
 _log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class ServiceSettings:
 
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     db_url: str = "sqlite:///pledgewatch.db"
+    secret_key_file: str | None = None  # None: secret_box_for's rule (environment, key file)
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     api_token: str | None = None  # None only with insecure_dev
@@ -77,12 +79,17 @@ class Service:
 
     def __init__(self, settings: ServiceSettings, store: Store | None = None) -> None:
         self.settings = settings
-        self.store = store or open_store(settings.db_url)
+        self.store = store or open_store(
+            settings.db_url, secrets=secret_box_for(settings.db_url, settings.secret_key_file)
+        )
         try:
             # One engine per database (LeaseError names the other), and no migration
             # under a running engine's feet.
             self.store.acquire_lease()
             self.store.migrate()
+            for hook in self.store.list_webhooks():  # said once here; each delivery too
+                if (why := unreadable_reason(hook.secret)) is not None:
+                    _log.error("%s", why)
         except BaseException:
             if store is None:
                 self.store.close()

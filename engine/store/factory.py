@@ -4,6 +4,8 @@
 three slashes, then the path) open the embedded default; `postgresql://…` (or
 `postgres://…`) opens PostgreSQL. The backends are imported on demand: the SQLite default
 never loads psycopg.
+
+Webhook secrets are sealed with the key of `secret_box_for` (secret_box.py).
 """
 
 from __future__ import annotations
@@ -12,27 +14,50 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from engine.store.port import Store, StoreConfigError
+from engine.store.secret_box import SecretBox, key_path, load_secret_box
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, secrets: SecretBox | None = None) -> Store:
     """Open the store a `--db-url` names: `sqlite:///path` or `postgresql://…`.
 
-    The schema is not touched: call `migrate()` before use.
+    `secrets` seals webhook secrets (default: `secret_box_for(url)`, loaded now, so a bad
+    key is an error here). The schema is not touched: call `migrate()` before use.
     """
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    scheme = _scheme(url)
     if scheme == "sqlite":
         from engine.store.sqlite_store import SqliteStore  # noqa: PLC0415  # keep psycopg unloaded
 
-        return SqliteStore(sqlite_path(url))
+        return SqliteStore(sqlite_path(url), secrets=secrets or secret_box_for(url))
     if scheme in {"postgresql", "postgres"}:
         from engine.store.postgres_store import PostgresStore  # noqa: PLC0415  # load psycopg on demand
 
-        return PostgresStore(url)
+        return PostgresStore(url, secrets=secrets or secret_box_for(url))
+    raise _unsupported(url)
+
+
+def secret_box_for(url: str, key_file: str | None = None) -> SecretBox:
+    """The box of the database `url`: `key_file` (else `PLEDGEWATCH_SECRET_KEY_FILE`), else
+    `PLEDGEWATCH_SECRET_KEY`, else the default key file (`<database>.key` for SQLite,
+    `pledgewatch-secret.key` in the working directory for PostgreSQL), made if missing.
+    `SecretKeyError` (a `StoreConfigError`) says what is wrong with a given key."""
+    scheme = _scheme(url)
+    if scheme == "sqlite":
+        return load_secret_box(key_path(sqlite_path(url)), key_file)
+    if scheme in {"postgresql", "postgres"}:
+        return load_secret_box(None, key_file)
+    raise _unsupported(url)
+
+
+def _scheme(url: str) -> str:
+    return url.split(":", 1)[0].lower() if ":" in url else ""
+
+
+def _unsupported(url: str) -> StoreConfigError:
     msg = (
         f"unsupported database URL {redact_url(url)!r}: use sqlite:///relative/path.db, "
         "sqlite:////absolute/path.db or postgresql://user@host:port/dbname"
     )
-    raise StoreConfigError(msg)
+    return StoreConfigError(msg)
 
 
 def sqlite_path(url: str) -> Path:

@@ -2,7 +2,8 @@
 
 `PostgresStore.migrate()` applies each version once per schema. Version 1 creates the
 tables, choosing the telemetry layout (hypertable, daily partitions or a plain table) when
-it creates that table; version 2 makes duplicates exact and deliveries claimable (below).
+it creates that table; version 2 makes duplicates exact and deliveries claimable (below);
+version 3 seals webhook secrets stored in plaintext (secret_box.py).
 """
 
 from engine.store.rows import TELEMETRY_COLUMNS

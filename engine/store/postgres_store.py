@@ -64,6 +64,7 @@ from engine.store.rows import (
     alert_row,
     batch_rows,
 )
+from engine.store.secret_box import SecretBox, load_secret_box
 from engine.store.sql_base import INSERT_MIGRATION, SqlStore, clock_ms
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ class PostgresStore(SqlStore[Cursor]):
         ddl_lock_timeout_s: float = 2.0,
         partitions_ahead_days: int = 2,
         lease_wait_s: float = 5.0,
+        secrets: SecretBox | None = None,
     ) -> None:
         """Open a pool on `dsn` and wait for its first connection (`StoreError` if none).
 
@@ -168,6 +170,8 @@ class PostgresStore(SqlStore[Cursor]):
         `ddl_lock_timeout_s`: the same for partition DDL, which then waits for the next
         `maintain`. `partitions_ahead_days`: how many days ahead partitions are made.
         `lease_wait_s`: how long `acquire_lease` waits for a killed holder's session to end.
+        `secrets` seals webhook secrets; None: the key of `load_secret_box` (its environment
+        variables, else `pledgewatch-secret.key` in the working directory), on first use.
         """
         if schema is None:
             schema = _dsn_schema(dsn) or "public"
@@ -187,6 +191,7 @@ class PostgresStore(SqlStore[Cursor]):
         self._ahead_days = partitions_ahead_days
         self._lease: PostgresLease | None = None
         self._lease_wait_s = lease_wait_s
+        self._box = secrets
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[TupleRow]] = (
             psycopg_pool.ConnectionPool(
                 dsn,
@@ -283,7 +288,8 @@ class PostgresStore(SqlStore[Cursor]):
             done = {v for (v,) in cur.execute("SELECT version FROM schema_migrations").fetchall()}
             # Versioned steps: append (version, step) to change the schema; never edit one
             # that has been applied.
-            for version, step in ((1, self._migrate_v1), (2, self._migrate_v2)):
+            steps = ((1, self._migrate_v1), (2, self._migrate_v2), (3, self._migrate_v3))
+            for version, step in steps:
                 if version in done or (target is not None and version > target):
                     continue
                 step(cur)
@@ -314,6 +320,13 @@ class PostgresStore(SqlStore[Cursor]):
             log.warning("schema version 2: deleted %d duplicate telemetry rows", removed)
         cur.execute(TELEMETRY_KEY)
         cur.execute(DELIVERY_CLAIMS)
+
+    def _migrate_v3(self, cur: Cursor) -> None:
+        """Webhook secrets sealed at rest."""
+        self._seal_plaintext_secrets(cur)
+
+    def _default_secrets(self) -> SecretBox:
+        return load_secret_box(None)
 
     def _detect_layout(self, cur: Cursor) -> Layout:
         row = cur.execute(

@@ -21,6 +21,7 @@ from alerts.outbox import Delivery, DeliveryState, Webhook, order_key
 from devices.readings import GpsFix, Reading, Reject, RejectReason, StatusReport, Vibration
 from engine.core.state import DeviceState, LoanState, device_to_json, loan_to_json
 from engine.store.port import AlertQuery, Batch, Page, StoredAlert, StoredReject
+from engine.store.secret_box import SecretBox, SecretBoxError, UnreadableSecret
 from geofence.fence import Fence, fence_to_feature, parse_fence
 from lending.model import Loan, parse_loan
 from lending.model import loan_to_json as loan_doc
@@ -282,10 +283,10 @@ def loan_row(loan: Loan, now_ms: int) -> tuple[str, str, str, str, int]:
     return (loan.loan_id, loan.vin, loan.status.value, doc, now_ms)
 
 
-def webhook_row(hook: Webhook) -> tuple[str, str, str, str | None]:
-    """(id, url, secret, types as a JSON array or None for all)."""
+def webhook_row(hook: Webhook, box: SecretBox) -> tuple[str, str, str, str | None]:
+    """(id, url, secret sealed by `box`, types as a JSON array or None for all)."""
     types = None if hook.types is None else orjson.dumps(sorted(hook.types)).decode()
-    return (hook.hook_id, hook.url, hook.secret, types)
+    return (hook.hook_id, hook.url, box.seal(hook.secret, hook.hook_id), types)
 
 
 # rows out
@@ -305,9 +306,17 @@ def loan_from_row(loan_id: str, doc: str | bytes) -> Loan:
     return parse_loan(loan_id, _json(doc))
 
 
-def webhook_from_row(row: Sequence[Any]) -> Webhook:
-    """A webhook from (id, url, secret, types JSON)."""
-    hook_id, url, secret, types = row
+def webhook_from_row(row: Sequence[Any], box: SecretBox) -> Webhook:
+    """A webhook from (id, url, sealed secret, types JSON), its secret opened by `box`.
+
+    A secret this key cannot open becomes an `UnreadableSecret`: the webhook still gets
+    its deliveries written, and each one fails saying why, rather than the whole store or
+    dispatcher failing."""
+    hook_id, url, stored, types = row
+    try:
+        secret: str = box.open(stored, hook_id)
+    except SecretBoxError as exc:
+        secret = UnreadableSecret(str(exc))
     return Webhook(hook_id, url, secret, None if types is None else frozenset(_json(types)))
 
 

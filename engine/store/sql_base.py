@@ -40,6 +40,7 @@ from engine.store.rows import (
     webhook_from_row,
     webhook_row,
 )
+from engine.store.secret_box import SecretBox, is_sealed
 from geofence.fence import Fence
 from lending.model import Loan
 
@@ -117,8 +118,9 @@ class SqlStore(ABC, Generic[Tx]):
 
     A backend sets `PARAM` (its placeholder), `JSON_TEXT` and `JSON_PARAM` (what `{text}` and
     `{json}` become), `LOCK_HOOKS` (after the read of webhooks in a batch) and `LOCK_CLAIMS`
-    (after the read of the deliveries a dispatcher claims), and provides `_query`,
-    `_transaction` and `_insert_alerts`.
+    (after the read of the deliveries a dispatcher claims), sets `_box` (None: the default
+    key, from `_default_secrets` on first use), and provides `_query`, `_transaction` and
+    `_insert_alerts`.
     """
 
     PARAM: ClassVar[str]
@@ -126,6 +128,18 @@ class SqlStore(ABC, Generic[Tx]):
     JSON_PARAM: ClassVar[str]
     LOCK_HOOKS: ClassVar[str]
     LOCK_CLAIMS: ClassVar[str]
+    _box: SecretBox | None
+
+    @abstractmethod
+    def _default_secrets(self) -> SecretBox:
+        """The box of the default key rule (secret_box.py), when none was given."""
+
+    @property
+    def secrets(self) -> SecretBox:
+        """The box webhook secrets are sealed with; the default key is loaded on first use."""
+        if self._box is None:
+            self._box = self._default_secrets()
+        return self._box
 
     @abstractmethod
     def _query(self, query: str, params: Sequence[object] = ()) -> list[Any]:
@@ -156,10 +170,23 @@ class SqlStore(ABC, Generic[Tx]):
             return
         # Read inside the write transaction: the hooks registered when this batch commits.
         hooks = tx.execute(self._sql(SELECT_WEBHOOKS + " ORDER BY id" + self.LOCK_HOOKS), ())
-        deliveries = delivery_rows(new, [webhook_from_row(r) for r in hooks.fetchall()], now_ms)
+        stored = [webhook_from_row(r, self.secrets) for r in hooks.fetchall()]
+        deliveries = delivery_rows(new, stored, now_ms)
         if deliveries:
             # executemany keeps the row order, so ids follow the order alerts were raised.
             tx.executemany(self._sql(INSERT_DELIVERY), deliveries)
+
+    def _seal_plaintext_secrets(self, tx: Tx) -> int:
+        """Schema version 3: seal every webhook secret stored in plaintext; how many."""
+        rows = tx.execute("SELECT id, secret FROM webhooks", ()).fetchall()
+        legacy = [(hook_id, secret) for hook_id, secret in rows if not is_sealed(secret)]
+        if legacy:
+            box = self.secrets
+            tx.executemany(
+                self._sql("UPDATE webhooks SET secret = ? WHERE id = ?"),
+                [(box.seal(secret, hook_id), hook_id) for hook_id, secret in legacy],
+            )
+        return len(legacy)
 
     def _forget_devices(self, tx: Tx, evicted: Sequence[tuple[str]]) -> None:
         """Delete the checkpoint rows of forgotten devices (before the batch's upserts)."""
@@ -258,18 +285,18 @@ class SqlStore(ABC, Generic[Tx]):
             "INSERT INTO webhooks (id, url, secret, types) VALUES (?, ?, ?, ?{json}) "
             "ON CONFLICT (id) DO UPDATE SET url = excluded.url, secret = excluded.secret, "
             "types = excluded.types",
-            webhook_row(hook),
+            webhook_row(hook, self.secrets),
         )
 
     def get_webhook(self, hook_id: str) -> Webhook | None:
         """One webhook, or None."""
         rows = self._query(self._sql(SELECT_WEBHOOKS + " WHERE id = ?"), (hook_id,))
-        return webhook_from_row(rows[0]) if rows else None
+        return webhook_from_row(rows[0], self.secrets) if rows else None
 
     def list_webhooks(self) -> list[Webhook]:
         """Every webhook."""
         rows = self._query(self._sql(SELECT_WEBHOOKS + " ORDER BY id"))
-        return [webhook_from_row(r) for r in rows]
+        return [webhook_from_row(r, self.secrets) for r in rows]
 
     def delete_webhook(self, hook_id: str) -> bool:
         """Delete a webhook and its deliveries (pending ones included); False if none."""

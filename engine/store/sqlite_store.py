@@ -8,6 +8,9 @@ per thread: in WAL mode a reader sees the last commit and never waits for the wr
 the API and the dispatcher stay responsive while the engine commits a large batch.
 
 One engine per file: `acquire_lease` takes an `flock` on `<database>.lock` (file_lease.py).
+The database, its lock file and its secret key file (`<database>.key`, secret_box.py) are
+created readable by their owner only; SQLite gives the -wal and -shm files the database's
+mode.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from engine.store.rows import (
     alert_row,
     batch_rows,
 )
+from engine.store.secret_box import SecretBox, key_path, load_secret_box
 from engine.store.sql_base import INSERT_MIGRATION, SqlStore, clock_ms, insert_sql
 
 # Failures of the environment, not of our SQL: the caller may retry the whole operation.
@@ -166,7 +170,16 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "ALTER TABLE deliveries ADD COLUMN claimed_until_ms INTEGER NOT NULL DEFAULT 0",
         ),
     ),
+    # Webhook secrets sealed at rest (SqlStore._seal_plaintext_secrets runs with it).
+    (3, ()),
 )
+_SEAL_SECRETS_VERSION = 3
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file, readable by its owner only, unless it exists (an existing
+    file keeps the mode its owner gave it)."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
 
 class SqliteStore(SqlStore[sqlite3.Connection]):
@@ -185,8 +198,12 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
         synchronous: str = "NORMAL",
         busy_timeout_s: float = 5.0,
         retain_days: int | None = None,
+        secrets: SecretBox | None = None,
     ) -> None:
         """Open (or create) the database file; `migrate()` creates the tables.
+
+        `secrets` seals webhook secrets; None: the key of `load_secret_box` (its
+        environment variables, else `<database>.key`, made on first use if missing).
 
         `synchronous=NORMAL` is safe with WAL: a commit survives a crash or `kill -9` of this
         process (DESIGN §6), and the file never corrupts; only an OS crash or power loss can
@@ -206,8 +223,10 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._lease = FileLease(lock_path(self.path))
+        self._box = secrets
         with self._errors():
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(self.path)
             self._writer = self._connect()
             mode = self._writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
@@ -245,6 +264,9 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
                         conn.execute("PRAGMA wal_checkpoint(RESTART)")
                 except sqlite3.Error as exc:
                     _log.warning("SQLite checkpoint failed (retrying): %s", exc)
+
+    def _default_secrets(self) -> SecretBox:
+        return load_secret_box(key_path(self.path))
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves. check_same_thread=False:
@@ -314,6 +336,8 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
                     continue
                 for statement in statements:
                     conn.execute(statement)
+                if version == _SEAL_SECRETS_VERSION:
+                    self._seal_plaintext_secrets(conn)
                 conn.execute(INSERT_MIGRATION, (version, clock_ms()))
 
     def enforce_retention(self, now_ms: int) -> int:

@@ -7,18 +7,21 @@ may meet a closed port. `start` blocks until then, or raises EngineStartError wi
 of the engine's log when the child exits or the time runs out. Its counterpart at the end
 of a load, `wait_handled`: every input handled, and the batch that finished them committed.
 
-One environment policy (`engine_env`): the caller's environment without any `PLEDGEWATCH_*`
-variable (the launcher's flags say everything, a developer's shell settings must not leak
-into the engine under test), the API token in `PLEDGEWATCH_API_TOKEN` (not on the command
-line, where `ps` shows it), webhooks allowed to loopback addresses in
-`PLEDGEWATCH_WEBHOOK_ALLOW` (the harness's receivers listen on 127.0.0.1, which the
-engine's default policy refuses), unbuffered output (the log tail of a crash is complete),
-then what the caller adds. Everything else is a flag: `args` for `--mqtt-thread` or webhook
+One environment policy (`engine_env`): the caller's environment without any
+`PLEDGEWATCH_*` variable (the launcher's flags say everything, a developer's shell
+settings must not leak into the engine under test), the API token in
+`PLEDGEWATCH_API_TOKEN` (not on the command line, where `ps` shows it), webhooks allowed
+to loopback addresses in `PLEDGEWATCH_WEBHOOK_ALLOW` (the harness's receivers listen on
+127.0.0.1, which the engine's default policy refuses), a fixed webhook-secret key in
+`PLEDGEWATCH_SECRET_KEY`, unbuffered output (the log tail of a crash is complete), then
+what the caller adds. Everything else is a flag: `args` for `--mqtt-thread` or webhook
 timings, `config` for a rules file.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import shlex
 import signal
@@ -50,6 +53,10 @@ def engine_command() -> list[str]:
 
 
 LOCAL_RECEIVERS = "127.0.0.0/8"  # `--webhook-allow` for the harness's own receivers
+HARNESS_SECRET_KEY = base64.b64encode(hashlib.sha256(b"pledgewatch harness").digest()).decode()
+"""The webhook-secret key of every engine the harness starts: one key, so an engine
+restarted on the same database (or a second one refused its lease) opens the same secrets,
+and no key file is left in the working directory. Never a production key."""
 
 
 def engine_env(token: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -57,6 +64,7 @@ def engine_env(token: str, extra: Mapping[str, str] | None = None) -> dict[str, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLEDGEWATCH_")}
     env["PLEDGEWATCH_API_TOKEN"] = token
     env["PLEDGEWATCH_WEBHOOK_ALLOW"] = LOCAL_RECEIVERS
+    env["PLEDGEWATCH_SECRET_KEY"] = HARNESS_SECRET_KEY
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
