@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from benchmarks import bench_engine, bench_fences, bench_replay
+from benchmarks import bench_engine, bench_fences, bench_replay, soak
 from benchmarks.engine_runs import counter_delta, engine_check
 from benchmarks.replay_workload import random_vins
 from simulator.harness.prometheus import Metrics
@@ -134,3 +134,32 @@ def test_bench_engine_quick(tmp_path: Path, capsys) -> None:
     assert doc["engine_totals"]["telemetry_rows"] == doc["engine_totals"]["readings"]
     assert set(doc["profile"]) == {"single", "single_paced", "arrays"}
     assert "pledgewatch run" in capsys.readouterr().out
+
+
+@pytest.mark.mqtt
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_soak_quick(tmp_path: Path, capsys) -> None:
+    import psycopg
+
+    status = soak.main(["--quick", "--out-dir", str(tmp_path)])
+    doc = _load(tmp_path / "soak.json")
+    assert doc["checks_passed"] is True, doc["checks"]
+    assert status == 0
+    counts = doc["counts"]
+    assert counts["telemetry_rows"] == counts["expected_readings"] > 1000
+    assert counts["alerts_received"] == counts["alerts_stored"] > 0
+    assert counts["dead_deliveries"] == counts["pending_deliveries"] == 0
+    exercised = doc["exercised"]
+    assert exercised["edits"] > 0
+    assert exercised["backends_killed"] > 0
+    assert exercised["answered_503"] + exercised["stalled"] > 0
+    assert len(doc["samples"]) > 10
+    charts = {p.name for p in (tmp_path / "soak").iterdir()}
+    assert charts == {"memory.png", "latency.png", "backlog.png", "rate.png"}
+    with psycopg.connect(soak.DEFAULT_PG_DSN) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = %s", [doc["database"]["schema"]]
+        ).fetchone()
+    assert left == (0,)  # the soak's schema is dropped
+    assert "NOTHING LOST" in capsys.readouterr().out
