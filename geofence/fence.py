@@ -108,7 +108,8 @@ class Fence:
 def parse_fence(fence_id: str, feature: object) -> Fence:
     """Validate a GeoJSON Feature into a `Fence`; raise `FenceError` naming the defect."""
     if not isinstance(fence_id, str) or not FENCE_ID_RE.fullmatch(fence_id):
-        defect = f"fence id {fence_id!r} is invalid: it must match {FENCE_ID_PATTERN}"
+        shown = repr(fence_id) if isinstance(fence_id, str) else _short(fence_id)
+        defect = f"fence id {shown} is invalid: it must match {FENCE_ID_PATTERN}"
         raise FenceError(defect, defect=defect, field="fence_id")
     try:
         return _parse(fence_id, feature)
@@ -245,6 +246,13 @@ def _parse(fence_id: str, feature: object) -> Fence:
             shape = geodesic_circle(lat, lon, radius_m, CIRCLE_SEGMENTS)
         except ValueError as exc:
             raise _InvalidError(str(exc), "geometry") from None
+        if not shapely.is_valid(shape) or shapely.area(shape) == 0.0:
+            # A radius of nanometres: its vertices round onto one another.
+            msg = (
+                f"properties.radius_m {radius_m!r} is too small: the circle collapses to a "
+                "point at degree precision; use a radius of at least a centimetre"
+            )
+            raise _InvalidError(msg, "properties.radius_m")
         center = (lat, lon)
         norm_coords = (lon, lat)
     else:
@@ -480,5 +488,9 @@ def _json_type(value: object) -> str:
 
 
 def _short(value: object, limit: int = 60) -> str:
-    text = repr(value)
+    """`repr` of a value for a message, shortened; never raises."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # nested too deeply; an int past the digit limit
+        return f"<{_json_type(value)} that cannot be shown>"
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from dataclasses import dataclass
@@ -72,6 +73,15 @@ def _fail(loan_id: str, field: str, problem: str) -> LoanError:
     return LoanError(f"loan {loan_id!r}: {field}: {problem}", field)
 
 
+def _show(value: object, limit: int = 60) -> str:
+    """`repr` of a value from a document, shortened for a message; never raises."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # nested too deeply; an int past the digit limit
+        return f"<{type(value).__name__} that cannot be shown>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _str_list(
     loan_id: str, doc: dict[str, object], field: str, pattern: re.Pattern[str]
 ) -> tuple[str, ...]:
@@ -81,7 +91,7 @@ def _str_list(
     items: list[str] = [v for v in value if isinstance(v, str)]
     for item in items:
         if not pattern.fullmatch(item):
-            raise _fail(loan_id, field, f"{item!r} is not a valid id ({pattern.pattern})")
+            raise _fail(loan_id, field, f"{_show(item)} is not a valid id ({pattern.pattern})")
     if len(set(items)) != len(items):
         raise _fail(loan_id, field, "lists an id twice")
     return tuple(items)
@@ -92,9 +102,21 @@ def _number(loan_id: str, doc: dict[str, object], key: str, where: str = "") -> 
     value = doc.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise _fail(loan_id, where + key, f"must be a non-negative number, got {value!r}")
-    return float(value)
+    number = _finite(value)
+    if number is None or number < 0.0:
+        raise _fail(loan_id, where + key, f"must be a non-negative number, got {_show(value)}")
+    return number
+
+
+def _finite(value: object) -> float | None:
+    """The value as a finite float if it is a JSON number (not a boolean), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past float range, from a lenient JSON parser
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _vehicle(loan_id: str, doc: object) -> Vehicle | None:
@@ -109,7 +131,9 @@ def _vehicle(loan_id: str, doc: object) -> Vehicle | None:
     if year is not None and (
         isinstance(year, bool) or not isinstance(year, int) or not 1900 <= year <= 2100
     ):
-        raise _fail(loan_id, "vehicle.year", f"must be a year between 1900 and 2100, got {year!r}")
+        raise _fail(
+            loan_id, "vehicle.year", f"must be a year between 1900 and 2100, got {_show(year)}"
+        )
     return Vehicle(
         make=doc.get("make"),
         model=doc.get("model"),
@@ -121,21 +145,24 @@ def _vehicle(loan_id: str, doc: object) -> Vehicle | None:
 
 def parse_loan(loan_id: str, doc: object) -> Loan:
     """Validate a loan document (the body of `PUT /v1/loans/{loan_id}`)."""
-    if not LOAN_ID_RE.fullmatch(loan_id):
-        raise LoanError(f"loan id {loan_id!r} is not valid ({LOAN_ID_RE.pattern})", "loan_id")
+    if not isinstance(loan_id, str) or not LOAN_ID_RE.fullmatch(loan_id):
+        detail = f"loan id {_show(loan_id)} is not valid ({LOAN_ID_RE.pattern})"
+        raise LoanError(detail, "loan_id")
     if not isinstance(doc, dict):
         raise LoanError(f"loan {loan_id!r}: the body must be a JSON object", None)
     vin = doc.get("vin")
     if not isinstance(vin, str) or not VIN_RE.fullmatch(vin.upper()):
         raise _fail(
-            loan_id, "vin", f"{vin!r} is not a 17-character VIN (letters except I, O, Q; digits)"
+            loan_id,
+            "vin",
+            f"{_show(vin)} is not a 17-character VIN (letters except I, O, Q; digits)",
         )
     device_ids = _str_list(loan_id, doc, "device_ids", DEVICE_ID_RE)
     if not device_ids:
         raise _fail(loan_id, "device_ids", "needs at least one tracker")
     status = doc.get("status", LoanStatus.ACTIVE.value)
-    if status not in {s.value for s in LoanStatus}:
-        raise _fail(loan_id, "status", f"must be 'active' or 'closed', got {status!r}")
+    if not isinstance(status, str) or status not in {s.value for s in LoanStatus}:
+        raise _fail(loan_id, "status", f"must be 'active' or 'closed', got {_show(status)}")
     return Loan(
         loan_id=loan_id,
         vin=vin.upper(),

@@ -20,6 +20,7 @@ from typing import Any, Self
 
 import httpx
 import orjson
+import psycopg
 import pytest
 import uvicorn
 
@@ -30,8 +31,10 @@ from devices.mqtt_source import Message
 from engine.api.app import create_app
 from engine.cli.main import main as cli_main
 from engine.runtime.live import Engine, EngineSettings
+from engine.store.postgres_store import PostgresStore
 from engine.store.sqlite_store import SqliteStore
 from simulator.vehicles import make_vin
+from tests.conftest import PG_DSN
 from tests.factories import OTHER_VIN, VIN, offset
 
 TOKEN = "s3cret-api-token"
@@ -194,7 +197,7 @@ def assert_problem(response: httpx.Response, status: int, slug: str, *words: str
 # -- auth and health
 
 
-def test_auth_is_required_everywhere_but_healthz(live: Live) -> None:
+def test_auth_is_required_everywhere_but_healthz_and_readyz(live: Live) -> None:
     with httpx.Client(base_url=live.url, timeout=5) as anon:
         missing = anon.get("/v1/fences")
         assert_problem(missing, 401, "unauthorized", "Authorization")
@@ -208,8 +211,20 @@ def test_auth_is_required_everywhere_but_healthz(live: Live) -> None:
         assert_problem(anon.get("/openapi.json"), 401, "unauthorized")
         assert_problem(anon.get("/no/such/route"), 401, "unauthorized")
         health = anon.get("/healthz")
+        ready = anon.get("/readyz")
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "engine_alive": True, "mqtt_connected": True}
+    body = health.json()
+    assert {k: body.pop(k) for k in ("status", "engine_alive", "mqtt_connected")} == {
+        "status": "ok",
+        "engine_alive": True,
+        "mqtt_connected": True,
+    }
+    assert body.keys() == {"last_commit_age_s", "input_waiting_s", "outbox_pending"}
+    assert body["input_waiting_s"] == 0
+    assert isinstance(body["outbox_pending"], int)
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+    assert ready.json()["stall_s"] == 30
     assert live.http.get("/v1/fences").status_code == 200
 
 
@@ -829,6 +844,7 @@ def test_openapi_lists_every_route(live: Live) -> None:
         ("POST", "/v1/deliveries/{delivery_id}:redeliver"),
         ("GET", "/v1/rejects"),
         ("GET", "/healthz"),
+        ("GET", "/readyz"),
         ("GET", "/metrics"),
     }
     assert routes == expected
@@ -840,6 +856,7 @@ def test_openapi_lists_every_route(live: Live) -> None:
     assert "422" in put_fence["responses"]
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert doc["paths"]["/healthz"]["get"]["security"] == []
+    assert doc["paths"]["/readyz"]["get"]["security"] == []
     alerts = doc["paths"]["/v1/alerts"]["get"]
     assert {p["name"] for p in alerts["parameters"]} == {
         "type",
@@ -872,12 +889,66 @@ def test_dev_mode_dead_engine_and_crash(tmp_path: Path) -> None:
         body = assert_problem(health, 503, "engine-down", "engine")
         assert body["engine_alive"] is False
         assert body["mqtt_connected"] is None
+        assert body["outbox_pending"] is None  # this store cannot say: health still answers
+        assert_problem(anon.get("/readyz"), 503, "engine-down", "engine")
         crash = anon.get("/v1/fences/any")  # no token needed in dev mode
         body = assert_problem(crash, 500, "internal-error")
         assert "secret" not in crash.text
         assert "Traceback" not in crash.text
         assert "securitySchemes" not in anon.get("/openapi.json").json()["components"]
     store.close()
+
+
+# -- readiness: commits that stall on a locked PostgreSQL table
+
+
+@pytest.mark.postgres
+def test_readyz_is_503_while_commits_stall_and_metrics_still_answer(pg_schema: str) -> None:
+    store = PostgresStore(PG_DSN, schema=pg_schema, max_size=4)
+    store.migrate()
+    source = QueueSource()
+    engine = Engine(store, source, settings=EngineSettings(max_wait_s=0.01, stall_s=1.0))
+    engine.start()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    now = int(time.time() * 1000)
+
+    def fix(ts_ms: int) -> dict[str, object]:
+        return {"ts": ts_ms, "lat": LOT[0], "lon": LOT[1]}
+
+    try:
+        app = create_app(engine, store, None, TOKEN)
+        with Server(app) as server, httpx.Client(base_url=server.url, timeout=10) as anon:
+            source.publish("telematics/trk-stall/gps", fix(now - 60_000))
+            assert anon.get("/readyz").status_code == 200
+            # A table every commit writes is locked: the engine's commit waits for it.
+            locker = psycopg.connect(PG_DSN, options=f"-c search_path={pg_schema}")
+            try:
+                locker.execute("LOCK TABLE device_state IN ACCESS EXCLUSIVE MODE")
+                raw = orjson.dumps(fix(now - 50_000))
+                source.queue.put(Message("telematics/trk-stall/gps", raw, 1, 99, now, 1))
+                wait_for(lambda: anon.get("/readyz").status_code == 503, "/readyz 503", 10)
+                body = assert_problem(anon.get("/readyz"), 503, "store-unavailable", "no commit")
+                assert body["input_waiting_s"] >= 1.0
+                assert body["last_commit_age_s"] >= body["input_waiting_s"]
+                assert body["engine_alive"] is True
+                metrics = anon.get("/metrics", headers=auth)
+                assert metrics.status_code == 200
+                assert "pledgewatch_ready 0" in metrics.text
+                assert "pledgewatch_outbox_pending 0" in metrics.text
+                health = anon.get("/healthz")
+                assert health.status_code == 200
+                assert health.json()["last_commit_age_s"] >= 1.0
+            finally:
+                locker.rollback()
+                locker.close()
+            wait_for(lambda: len(source.acked) == 2, "the stalled batch to commit", 10)
+            ready = anon.get("/readyz")
+            assert ready.status_code == 200
+            assert ready.json()["input_waiting_s"] == 0
+            assert "pledgewatch_ready 1" in anon.get("/metrics", headers=auth).text
+    finally:
+        engine.stop()
+        store.close()
 
 
 # -- hostile inputs that once gave 500s
@@ -928,3 +999,48 @@ def test_huge_cursor_values_on_both_kinds_of_list(live: Live) -> None:
         cursor = base64.urlsafe_b64encode(doc).decode().rstrip("=")
         response = live.http.get(path, params={"cursor": cursor})
         assert_problem(response, 400, "invalid-parameter", "cursor")
+
+
+DEEP_ARRAY = "[" * 1000 + "]" * 1000  # orjson reads up to 1024 levels
+DEEP_POINT = (
+    '{"type": "Feature", "geometry": {"type": "Point", "coordinates": DEEP},'
+    ' "properties": {"kind": "zone", "radius_m": 5}}'
+)
+TINY_CIRCLE = (
+    '{"type": "Feature", "geometry": {"type": "Point", "coordinates": [121.5, 31.2]},'
+    ' "properties": {"kind": "zone", "radius_m": 5e-324}}'
+)
+LOAN_WITH = f'{{"vin": "{VIN}", "device_ids": ["a"], KEY}}'
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("PUT", "/v1/fences/f-deep", '{"type": DEEP}', None),
+        ("PUT", "/v1/fences/f-deep", '{"type": "Feature", "id": DEEP, "geometry": null}', "id"),
+        ("PUT", "/v1/fences/f-deep", DEEP_POINT, "geometry"),
+        ("PUT", "/v1/fences/f-tiny", TINY_CIRCLE, "properties.radius_m"),
+        ("POST", "/v1/fences:import", '{"type": "FeatureCollection", "features": [{"id": DEEP}]}',
+         "features[0].id"),
+        ("PUT", "/v1/loans/L-deep", '{"vin": DEEP}', "vin"),
+        ("PUT", "/v1/loans/L-deep", LOAN_WITH.replace("KEY", '"status": []'), "status"),
+        ("PUT", "/v1/loans/L-deep", LOAN_WITH.replace("KEY", '"status": {}'), "status"),
+        ("PUT", "/v1/loans/L-deep", LOAN_WITH.replace("KEY", '"vehicle": {"year": DEEP}'),
+         "vehicle.year"),
+        ("POST", "/v1/loans:import", '[{"loan_id": DEEP}]', "loans[0].loan_id"),
+        ("PUT", "/v1/webhooks/w-deep", '{"url": DEEP, "secret": "s"}', "url"),
+        ("PUT", "/v1/webhooks/w-deep",
+         '{"url": "http://127.0.0.1/x", "secret": "s", "types": [DEEP]}', "types"),
+    ],
+)  # fmt: skip
+def test_deep_or_unhashable_values_are_422_not_500(
+    live: Live, method: str, path: str, body: str, field: str | None
+) -> None:
+    """Found by fuzzing and by probing beside schemathesis: the message's `repr` of a value
+    nested 1000 levels raised RecursionError, `[] in {...}` raised TypeError, and a circle of
+    radius 5e-324 m was accepted with no area."""
+    content = body.replace("DEEP", DEEP_ARRAY).encode()
+    headers = {"Content-Type": "application/json"}
+    response = live.http.request(method, path, content=content, headers=headers)
+    problem = assert_problem(response, 422, "validation-error")
+    assert problem["errors"][0]["field"] == field
