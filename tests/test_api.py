@@ -105,7 +105,8 @@ class Server:
     """A uvicorn server on a free port of 127.0.0.1, in a thread."""
 
     def __init__(self, app: Any) -> None:
-        self.sock = socket.socket()
+        # IPPROTO_TCP explicitly: asyncio then sets TCP_NODELAY (no 40 ms delayed-ACK stalls)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         config = uvicorn.Config(app, log_level="critical", access_log=False, lifespan="off")
