@@ -311,3 +311,38 @@ def test_claimed_deliveries_are_not_handed_out_again(store: Store) -> None:
         "alert-0002"
     ]
     assert [d.alert_id for d in store.due_deliveries("hook-a", T0 + 5000, 10)] == ["alert-0003"]
+
+
+@pytest.mark.postgres
+def test_connections_killed_under_the_pool_cost_one_backoff_not_one_each(pg_schema: str) -> None:
+    """A restart or a failover kills every pooled connection: the next call must not find
+    them one at a time, 1, 2, 4 ... s apart (the soak saw batches stall for seconds)."""
+    app = f"pw-kill-{time.monotonic_ns()}"
+    store = PostgresStore(
+        f"{PG_DSN}?application_name={app}", schema=pg_schema, min_size=6, max_size=6
+    )
+    try:
+        store.migrate()
+        deadline = time.monotonic() + 10
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+
+            def idle() -> int:
+                row = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [app]
+                ).fetchone()
+                return int(row[0]) if row else 0
+
+            while idle() < 6 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert idle() == 6
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                [app],
+            )
+        started = time.monotonic()
+        assert store.outbox_pending() == 0
+        took = time.monotonic() - started
+        assert took < 3.0, f"the first call after the kill took {took:.1f} s"
+    finally:
+        store.close()

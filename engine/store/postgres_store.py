@@ -202,7 +202,7 @@ class PostgresStore(SqlStore[Cursor]):
                 configure=self._configure,
                 # A server restart leaves dead connections in the pool: test each one on
                 # checkout (one round trip) rather than fail the engine's next batch.
-                check=psycopg_pool.ConnectionPool.check_connection,
+                check=self._check_connection,
                 open=False,
                 name=f"pledgewatch-{schema}",
             )
@@ -222,6 +222,17 @@ class PostgresStore(SqlStore[Cursor]):
             "SELECT set_config('search_path', %s, false), set_config('lock_timeout', %s, false)",
             [f'"{self.schema}"', f"{self._lock_timeout_ms}ms"],
         )
+
+    def _check_connection(self, conn: psycopg.Connection[TupleRow]) -> None:
+        """The pool's checkout test. One dead connection means the server dropped them
+        (a restart, a failover, a kill): the pool would find the others one at a time, a
+        1, 2, 4 ... s backoff apart (4 dead took 6.8 s), so test every idle one now and
+        pay that backoff once."""
+        try:
+            psycopg_pool.ConnectionPool.check_connection(conn)
+        except Exception:
+            self._pool.check()
+            raise
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
