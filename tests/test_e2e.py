@@ -219,6 +219,10 @@ def test_broker_restart_mid_stream(
     )
     assert set(receiver.ids()) == want
     assert_all_signed(receiver)
+    metrics = engine.metrics()
+    assert metrics.total("pledgewatch_mqtt_reconnects_total") >= 1  # the restart shows
+    assert metrics.total("pledgewatch_mqtt_connected") == 1
+    assert metrics.total("pledgewatch_mqtt_session_takeovers_total") == 0
     pub.close()
     assert engine.terminate() == 0
 

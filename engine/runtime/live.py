@@ -468,4 +468,33 @@ class Engine:
             *gauge_lines(
                 "pledgewatch_ready", "1 when commits keep up (GET /readyz).", int(ready.ready)
             ),
+            *self._source_lines(),
         ]
+
+    def _source_lines(self) -> list[str]:
+        """The MQTT connection's state; a source without one (a test's queue) shows none."""
+        source = self.source
+        if source is None:
+            return []
+        lines = gauge_lines(
+            "pledgewatch_mqtt_connected",
+            "1 while the MQTT source is connected.",
+            int(source.connected),
+        )
+        # The MQTT sources count these; other sources (a test's queue) have none to show.
+        for attr, name, help_ in (
+            (
+                "reconnects",
+                "pledgewatch_mqtt_reconnects_total",
+                "MQTT reconnects (and restarts of its child).",
+            ),
+            (
+                "takeovers",
+                "pledgewatch_mqtt_session_takeovers_total",
+                "Disconnects because another client took the engine's MQTT session.",
+            ),
+        ):
+            value = getattr(source, attr, None)
+            if isinstance(value, int):
+                lines += [f"# HELP {name} {help_}", f"# TYPE {name} counter", f"{name} {value}"]
+        return lines
