@@ -108,7 +108,7 @@ class Fence:
 def parse_fence(fence_id: str, feature: object) -> Fence:
     """Validate a GeoJSON Feature into a `Fence`; raise `FenceError` naming the defect."""
     if not isinstance(fence_id, str) or not FENCE_ID_RE.fullmatch(fence_id):
-        shown = repr(fence_id) if isinstance(fence_id, str) else _short(fence_id)
+        shown = repr(fence_id) if isinstance(fence_id, str) else short_repr(fence_id)
         defect = f"fence id {shown} is invalid: it must match {FENCE_ID_PATTERN}"
         raise FenceError(defect, defect=defect, field="fence_id")
     try:
@@ -126,7 +126,7 @@ def parse_feature_collection(doc: object) -> list[Fence]:
         msg = f"expected a GeoJSON FeatureCollection object, got {_json_type(doc)}"
         raise FenceError(msg)
     if doc.get("type") != "FeatureCollection":
-        msg = f"expected a GeoJSON FeatureCollection, got type {_short(doc.get('type'))}"
+        msg = f"expected a GeoJSON FeatureCollection, got type {short_repr(doc.get('type'))}"
         raise FenceError(msg)
     features = doc.get("features")
     if not isinstance(features, list):
@@ -138,7 +138,7 @@ def parse_feature_collection(doc: object) -> list[Fence]:
         where = f"features[{index}]"
         raw_id = feature.get("id") if isinstance(feature, dict) else None
         if not isinstance(raw_id, str):
-            defect = f"needs a string 'id', got {_short(raw_id)}"
+            defect = f"needs a string 'id', got {short_repr(raw_id)}"
             msg = f"feature {index}: {defect}"
             raise FenceError(msg, defect=defect, index=index, field=f"{where}.id")
         if raw_id in first_index:
@@ -200,11 +200,11 @@ def _parse(fence_id: str, feature: object) -> Fence:
         msg = f"expected a GeoJSON Feature object, got {_json_type(feature)}"
         raise _InvalidError(msg, None)
     if feature.get("type") != "Feature":
-        msg = f"expected a GeoJSON Feature, got type {_short(feature.get('type'))}"
+        msg = f"expected a GeoJSON Feature, got type {short_repr(feature.get('type'))}"
         raise _InvalidError(msg, None)
     feature_id = feature.get("id")
     if feature_id is not None and feature_id != fence_id:
-        msg = f"the feature's id {_short(feature_id)} differs from the fence id"
+        msg = f"the feature's id {short_repr(feature_id)} differs from the fence id"
         raise _InvalidError(msg, "id")
     props = feature.get("properties")
     if props is None:
@@ -228,7 +228,7 @@ def _parse(fence_id: str, feature: object) -> Fence:
     coordinates = geometry.get("coordinates")
     if gtype not in ("Polygon", "MultiPolygon", "Point"):
         msg = (
-            f"unsupported geometry type {_short(gtype)}: use Polygon, MultiPolygon, "
+            f"unsupported geometry type {short_repr(gtype)}: use Polygon, MultiPolygon, "
             "or Point with properties.radius_m"
         )
         raise _InvalidError(msg, "geometry")
@@ -308,7 +308,7 @@ def _kind(value: object) -> FenceKind:
         raise _InvalidError(msg, "properties.kind")
     if isinstance(value, str) and value in _KINDS:
         return FenceKind(value)
-    msg = f"properties.kind must be 'zone' or 'risk_site', got {_short(value)}"
+    msg = f"properties.kind must be 'zone' or 'risk_site', got {short_repr(value)}"
     raise _InvalidError(msg, "properties.kind")
 
 
@@ -316,7 +316,7 @@ def _name(value: object, fence_id: str) -> str:
     if value is None:
         return fence_id
     if not isinstance(value, str) or not value.strip():
-        msg = f"properties.name must be a non-empty string, got {_short(value)}"
+        msg = f"properties.name must be a non-empty string, got {short_repr(value)}"
         raise _InvalidError(msg, "properties.name")
     return value
 
@@ -327,7 +327,7 @@ def _category(value: object) -> str | None:
     if not isinstance(value, str) or not value.strip():
         msg = (
             "properties.category must be a non-empty string such as 'pawnshop', 'lender', "
-            f"'used_car_market', 'auction', 'impound' or 'border', got {_short(value)}"
+            f"'used_car_market', 'auction', 'impound' or 'border', got {short_repr(value)}"
         )
         raise _InvalidError(msg, "properties.category")
     return value
@@ -337,7 +337,9 @@ def _dwell_s(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        msg = f"properties.dwell_s must be an integer number of seconds >= 0, got {_short(value)}"
+        msg = (
+            f"properties.dwell_s must be an integer number of seconds >= 0, got {short_repr(value)}"
+        )
         raise _InvalidError(msg, "properties.dwell_s")
     return value
 
@@ -348,7 +350,9 @@ def _radius_m(value: object) -> float:
         raise _InvalidError(msg, "properties.radius_m")
     radius = _number(value)
     if radius is None or not 0.0 < radius <= MAX_RADIUS_M:
-        msg = f"properties.radius_m must be a number > 0 and <= 50000 metres, got {_short(value)}"
+        msg = (
+            f"properties.radius_m must be a number > 0 and <= 50000 metres, got {short_repr(value)}"
+        )
         raise _InvalidError(msg, "properties.radius_m")
     return radius
 
@@ -365,11 +369,11 @@ def _number(value: object) -> float | None:
 
 def _position(value: object, where: str) -> tuple[float, float]:
     if not isinstance(value, list | tuple) or len(value) not in (2, 3):
-        msg = f"{where}: a position must be [lon, lat], got {_short(value)}"
+        msg = f"{where}: a position must be [lon, lat], got {short_repr(value)}"
         raise _InvalidError(msg, "geometry")
     lon, lat = _number(value[0]), _number(value[1])
     if lon is None or lat is None or (len(value) == 3 and _number(value[2]) is None):
-        msg = f"coordinate {_short(value)} is not numeric at {where}"
+        msg = f"coordinate {short_repr(value)} is not numeric at {where}"
         raise _InvalidError(msg, "geometry")
     if not (math.isfinite(lon) and math.isfinite(lat)):
         msg = f"coordinate [{lon!r}, {lat!r}] is not finite at {where}"
@@ -487,8 +491,9 @@ def _json_type(value: object) -> str:
     return type(value).__name__
 
 
-def _short(value: object, limit: int = 60) -> str:
-    """`repr` of a value for a message, shortened; never raises."""
+def short_repr(value: object, limit: int = 60) -> str:
+    """`repr` of a value from a document, shortened for a message; never raises (a value
+    nested too deeply or an int past the digit limit is named by its JSON type)."""
     try:
         text = repr(value)
     except (RecursionError, ValueError):  # nested too deeply; an int past the digit limit

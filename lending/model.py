@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from devices.topics import DEVICE_ID_RE
-from geofence.fence import FENCE_ID_RE
+from geofence.fence import FENCE_ID_RE, short_repr
 
 VIN_CHAR = "[A-HJ-NPR-Z0-9]"
 """One character of a VIN: a digit or a capital letter other than I, O and Q."""
@@ -73,15 +73,6 @@ def _fail(loan_id: str, field: str, problem: str) -> LoanError:
     return LoanError(f"loan {loan_id!r}: {field}: {problem}", field)
 
 
-def _show(value: object, limit: int = 60) -> str:
-    """`repr` of a value from a document, shortened for a message; never raises."""
-    try:
-        text = repr(value)
-    except (RecursionError, ValueError):  # nested too deeply; an int past the digit limit
-        return f"<{type(value).__name__} that cannot be shown>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _str_list(
     loan_id: str, doc: dict[str, object], field: str, pattern: re.Pattern[str]
 ) -> tuple[str, ...]:
@@ -91,7 +82,7 @@ def _str_list(
     items: list[str] = [v for v in value if isinstance(v, str)]
     for item in items:
         if not pattern.fullmatch(item):
-            raise _fail(loan_id, field, f"{_show(item)} is not a valid id ({pattern.pattern})")
+            raise _fail(loan_id, field, f"{short_repr(item)} is not a valid id ({pattern.pattern})")
     if len(set(items)) != len(items):
         raise _fail(loan_id, field, "lists an id twice")
     return tuple(items)
@@ -104,7 +95,7 @@ def _number(loan_id: str, doc: dict[str, object], key: str, where: str = "") -> 
         return None
     number = _finite(value)
     if number is None or number < 0.0:
-        raise _fail(loan_id, where + key, f"must be a non-negative number, got {_show(value)}")
+        raise _fail(loan_id, where + key, f"must be a non-negative number, got {short_repr(value)}")
     return number
 
 
@@ -132,7 +123,7 @@ def _vehicle(loan_id: str, doc: object) -> Vehicle | None:
         isinstance(year, bool) or not isinstance(year, int) or not 1900 <= year <= 2100
     ):
         raise _fail(
-            loan_id, "vehicle.year", f"must be a year between 1900 and 2100, got {_show(year)}"
+            loan_id, "vehicle.year", f"must be a year between 1900 and 2100, got {short_repr(year)}"
         )
     return Vehicle(
         make=doc.get("make"),
@@ -146,7 +137,7 @@ def _vehicle(loan_id: str, doc: object) -> Vehicle | None:
 def parse_loan(loan_id: str, doc: object) -> Loan:
     """Validate a loan document (the body of `PUT /v1/loans/{loan_id}`)."""
     if not isinstance(loan_id, str) or not LOAN_ID_RE.fullmatch(loan_id):
-        detail = f"loan id {_show(loan_id)} is not valid ({LOAN_ID_RE.pattern})"
+        detail = f"loan id {short_repr(loan_id)} is not valid ({LOAN_ID_RE.pattern})"
         raise LoanError(detail, "loan_id")
     if not isinstance(doc, dict):
         raise LoanError(f"loan {loan_id!r}: the body must be a JSON object", None)
@@ -155,14 +146,14 @@ def parse_loan(loan_id: str, doc: object) -> Loan:
         raise _fail(
             loan_id,
             "vin",
-            f"{_show(vin)} is not a 17-character VIN (letters except I, O, Q; digits)",
+            f"{short_repr(vin)} is not a 17-character VIN (letters except I, O, Q; digits)",
         )
     device_ids = _str_list(loan_id, doc, "device_ids", DEVICE_ID_RE)
     if not device_ids:
         raise _fail(loan_id, "device_ids", "needs at least one tracker")
     status = doc.get("status", LoanStatus.ACTIVE.value)
     if not isinstance(status, str) or status not in {s.value for s in LoanStatus}:
-        raise _fail(loan_id, "status", f"must be 'active' or 'closed', got {_show(status)}")
+        raise _fail(loan_id, "status", f"must be 'active' or 'closed', got {short_repr(status)}")
     return Loan(
         loan_id=loan_id,
         vin=vin.upper(),

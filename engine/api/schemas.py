@@ -23,7 +23,7 @@ from engine.api.problems import FieldError, JsonResponse, Problem, bad_parameter
 from engine.core.state import DeviceState
 from engine.store.port import Page, StoredAlert
 from engine.store.rows import CursorError
-from geofence.fence import MAX_RADIUS_M, FenceError
+from geofence.fence import MAX_RADIUS_M, FenceError, short_repr
 from lending.model import LoanError
 
 T = TypeVar("T")
@@ -116,7 +116,7 @@ def parse_webhook(hook_id: str, doc: object) -> Webhook:
         raise validation("the body must be a JSON object with url and secret", None)
     url = doc.get("url")
     if not isinstance(url, str):
-        raise validation(f"url: must be an http(s) URL string, got {_shown(url)}", "url")
+        raise validation(f"url: must be an http(s) URL string, got {short_repr(url, 100)}", "url")
     parts = urlsplit(url)
     if (
         parts.scheme not in {"http", "https"}
@@ -140,19 +140,11 @@ def parse_webhook(hook_id: str, doc: object) -> Webhook:
             raise validation(detail, "types")
         unknown = [t for t in types if not isinstance(t, str) or t not in ALERT_TYPES]
         if unknown:
-            detail = f"types: {_shown(unknown)} are not alert types; known: {sorted(ALERT_TYPES)}"
+            shown = short_repr(unknown, 100)
+            detail = f"types: {shown} are not alert types; known: {sorted(ALERT_TYPES)}"
             raise validation(detail, "types")
         wanted = frozenset(str(t) for t in types)
     return Webhook(hook_id=hook_id, url=url, secret=secret, types=wanted)
-
-
-def _shown(value: object, limit: int = 100) -> str:
-    """`repr` of a value from a request, shortened for a message; never raises."""
-    try:
-        text = repr(value)
-    except (RecursionError, ValueError):  # nested too deeply; an int past the digit limit
-        return f"<{type(value).__name__} that cannot be shown>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # -- query parameters
