@@ -20,24 +20,20 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Self
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 
 from alerts.dispatcher import Dispatcher, RetryPolicy
 from engine.api.app import create_app
 from engine.runtime.live import Engine, EngineSettings
 from engine.store.sqlite_store import SqliteStore
-from tests.test_api import LOOPBACK, TOKEN, QueueSource, wait_for
+from tests.test_api import LOOPBACK, TOKEN, QueueSource, Server
 
 REPO = Path(__file__).resolve().parent.parent
 CITY = REPO / "engine" / "examples" / "city"
@@ -46,34 +42,6 @@ SEED_READINGS = 200
 CI_SEED = 9457
 RUN_TIMEOUT_S = 120 + 3 * MAX_EXAMPLES
 SUMMARY_RE = re.compile(r"(\d+) generated, \1 passed")
-
-
-class Server:
-    """A uvicorn server on a free port of 127.0.0.1, in a thread (as in `tests.test_api`).
-
-    Its socket is made with `IPPROTO_TCP`: asyncio sets TCP_NODELAY only on connections of
-    such sockets, and without it every keep-alive response waits ~40 ms for a delayed ACK.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="critical", access_log=False, lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        wait_for(lambda: self.server.started, "uvicorn to start")
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(5)
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
