@@ -3,7 +3,9 @@
 Everything the engine, the dispatcher and the API persist goes through `Store`. The
 engine's `commit_batch` writes telemetry, dead letters, alerts with their outbox rows and
 the state checkpoint in ONE transaction (DESIGN §5, §6): after it returns, the batch's MQTT
-messages may be acknowledged. Times are epoch milliseconds.
+messages may be acknowledged. The consumers the batch fed (the lending ones) keep their own
+durable state, written in that same transaction as `ConsumerRow`s (DESIGN §8). Times are
+epoch milliseconds.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ class LeaseError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
+class ConsumerRow:
+    """One row of a consumer's durable state: `doc` None deletes the row."""
+
+    consumer: str  # which consumer ("loans", "sites", ...)
+    key: str  # the consumer's own key (a loan id, a grid cell)
+    doc: Mapping[str, object] | None
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
     """What one engine batch commits atomically."""
 
@@ -48,6 +59,7 @@ class Batch:
     devices: Sequence[DeviceState] = ()  # changed device states: the checkpoint
     loans: Sequence[LoanState] = ()  # changed loan states
     evicted: Sequence[str] = ()  # devices forgotten: their checkpoint rows are deleted
+    consumer_rows: Sequence[ConsumerRow] = ()  # consumers' durable state: upserts, deletes
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +189,15 @@ class Store(Protocol):
         its new row).
         An alert id already stored is skipped, and so are its deliveries (a replay after a
         crash raises the same ids): delivery stays at least once, never twice from here.
+        `batch.consumer_rows` are upserted (a `doc` of None deletes its row); the last row
+        of a (consumer, key) repeated in the batch wins.
         """
 
     def load_checkpoint(self) -> tuple[list[DeviceState], list[LoanState]]:
         """The last committed state of every device and loan."""
+
+    def load_consumer_rows(self, consumer: str) -> list[tuple[str, dict[str, object]]]:
+        """The last committed state of one consumer: (key, doc) by key."""
 
     # the outbox
     def due_deliveries(

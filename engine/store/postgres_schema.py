@@ -3,7 +3,8 @@
 `PostgresStore.migrate()` applies each version once per schema. Version 1 creates the
 tables, choosing the telemetry layout (hypertable, daily partitions or a plain table) when
 it creates that table; version 2 makes duplicates exact and deliveries claimable (below);
-version 3 seals webhook secrets stored in plaintext (secret_box.py).
+version 3 seals webhook secrets stored in plaintext (secret_box.py); version 4 adds the
+consumers' durable state (`CONSUMER_STATE_DDL`).
 """
 
 from engine.store.rows import TELEMETRY_COLUMNS
@@ -142,3 +143,13 @@ TELEMETRY_KEY = (
 DELIVERY_CLAIMS = (
     "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS claimed_until_ms bigint NOT NULL DEFAULT 0"
 )
+
+# Version 4. Consumers' durable state (DESIGN §8): one JSON document per (consumer, key),
+# written in the transaction of the batch that fed the consumer. Keys in "C" collation, as
+# ids are: `load_consumer_rows` orders them as SQLite does.
+CONSUMER_STATE_DDL = """CREATE TABLE IF NOT EXISTS consumer_state (
+    consumer text COLLATE "C" NOT NULL,
+    key text COLLATE "C" NOT NULL,
+    doc json NOT NULL,
+    updated_ms bigint NOT NULL,
+    PRIMARY KEY (consumer, key))"""

@@ -48,6 +48,7 @@ from engine.store.port import Batch, Committed, StoreConfigError, StoreError
 from engine.store.postgres_lease import PostgresLease
 from engine.store.postgres_partitions import CREATE_DEFAULT, drop_before, prepare
 from engine.store.postgres_schema import (
+    CONSUMER_STATE_DDL,
     DDL_V1,
     DEDUPLICATE_TELEMETRY,
     DELIVERY_CLAIMS,
@@ -98,6 +99,13 @@ _UPSERT_STATE = (
     "SELECT id, doc::json, updated_ms FROM unnest(%s::text[], %s::text[], %s::int8[]) "
     "AS u (id, doc, updated_ms) "
     "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, updated_ms = excluded.updated_ms"
+)
+_UPSERT_CONSUMER_STATE = (
+    "INSERT INTO consumer_state (consumer, key, doc, updated_ms) "
+    "SELECT consumer, key, doc::json, updated_ms "
+    "FROM unnest(%s::text[], %s::text[], %s::text[], %s::int8[]) "
+    "AS u (consumer, key, doc, updated_ms) ON CONFLICT (consumer, key) "
+    "DO UPDATE SET doc = excluded.doc, updated_ms = excluded.updated_ms"
 )
 
 
@@ -299,7 +307,12 @@ class PostgresStore(SqlStore[Cursor]):
             done = {v for (v,) in cur.execute("SELECT version FROM schema_migrations").fetchall()}
             # Versioned steps: append (version, step) to change the schema; never edit one
             # that has been applied.
-            steps = ((1, self._migrate_v1), (2, self._migrate_v2), (3, self._migrate_v3))
+            steps = (
+                (1, self._migrate_v1),
+                (2, self._migrate_v2),
+                (3, self._migrate_v3),
+                (4, self._migrate_v4),
+            )
             for version, step in steps:
                 if version in done or (target is not None and version > target):
                     continue
@@ -335,6 +348,10 @@ class PostgresStore(SqlStore[Cursor]):
     def _migrate_v3(self, cur: Cursor) -> None:
         """Webhook secrets sealed at rest."""
         self._seal_plaintext_secrets(cur)
+
+    def _migrate_v4(self, cur: Cursor) -> None:
+        """Consumers' durable state."""
+        cur.execute(CONSUMER_STATE_DDL)
 
     def _default_secrets(self) -> SecretBox:
         return load_secret_box(None)
@@ -440,7 +457,8 @@ class PostgresStore(SqlStore[Cursor]):
     # the engine
 
     def commit_batch(self, batch: Batch) -> Committed:
-        """Write a batch atomically: telemetry, dead letters, alerts + outbox, checkpoint."""
+        """Write a batch atomically: telemetry, dead letters, alerts + outbox, checkpoint,
+        consumer state."""
         rows = batch_rows(batch)
         duplicates: dict[str, int] = {}
         with self._transaction() as cur:
@@ -455,6 +473,9 @@ class PostgresStore(SqlStore[Cursor]):
                     cur.execute(
                         sql.SQL(_UPSERT_STATE).format(sql.Identifier(table)), _columns(states, 3)
                     )
+            self._forget_consumer_rows(cur, rows.consumer_deletes)
+            if rows.consumers:
+                cur.execute(_UPSERT_CONSUMER_STATE, _columns(rows.consumers, 4))
         return Committed(duplicates)
 
     def _write_telemetry(self, cur: Cursor, rows: Sequence[Sequence[object]]) -> dict[str, int]:

@@ -1,16 +1,17 @@
 """The row codecs both store backends share.
 
-Everything here is pure: readings, rejects, alerts, states and whole batches become row
-tuples, rows become `Fence`, `Loan`, `Webhook`, `Delivery`, `Reject` and `StoredAlert`
-values, and page cursors are encoded and checked. The SQL both backends run is in
-`sql_base.py`; each backend keeps its own connections, transactions and bulk writes.
+Everything here is pure: readings, rejects, alerts, states, consumer rows and whole batches
+become row tuples, rows become `Fence`, `Loan`, `Webhook`, `Delivery`, `Reject`,
+`StoredAlert` values and consumer docs, and page cursors are encoded and checked. The SQL
+both backends run is in `sql_base.py`; each backend keeps its own connections,
+transactions and bulk writes.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -20,7 +21,7 @@ from alerts.model import Alert
 from alerts.outbox import Delivery, DeliveryState, Webhook, order_key
 from devices.readings import GpsFix, Reading, Reject, RejectReason, StatusReport, Vibration
 from engine.core.state import DeviceState, LoanState, device_to_json, loan_to_json
-from engine.store.port import AlertQuery, Batch, Page, StoredAlert, StoredReject
+from engine.store.port import AlertQuery, Batch, ConsumerRow, Page, StoredAlert, StoredReject
 from engine.store.secret_box import SecretBox, SecretBoxError, UnreadableSecret
 from geofence.fence import Fence, fence_to_feature, parse_fence
 from lending.model import Loan, parse_loan
@@ -242,6 +243,25 @@ def loan_state_rows(states: Iterable[LoanState], now_ms: int) -> list[tuple[str,
     return [(key, doc, now_ms) for key, doc in docs.items()]
 
 
+def _plain(doc: Mapping[str, object]) -> dict[str, object]:
+    """A dict orjson encodes (it takes a dict, not any mapping)."""
+    return doc if isinstance(doc, dict) else dict(doc)
+
+
+def consumer_state_rows(
+    rows: Iterable[ConsumerRow], now_ms: int
+) -> tuple[list[tuple[str, str, str, int]], list[tuple[str, str]]]:
+    """Consumer state as upserts (consumer, key, JSON, updated_ms) and deletes (consumer,
+    key); the last row of a repeated (consumer, key) wins, so no key is in both lists."""
+    docs = {
+        (r.consumer, r.key): None if r.doc is None else orjson.dumps(_plain(r.doc)).decode()
+        for r in rows
+    }
+    upserts = [(c, k, doc, now_ms) for (c, k), doc in docs.items() if doc is not None]
+    deletes = [(c, k) for (c, k), doc in docs.items() if doc is None]
+    return upserts, deletes
+
+
 @dataclass(frozen=True, slots=True)
 class BatchRows:
     """A `Batch` encoded: what a backend's `commit_batch` writes, in its transaction."""
@@ -252,11 +272,14 @@ class BatchRows:
     devices: list[tuple[str, str, int]]
     loans: list[tuple[str, str, int]]
     evicted: list[tuple[str]]  # ids of device checkpoint rows to delete
+    consumers: list[tuple[str, str, str, int]]  # consumer state upserts
+    consumer_deletes: list[tuple[str, str]]  # (consumer, key) of consumer rows to delete
 
 
 def batch_rows(batch: Batch) -> BatchRows:
     """Every row of a batch, encoded before the write transaction, which then holds its
     locks only for the writes."""
+    consumers, consumer_deletes = consumer_state_rows(batch.consumer_rows, batch.now_ms)
     return BatchRows(
         readings=[telemetry_row(r) for r in batch.readings],
         rejects=[reject_row(r, batch.now_ms) for r in batch.rejects],
@@ -264,6 +287,8 @@ def batch_rows(batch: Batch) -> BatchRows:
         devices=device_state_rows(batch.devices, batch.now_ms),
         loans=loan_state_rows(batch.loans, batch.now_ms),
         evicted=[(device_id,) for device_id in batch.evicted],
+        consumers=consumers,
+        consumer_deletes=consumer_deletes,
     )
 
 
@@ -304,6 +329,12 @@ def fence_from_row(fence_id: str, feature: str | bytes) -> Fence:
 def loan_from_row(loan_id: str, doc: str | bytes) -> Loan:
     """A stored loan."""
     return parse_loan(loan_id, _json(doc))
+
+
+def consumer_doc_from_row(doc: str | bytes) -> dict[str, object]:
+    """A stored consumer state document."""
+    value: dict[str, object] = _json(doc)
+    return value
 
 
 def webhook_from_row(row: Sequence[Any], box: SecretBox) -> Webhook:

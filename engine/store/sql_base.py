@@ -25,6 +25,7 @@ from engine.store.rows import (
     DELIVERY_INSERT_COLUMNS,
     alert_where,
     check_limit,
+    consumer_doc_from_row,
     decode_cursor,
     delivery_from_row,
     delivery_rows,
@@ -69,6 +70,7 @@ UPSERT_LOAN = (
 )
 SELECT_WEBHOOKS = "SELECT id, url, secret, types{text} FROM webhooks"
 DELETE_DEVICE_STATE = "DELETE FROM device_state WHERE id = ?"
+DELETE_CONSUMER_STATE = "DELETE FROM consumer_state WHERE consumer = ? AND key = ?"
 # The due heads of one webhook's queues (one per order_key: its oldest pending delivery),
 # unless another dispatcher's claim on them still runs.
 DUE_DELIVERIES = (
@@ -192,6 +194,19 @@ class SqlStore(ABC, Generic[Tx]):
         """Delete the checkpoint rows of forgotten devices (before the batch's upserts)."""
         if evicted:
             tx.executemany(self._sql(DELETE_DEVICE_STATE), evicted)
+
+    def _forget_consumer_rows(self, tx: Tx, deletes: Sequence[tuple[str, str]]) -> None:
+        """Delete the consumer state rows of a batch's `ConsumerRow`s whose doc is None."""
+        if deletes:
+            tx.executemany(self._sql(DELETE_CONSUMER_STATE), deletes)
+
+    def load_consumer_rows(self, consumer: str) -> list[tuple[str, dict[str, object]]]:
+        """The last committed state of one consumer: (key, doc) by key."""
+        rows = self._query(
+            self._sql("SELECT key, doc{text} FROM consumer_state WHERE consumer = ? ORDER BY key"),
+            (consumer,),
+        )
+        return [(key, consumer_doc_from_row(doc)) for key, doc in rows]
 
     # fences, loans and webhooks
 

@@ -68,6 +68,11 @@ _UPSERT_STATE = (
     "INSERT INTO {table} (id, doc, updated_ms) VALUES (?, ?, ?) "
     "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, updated_ms = excluded.updated_ms"
 )
+_UPSERT_CONSUMER_STATE = (
+    "INSERT INTO consumer_state (consumer, key, doc, updated_ms) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (consumer, key) DO UPDATE SET doc = excluded.doc, "
+    "updated_ms = excluded.updated_ms"
+)
 
 # Versioned migrations: append a new (version, statements) to change the schema; never edit
 # an applied one. Every table is NOT NULL where the engine relies on a value: SQLite lets a
@@ -172,6 +177,19 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     ),
     # Webhook secrets sealed at rest (SqlStore._seal_plaintext_secrets runs with it).
     (3, ()),
+    (
+        4,
+        (
+            # Consumers' durable state (DESIGN §8): one JSON document per (consumer, key),
+            # written in the transaction of the batch that fed the consumer.
+            """CREATE TABLE consumer_state (
+                consumer TEXT NOT NULL,
+                key TEXT NOT NULL,
+                doc TEXT NOT NULL,
+                updated_ms INTEGER NOT NULL,
+                PRIMARY KEY (consumer, key))""",
+        ),
+    ),
 )
 _SEAL_SECRETS_VERSION = 3
 
@@ -376,7 +394,8 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
     # the engine
 
     def commit_batch(self, batch: Batch) -> Committed:
-        """Write a batch atomically: telemetry, dead letters, alerts + outbox, checkpoint."""
+        """Write a batch atomically: telemetry, dead letters, alerts + outbox, checkpoint,
+        consumer state."""
         rows = batch_rows(batch)
         by_stream: dict[object, list[tuple[object, ...]]] = {}
         for row in rows.readings:
@@ -393,6 +412,9 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
             self._forget_devices(conn, rows.evicted)
             conn.executemany(_UPSERT_STATE.format(table="device_state"), rows.devices)
             conn.executemany(_UPSERT_STATE.format(table="loan_state"), rows.loans)
+            self._forget_consumer_rows(conn, rows.consumer_deletes)
+            if rows.consumers:
+                conn.executemany(_UPSERT_CONSUMER_STATE, rows.consumers)
         return Committed(duplicates)
 
     def _insert_alerts(
