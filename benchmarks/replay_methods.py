@@ -70,18 +70,15 @@ def baseline(inputs: Inputs, tree: STRtree) -> Timing:
     readings = 0
     rejects = 0
     pairs = 0
-    watermark: int | None = None
     lats: list[float] = []
     lons: list[float] = []
     start = time.perf_counter()
     with inputs.readings.open("rb") as f:
         for n, line in enumerate(f, 1):
-            decoded = decode_line(line, n, watermark)
+            decoded = decode_line(line, n)
             rejects += len(decoded.rejects)
             for reading in decoded.readings:
                 readings += 1
-                if watermark is None or reading.ts_ms > watermark:
-                    watermark = reading.ts_ms
                 if isinstance(reading, GpsFix):
                     lats.append(reading.lat)
                     lons.append(reading.lon)
@@ -182,6 +179,7 @@ def run_cli(inputs: Inputs, work: Path, want: list[Alert]) -> Timing:
         str(inputs.fences),
         "--loans",
         str(inputs.loans),
+        "--no-lending",  # the core's replay, as in-process; bench_lending times the consumer
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLEDGEWATCH_")}
     start = time.perf_counter()
@@ -192,7 +190,7 @@ def run_cli(inputs: Inputs, work: Path, want: list[Alert]) -> Timing:
     timing.seconds = time.perf_counter() - start
     timing.readings = inputs.lines
     summary = proc.stderr.decode("utf-8", "replace").strip()
-    timing.extra = {"command": " ".join(["pledgewatch", *cmd[-6:]]), "summary": summary}
+    timing.extra = {"command": " ".join(["pledgewatch", *cmd[-7:]]), "summary": summary}
     if proc.returncode != 0:
         timing.check = f"WRONG: exit status {proc.returncode}: {summary[-500:]}"
         return timing

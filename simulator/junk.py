@@ -6,6 +6,11 @@ message, a clock 8 h ahead (China time written as UTC), an empty array, a short 
 one bad element appended to a catch-up array (its valid siblings must still count). Whole
 junk messages ride on a background device; none of it can change a device's state, since
 all of it is refused.
+
+A replay judges "in the future" only against a line's `received_at` (DESIGN §7), so the
+line of the clock in the future carries its arrival time as `received_at` (`Received`): it
+is refused in a replay as it is live, against the wall clock. No other kind needs a clock,
+and their lines keep the plain `{"topic", "payload"}` form.
 """
 
 from __future__ import annotations
@@ -38,6 +43,16 @@ class Junk(StrEnum):
 
 
 ALL_JUNK = tuple(Junk)
+
+
+class Received(TrackerMessage):
+    """A message whose replay line says when it arrived: `received_at`, its `ts_ms`."""
+
+    __slots__ = ()
+
+    def line(self) -> JsonObject:
+        """The message as a replay input line (DESIGN §7), with `received_at`."""
+        return {**TrackerMessage.line(self), "received_at": self.ts_ms}
 
 
 def _topic(device_id: str, stream: str) -> str:
@@ -77,6 +92,8 @@ def _junk(device_id: str, owntracks_topic: str, at: int, kind: Junk) -> TrackerM
             reason, payload = "not_object", []
         case Junk.SHORT_VIN:
             reason, topic, payload = "out_of_range", status, {"ts": at, "vin": "LSV1234"}
+    if kind is Junk.CLOCK_IN_FUTURE:  # judged against the time it arrived
+        return Received(at, topic, payload, None, (), (reason,))
     return TrackerMessage(at, topic, payload, None, (), (reason,))
 
 

@@ -55,13 +55,23 @@ def write_run(
     return written
 
 
-def reading_line(topic: str, body: bytes) -> bytes:
-    """A replay input line (DESIGN §7) of an MQTT JSON payload, as `orjson` would write it."""
-    return b'{"topic":' + orjson.dumps(topic) + b',"payload":' + body + b"}\n"
+def reading_line(topic: str, body: bytes, received_at: int) -> bytes:
+    """A replay input line (DESIGN §7) of an MQTT JSON payload received at `received_at`
+    (epoch ms), as `orjson` would write it."""
+    return (
+        b'{"topic":'
+        + orjson.dumps(topic)
+        + b',"payload":'
+        + body
+        + b',"received_at":'
+        + str(received_at).encode()
+        + b"}\n"
+    )
 
 
 def write_jsonl(plan: FleetPlan, directory: Path, limit: int | None = None) -> list[Path]:
-    """Write the stream as replay input (`readings.jsonl`, in publish order) plus
+    """Write the stream as replay input (`readings.jsonl`, in publish order, each line with
+    its arrival time as `received_at`, the clock its "future" is judged by) plus
     `fences.geojson`, `loans.json` and `ground_truth.json` (replay semantics, with the
     input counts); the paths."""
     counter = InputCounter()
@@ -70,7 +80,7 @@ def write_jsonl(plan: FleetPlan, directory: Path, limit: int | None = None) -> l
         stream = plan.generated()
         for out in stream if limit is None else itertools.islice(stream, limit):
             counter.add(out)
-            yield reading_line(out.topic, out.body)
+            yield reading_line(out.topic, out.body, out.ts_ms)
 
     written = write_documents(directory, plan.fences_doc(), plan.loans_doc(), lines())
     truth = plan.replay_truth(counter.counts())

@@ -136,6 +136,17 @@ def test_near_misses_stay_silent(name: str, absent: str) -> None:
     assert not [a for a in _replayed(name).alerts if a["type"] == absent]
 
 
+def test_clock_in_the_future_is_refused_by_its_received_at() -> None:
+    """A replay judges "in the future" by a line's `received_at` only (DESIGN §7): the junk
+    reading 8 h ahead carries it, and is refused as it would be live."""
+    lines = (GOLDEN / ALL_SCENARIOS / "input.jsonl").read_bytes().splitlines()
+    stamped = [orjson.loads(x) for x in lines if b'"received_at"' in x]
+    assert len(stamped) == 1
+    assert stamped[0]["payload"]["ts"] - stamped[0]["received_at"] == 8 * 3_600_000
+    assert _truth(ALL_SCENARIOS).counts.rejects["future_timestamp"] == 1
+    assert _replayed(ALL_SCENARIOS).replay.pipeline.counters.rejected["future_timestamp"] == 1
+
+
 def test_batch_size_does_not_change_the_alerts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine.runtime.replay, "BATCH_LINES", 7)
     assert _replay(ALL_SCENARIOS).lines == _expected_lines(ALL_SCENARIOS)
@@ -157,6 +168,7 @@ def test_cli_replay_prints_the_expected_alerts(tmp_path: Path) -> None:
             str(d / "loans.json"),
             "--rejects",
             str(rejects),
+            "--no-lending",  # the detection goldens; the lending goldens have their own
         ],
         capture_output=True,
         check=True,

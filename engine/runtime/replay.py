@@ -1,31 +1,50 @@
 """`pledgewatch replay`: the core run offline over recorded readings, by event time.
 
-Input lines are `{"topic": ..., "payload": <object | array | string of raw bytes>}`.
-The runtime clock of a replay is the largest event time seen so far (the watermark): the
-"future" check, `device.offline` and the timers of silent devices run on it.
+Input lines are `{"topic": ..., "payload": <object | array | string of raw bytes>,
+"received_at"?: <epoch ms>}`. The runtime clock of a replay is the largest event time seen
+so far (the watermark): `device.offline` and the timers of silent devices run on it.
+
+A reading is judged "more than 5 minutes in the future" (DESIGN §2) against its line's
+`received_at`, when the line has one, and not judged otherwise: the watermark is no clock
+to judge by, since a car parked and reporting every 15 minutes is always ahead of it. A
+`received_at` that is not an integer refuses the whole line (`wrong_type`), and one that is
+not epoch ms in 2000..2099 too (`out_of_range`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import orjson
 
 from alerts.model import Alert
-from devices.decode import MAX_PAYLOAD_BYTES, Decoded, decode, decode_value
+from devices.decode import (
+    MAX_PAYLOAD_BYTES,
+    MAX_TS_MS,
+    MIN_TS_MS,
+    Decoded,
+    decode,
+    decode_value,
+)
 from devices.readings import RAW_KEEP_BYTES, Reading, Reject, RejectReason
+from devices.topics import parse_topic
 from engine.core.config import Config
+from engine.runtime.consumers import ConsumerStage
 from engine.runtime.pipeline import Pipeline
 from geofence.index import FenceIndex
+from lending.consumer import LendingConsumer
 from lending.model import Loan
 
 BATCH_LINES = 4096
 """Lines decoded before one vectorized fence lookup; any size gives the same alerts."""
+_SHOWN = 40  # characters of a bad `received_at` named in a reject's detail
 
 
-def decode_line(line: bytes, lineno: int, now_ms: int | None) -> Decoded:
-    """Decode one replay line (1-based `lineno`): its payload as the MQTT message it stands for."""
+def decode_line(line: bytes, lineno: int) -> Decoded:
+    """Decode one replay line (1-based `lineno`): its payload as the MQTT message it stands for,
+    received at the line's `received_at` (a line without one is not judged "in the future")."""
     lenient = False
     try:
         doc = orjson.loads(line)
@@ -40,6 +59,12 @@ def decode_line(line: bytes, lineno: int, now_ms: int | None) -> Decoded:
     if not isinstance(topic, str) or "payload" not in doc:
         detail = f"line {lineno}: expected an object with 'topic' (string) and 'payload'"
         return Decoded([], [Reject("", RejectReason.BAD_TOPIC, detail, line[:RAW_KEEP_BYTES])])
+    now_ms = _received_at(doc) if "received_at" in doc else None
+    if isinstance(now_ms, _BadClock):
+        detail = f"line {lineno}: {now_ms.detail}"
+        device_id = parse_topic(topic).device_id
+        reject = Reject(topic, now_ms.reason, detail, line[:RAW_KEEP_BYTES], device_id)
+        return Decoded([], [reject])
     payload = doc["payload"]
     if isinstance(payload, str):  # raw bytes, as the tracker sent them
         return decode(topic, payload.encode("utf-8", "surrogateescape"), now_ms)
@@ -50,8 +75,30 @@ def decode_line(line: bytes, lineno: int, now_ms: int | None) -> Decoded:
     return decode_value(topic, payload, now_ms, lenient=lenient)
 
 
+@dataclass(frozen=True, slots=True)
+class _BadClock:
+    """Why a line's `received_at` was refused."""
+
+    reason: RejectReason
+    detail: str
+
+
+def _received_at(doc: dict[str, object]) -> int | _BadClock:
+    """The line's `received_at`: epoch milliseconds (an integer, not a bool) in 2000..2099."""
+    value = doc["received_at"]
+    shown = repr(value)[:_SHOWN]
+    if type(value) is not int:
+        return _BadClock(RejectReason.WRONG_TYPE, f"received_at {shown} is not an integer (ms)")
+    if MIN_TS_MS <= value < MAX_TS_MS:
+        return value
+    hint = " (seconds?)" if MIN_TS_MS // 1000 <= value < MAX_TS_MS // 1000 else ""
+    detail = f"received_at {shown} is not epoch ms in 2000..2099{hint}"
+    return _BadClock(RejectReason.OUT_OF_RANGE, detail)
+
+
 class Replay:
-    """Feeds lines through a pipeline in arrival order with the watermark as the clock."""
+    """Feeds lines through a pipeline in arrival order with the watermark as the clock of
+    its timers; each line is judged "in the future" by its own `received_at`, if any."""
 
     def __init__(
         self,
@@ -60,8 +107,10 @@ class Replay:
         config: Config | None = None,
         on_alert: Callable[[Alert], None] = lambda _: None,
         on_reject: Callable[[Reject], None] = lambda _: None,
+        consumer: LendingConsumer | None = None,
     ) -> None:
         self.pipeline = Pipeline(index, config)
+        self.stage = None if consumer is None else ConsumerStage(self.pipeline, consumer)
         self._pending_loans = list(loans)
         self.on_alert = on_alert
         self.on_reject = on_reject
@@ -85,7 +134,7 @@ class Replay:
         clocks: list[int] = []
         for line in lines:
             self.lines += 1
-            decoded = decode_line(line, self.lines, self.watermark)
+            decoded = decode_line(line, self.lines)
             for reject in decoded.rejects:
                 self._reject(reject)
             for reading in decoded.readings:
@@ -95,15 +144,22 @@ class Replay:
                 clocks.append(self.watermark)
         if self._pending_loans and readings:
             self._load_loans(readings[0].ts_ms, clocks[0])
-        for alert in self.pipeline.process(readings, clocks):
+        self._emit(self.pipeline.process(readings, clocks))
+
+    def _emit(self, alerts: list[Alert]) -> None:
+        """Hand out the alerts the core raised; with a consumer, as its stage orders them:
+        each event's alerts, then what the consumer raised on it."""
+        if self.stage is not None:
+            alerts = self.stage.feed()
+            self.stage.consumer.forget_dirty()  # nothing is stored
+        for alert in alerts:
             self.on_alert(alert)
 
     def _load_loans(self, ts_ms: int, now_ms: int) -> None:
         # Loans are taken as PUT in file order at the first reading's event time, so a VIN
         # that is already on an earlier active loan raises `pledge.vin_conflict` there.
         for loan in self._pending_loans:
-            for alert in self.pipeline.put_loan(loan, ts_ms, now_ms):
-                self.on_alert(alert)
+            self._emit(self.pipeline.put_loan(loan, ts_ms, now_ms))
         self._pending_loans = []
 
     def _reject(self, reject: Reject) -> None:
