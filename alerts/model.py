@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
 
-Detail = str | int | float | bool | None | list[str]
-"""A value in an alert's `details` object."""
+Detail = str | int | float | bool | None | list[str] | list[dict[str, object]]
+"""A value in an alert's `details` object (a list of objects: `risk.tier_changed` reasons)."""
 
 
 class AlertType(StrEnum):
@@ -121,3 +121,41 @@ class Alert:
             "lon": self.lon,
             "details": self.details,
         }
+
+
+def parse_iso_ms(text: str) -> int:
+    """Epoch milliseconds of an ISO-8601 time with offset (the `ts` of `Alert.to_json`)."""
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def alert_from_json(doc: dict[str, object]) -> Alert:
+    """An alert back from the JSON of `Alert.to_json` (a stored alert). ValueError if it is
+    not one."""
+    details, ts, detected = doc.get("details"), doc.get("ts"), doc.get("detected_at")
+    type_, lat, lon = doc.get("type"), doc.get("lat"), doc.get("lon")
+    if (
+        not isinstance(details, dict)
+        or not isinstance(ts, str)
+        or not isinstance(detected, str)
+        or not isinstance(type_, str)
+        or "id" not in doc
+    ):
+        msg = f"not an alert document: {str(doc)[:200]}"
+        raise ValueError(msg)
+    return Alert(
+        id=str(doc["id"]),
+        type=AlertType(type_),
+        ts_ms=parse_iso_ms(ts),
+        detected_ms=parse_iso_ms(detected),
+        device_id=_opt_str(doc.get("device_id")),
+        loan_id=_opt_str(doc.get("loan_id")),
+        vin=_opt_str(doc.get("vin")),
+        fence_id=_opt_str(doc.get("fence_id")),
+        lat=float(lat) if isinstance(lat, int | float) else None,
+        lon=float(lon) if isinstance(lon, int | float) else None,
+        details=details,
+    )
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)

@@ -6,8 +6,12 @@ import math
 import re
 import string
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from alerts.model import iso_ms
 from devices.topics import DEVICE_ID_RE
 from geofence.fence import FENCE_ID_RE, short_repr
 
@@ -49,6 +53,15 @@ class Vehicle:
     year: int | None = None
     mileage_km: float | None = None
     value: float | None = None
+    valued_at_ms: int | None = None  # when `value` and `mileage_km` were assessed
+
+
+@dataclass(frozen=True, slots=True)
+class GeoPoint:
+    """A declared address as a point, WGS84 degrees."""
+
+    lat: float
+    lon: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +75,9 @@ class Loan:
     status: LoanStatus = LoanStatus.ACTIVE
     principal: float | None = None
     vehicle: Vehicle | None = None
+    home: GeoPoint | None = None  # where the borrower declared the car sleeps
+    work: GeoPoint | None = None  # where the borrower declared the car spends work hours
+    tz: str | None = None  # IANA zone for "night" and "weekday"; None: the configured default
 
     @property
     def active(self) -> bool:
@@ -131,7 +147,67 @@ def _vehicle(loan_id: str, doc: object) -> Vehicle | None:
         year=year,
         mileage_km=_number(loan_id, doc, "mileage_km", "vehicle."),
         value=_number(loan_id, doc, "value", "vehicle."),
+        valued_at_ms=_instant(loan_id, doc.get("valued_at"), "vehicle.valued_at"),
     )
+
+
+def _instant(loan_id: str, value: object, field: str) -> int | None:
+    """An ISO-8601 date (`2025-11-01`, midnight UTC) or date-time with offset, as epoch ms."""
+    if value is None:
+        return None
+    parsed: datetime | None = None
+    if isinstance(value, str) and len(value) <= 40:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is None:
+            # a bare date is midnight UTC; a date-time without an offset is ambiguous
+            parsed = parsed.replace(tzinfo=UTC) if len(value) == 10 else None
+    if parsed is None:
+        raise _fail(
+            loan_id,
+            field,
+            f"{short_repr(value)} is not an ISO-8601 date or a date-time with an offset",
+        )
+    return int(parsed.timestamp() * 1000)
+
+
+def _point(loan_id: str, doc: object, field: str) -> GeoPoint | None:
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise _fail(loan_id, field, "must be an object with 'lat' and 'lon'")
+    lat, lon = _finite(doc.get("lat")), _finite(doc.get("lon"))
+    if lat is None or not -90.0 <= lat <= 90.0:
+        raise _fail(
+            loan_id, f"{field}.lat", f"must be a latitude, got {short_repr(doc.get('lat'))}"
+        )
+    if lon is None or not -180.0 <= lon <= 180.0:
+        raise _fail(
+            loan_id, f"{field}.lon", f"must be a longitude, got {short_repr(doc.get('lon'))}"
+        )
+    return GeoPoint(lat, lon)
+
+
+@cache
+def known_tz(name: str) -> bool:
+    """Whether `name` is an IANA time zone this machine knows (`Asia/Shanghai`)."""
+    if not name or len(name) > 64 or name.startswith(("/", ".")) or ".." in name:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _tz(loan_id: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not known_tz(value):
+        raise _fail(loan_id, "tz", f"{short_repr(value)} is not an IANA time zone (Asia/Shanghai)")
+    return value
 
 
 def parse_loan(loan_id: str, doc: object) -> Loan:
@@ -162,6 +238,9 @@ def parse_loan(loan_id: str, doc: object) -> Loan:
         status=LoanStatus(status),
         principal=_number(loan_id, doc, "principal"),
         vehicle=_vehicle(loan_id, doc.get("vehicle")),
+        home=_point(loan_id, doc.get("home"), "home"),
+        work=_point(loan_id, doc.get("work"), "work"),
+        tz=_tz(loan_id, doc.get("tz")),
     )
 
 
@@ -205,5 +284,50 @@ def loan_to_json(loan: Loan) -> dict[str, object]:
             "year": v.year,
             "mileage_km": v.mileage_km,
             "value": v.value,
+            # milliseconds kept when given, so the document parses back to the same loan
+            "valued_at": None if v.valued_at_ms is None else iso_ms(v.valued_at_ms),
         }
+    for key, point in (("home", loan.home), ("work", loan.work)):
+        if point is not None:
+            out[key] = {"lat": point.lat, "lon": point.lon}
+    if loan.tz is not None:
+        out["tz"] = loan.tz
     return out
+
+
+def iso_instant(ts_ms: int) -> str:
+    """Epoch ms as ISO-8601 UTC with a `Z` (seconds precision)."""
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteRequest:
+    """The body of `POST /v1/quotes`: a prospective loan on a car."""
+
+    vehicle: Vehicle
+    principal: float
+    device_id: str | None = None
+
+
+def parse_quote(doc: object) -> QuoteRequest:
+    """Validate the body of `POST /v1/quotes`; LoanError names the field."""
+    if not isinstance(doc, dict):
+        raise LoanError("quote: the body must be a JSON object", None)
+    try:
+        vehicle = _vehicle("quote", doc.get("vehicle"))
+        principal = _number("quote", doc, "principal")
+    except LoanError as exc:
+        raise LoanError(str(exc).replace("loan 'quote': ", "quote: ", 1), exc.field) from None
+    if vehicle is None or vehicle.value is None:
+        raise LoanError(
+            "quote: vehicle.value: the car's assessed value is required", "vehicle.value"
+        )
+    if principal is None:
+        raise LoanError("quote: principal: a non-negative number is required", "principal")
+    device_id = doc.get("device_id")
+    if device_id is not None and (
+        not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id)
+    ):
+        detail = f"quote: device_id: {short_repr(device_id)} is not a device id"
+        raise LoanError(detail, "device_id")
+    return QuoteRequest(vehicle, principal, device_id)

@@ -15,6 +15,7 @@ from engine.core.config import Config
 from engine.runtime.replay import Replay
 from geofence.fence import parse_fence
 from geofence.index import FenceIndex
+from lending.consumer import LendingConsumer
 from lending.model import parse_loan
 from simulator.harness.broker import answers, free_port
 from simulator.harness.engine_process import EngineStartError
@@ -92,14 +93,21 @@ def leave_and_return(car: int, start_s: float = 0) -> list[tuple[str, dict[str, 
 
 
 def expected_ids(messages: list[tuple[str, dict[str, object]]], n_cars: int) -> set[str]:
-    """The alert ids the offline replay raises for the same readings (event-time rules)."""
+    """The alert ids the offline replay raises for the same readings (event-time rules),
+    the lending consumer's `risk.tier_changed` included."""
     fences = [parse_fence("home", HOME_FENCE)]
     loans = [
         parse_loan(f"L-{i}", {"vin": VINS[i], "device_ids": [f"trk-{i}"], "zone_ids": ["home"]})
         for i in range(n_cars)
     ]
     ids: list[str] = []
-    replay = Replay(FenceIndex.build(fences), loans, Config(), on_alert=lambda a: ids.append(a.id))
+    replay = Replay(
+        FenceIndex.build(fences),
+        loans,
+        Config(),
+        on_alert=lambda a: ids.append(a.id),
+        consumer=LendingConsumer(),
+    )
     replay.feed(orjson.dumps({"topic": t, "payload": p}) for t, p in messages)
     return set(ids)
 
@@ -164,7 +172,7 @@ def test_kill_9_loses_nothing_and_keeps_ids(
     engine.start()
     setup_engine(engine, receiver, n_cars)
     messages, want = fleet_stream(n_cars)
-    assert len(want) == 4 * n_cars
+    assert len(want) == 5 * n_cars  # exit, zone.left, enter, zone.returned; low -> high
     pub = Publisher(broker)
     done = threading.Event()
 
@@ -259,9 +267,13 @@ def test_failing_receiver_gets_everything_in_order_per_loan(
             (r.alert for r in receiver.received if r.alert["loan_id"] == f"L-{car}"),
             key=lambda a: (
                 str(a["ts"]),
-                ["geofence.exit", "zone.left", "geofence.enter", "zone.returned"].index(
-                    str(a["type"])
-                ),
+                [
+                    "geofence.exit",
+                    "zone.left",
+                    "risk.tier_changed",  # raised by the consumer on zone.left, same event time
+                    "geofence.enter",
+                    "zone.returned",
+                ].index(str(a["type"])),
             ),
         )
         assert by_arrival == list(dict.fromkeys(str(a["id"]) for a in by_event))

@@ -95,7 +95,7 @@ def test_kill_9_inside_a_batch_loses_nothing_and_stores_each_reading_once(
     # latest event time: whole uploads, a car at a time, would look like silent trackers).
     readings = sorted(((t, p) for t, ps in messages for p in ps), key=lambda m: m[1]["ts"])
     want = expected_ids([*readings, barrier], N_CARS)
-    assert len(want) == 4 * N_CARS
+    assert len(want) == 5 * N_CARS  # exit, zone.left, enter, zone.returned; risk low -> high
     published = {(t, p["ts"]) for t, p in readings}
     marker = tmp_path / "paused"
 

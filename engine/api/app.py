@@ -21,6 +21,7 @@ from engine.api.context import ApiContext
 from engine.api.devices import add_device_routes
 from engine.api.fences import add_fence_routes
 from engine.api.guard import DEFAULT_BODY_LIMIT, IMPORT_BODY_LIMIT, Guard
+from engine.api.lending import add_lending_routes
 from engine.api.loans import add_loan_routes
 from engine.api.monitoring import add_monitoring_routes
 from engine.api.openapi import PROBLEM_SCHEMA
@@ -56,6 +57,7 @@ def create_app(
     api = ApiContext(engine, store, dispatcher, webhook_addresses or AddressPolicy())
     add_fence_routes(app, api)
     add_loan_routes(app, api)
+    add_lending_routes(app, api)
     add_webhook_routes(app, api)
     add_alert_routes(app, api)
     add_device_routes(app, api)

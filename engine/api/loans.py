@@ -6,13 +6,17 @@ replay applies too, and stored with the alerts it raises in one transaction.
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from starlette.responses import Response
 
 from engine.api.context import ApiContext
 from engine.api.guard import LOANS_IMPORT_PATH
+from engine.api.lending import lending_view
+from engine.api.lending import loan_tier as tier_of
 from engine.api.openapi import (
     BODY_ERRORS,
     LOAN_SCHEMA,
@@ -20,7 +24,7 @@ from engine.api.openapi import (
     body_doc,
     error_responses,
 )
-from engine.api.problems import JsonResponse, not_found
+from engine.api.problems import JsonResponse, Problem, bad_parameter, not_found
 from engine.api.schemas import (
     CursorParam,
     JsonBody,
@@ -32,9 +36,9 @@ from engine.api.schemas import (
     parse_limit,
 )
 from engine.core.loan import put_conflicts
+from engine.store.rows import encode_cursor
 from lending.model import LoanError, loan_to_json, parse_loan, parse_loans
-
-_NO_RISK: dict[str, object] = {"score": None, "tier": None, "reasons": [], "price": None}
+from lending.params import TIERS
 
 
 def add_loan_routes(app: FastAPI, api: ApiContext) -> None:
@@ -62,7 +66,7 @@ def add_loan_routes(app: FastAPI, api: ApiContext) -> None:
                 stored.append(old)
             alerts = put_conflicts(stored, [loan], now, now)
             api.store.put_loan(loan, alerts, now)
-        api.engine.put_loan(loan)
+        api.engine.put_loan(loan, alerts)
         if alerts:
             api.wake_dispatcher()
         body = loan_to_json(loan)
@@ -88,7 +92,7 @@ def add_loan_routes(app: FastAPI, api: ApiContext) -> None:
             alerts = put_conflicts(api.store.all_loans(), loans, now, now)
             api.store.put_loans(loans, alerts, now)
         for loan in loans:
-            api.engine.put_loan(loan)
+            api.engine.put_loan(loan, alerts)
         if alerts:
             api.wake_dispatcher()
         return JsonResponse(
@@ -106,17 +110,41 @@ def add_loan_routes(app: FastAPI, api: ApiContext) -> None:
         responses=error_responses(404),
     )
     def get_loan(loan_id: str) -> Response:
-        """The loan; `risk` stays null until the lending consumer (a later issue) fills it."""
+        """The loan with its `risk`, `collateral` and `price` (nulls with --no-lending)."""
         loan = api.store.get_loan(loan_id)
         if loan is None:
             raise not_found(f"loan {loan_id!r} does not exist")
-        return JsonResponse({**loan_to_json(loan), "risk": dict(_NO_RISK)})
+        return JsonResponse({**loan_to_json(loan), **lending_view(api.engine, loan)})
 
     @app.get(
-        "/v1/loans", summary="List loans by id", tags=["loans"], responses=error_responses(400)
+        "/v1/loans",
+        summary="List loans by id, optionally of one risk tier",
+        tags=["loans"],
+        responses=error_responses(400, 503),
     )
-    def list_loans(cursor: CursorParam = None, limit: LimitParam = None) -> Response:
-        """A page of loans."""
+    def list_loans(
+        cursor: CursorParam = None,
+        limit: LimitParam = None,
+        tier: Annotated[str | None, Query(description=f"One of {', '.join(TIERS)}.")] = None,
+    ) -> Response:
+        """A page of loans, each with its `tier`; with `tier=`, only the loans of that tier."""
         n = parse_limit(limit)
-        page = paged(lambda: api.store.list_loans(cursor, n))
-        return page_response([loan_to_json(loan) for loan in page.items], page.next)
+        if tier is not None and tier not in TIERS:
+            raise bad_parameter("tier", f"tier must be one of {list(TIERS)}, got {tier!r}")
+        if tier is not None and api.engine.lending() is None:
+            raise Problem(503, "lending-off", "no risk tiers: the engine runs with --no-lending")
+        items: list[dict[str, object]] = []
+        next_cursor = cursor
+        while True:  # scan pages of the store until a page of this tier is full
+            page = paged(partial(api.store.list_loans, next_cursor, n))
+            for loan in page.items:
+                loan_tier = tier_of(api.engine, loan.loan_id)
+                if tier is None or loan_tier == tier:
+                    items.append({**loan_to_json(loan), "tier": loan_tier})
+            next_cursor = page.next
+            if len(items) >= n or next_cursor is None:
+                break
+        if len(items) > n:  # a full page: resume after its last loan
+            items = items[:n]
+            next_cursor = encode_cursor("loan", str(items[-1]["loan_id"]))
+        return page_response(items, next_cursor)

@@ -44,6 +44,14 @@ COLLECTION_SCHEMA: dict[str, object] = {
         "features": {"type": "array", "items": {**FEATURE_SCHEMA, "required": ["id", "type"]}},
     },
 }
+_POINT: dict[str, object] = {
+    "type": "object",
+    "required": ["lat", "lon"],
+    "properties": {
+        "lat": {"type": "number", "minimum": -90, "maximum": 90},
+        "lon": {"type": "number", "minimum": -180, "maximum": 180},
+    },
+}
 LOAN_SCHEMA: dict[str, object] = {
     "type": "object",
     "required": ["vin", "device_ids"],
@@ -61,8 +69,24 @@ LOAN_SCHEMA: dict[str, object] = {
                 "year": {"type": "integer", "minimum": 1900, "maximum": 2100},
                 "mileage_km": {"type": "number", "minimum": 0},
                 "value": {"type": "number", "minimum": 0},
+                "valued_at": {
+                    "type": "string",
+                    "description": "ISO-8601 date, or date-time with offset, of the valuation",
+                },
             },
         },
+        "home": _POINT,
+        "work": _POINT,
+        "tz": {"type": "string", "description": "IANA time zone (Asia/Shanghai)"},
+    },
+}
+QUOTE_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "required": ["vehicle", "principal"],
+    "properties": {
+        "vehicle": LOAN_SCHEMA["properties"]["vehicle"],  # type: ignore[index]  # our dict literal above
+        "principal": {"type": "number", "minimum": 0},
+        "device_id": {"type": "string", "description": "price with this tracker's history"},
     },
 }
 LOANS_IMPORT_SCHEMA: dict[str, object] = {

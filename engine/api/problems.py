@@ -36,6 +36,7 @@ TITLES: dict[str, str] = {
     "internal-error": "Internal server error",
     "store-unavailable": "The store is unavailable",
     "engine-down": "The engine is not running",
+    "lending-off": "The lending consumers are off",
     "http-error": "HTTP error",
 }
 """Every problem type the API emits, by slug, with its title."""

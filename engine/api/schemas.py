@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, TypeVar
 from urllib.parse import urlsplit
@@ -211,9 +211,9 @@ def parse_near(value: str) -> tuple[float, float, float]:
 # -- responses
 
 
-def page_response(items: list[object], next_cursor: str | None) -> JsonResponse:
+def page_response(items: Sequence[object], next_cursor: str | None) -> JsonResponse:
     """A list endpoint's answer: `{"items": [...], "next": <cursor or null>}`."""
-    return JsonResponse({"items": items, "next": next_cursor})
+    return JsonResponse({"items": list(items), "next": next_cursor})
 
 
 def paged(fetch: Callable[[], Page[T]]) -> Page[T]:

@@ -20,39 +20,22 @@ from alerts.model import Alert
 from alerts.retry import RetryPolicy
 from devices.readings import Reject
 from engine.cli.http_address import HttpAddress, parse_http
+from engine.cli.lending_options import lending_options, load_lending
+from engine.cli.options import CliError
+from engine.cli.options import flag as _flag
+from engine.cli.options import option as _option
 from engine.core.config import Config, ConfigError, parse_config
 from engine.runtime.gc_policy import tune_gc
 from engine.runtime.replay import Replay
 from geofence.fence import FenceError, load_fences, parse_feature_collection
 from geofence.index import FenceIndex
+from lending.consumer import LendingConsumer
 from lending.model import LoanError, parse_loans
+from lending.params import DEFAULT_PARAMS, LendingParams
 from simulator.loadtest.command import LoadtestUsageError
 from simulator.loadtest.command import add_arguments as load_options
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-class CliError(Exception):
-    """A problem with the command's input, reported as one line and exit status 2."""
-
-
-def _env(flag: str) -> str | None:
-    return os.environ.get("PLEDGEWATCH_" + flag.lstrip("-").replace("-", "_").upper())
-
-
-def _option(parser: argparse.ArgumentParser, flag: str, **kwargs: object) -> None:
-    """Add an option whose default comes from `PLEDGEWATCH_<FLAG>` when set."""
-    env = _env(flag)
-    if env is not None:
-        kwargs["default"] = env
-        kwargs.pop("required", None)
-    parser.add_argument(flag, **kwargs)  # type: ignore[arg-type]  # argparse's kwargs are untyped
-
-
-def _flag(parser: argparse.ArgumentParser, flag: str, help_: str) -> None:
-    """A boolean flag, also on when `PLEDGEWATCH_<FLAG>` is 1, true or yes."""
-    env = (_env(flag) or "").strip().lower()
-    parser.add_argument(flag, action="store_true", default=env in {"1", "true", "yes"}, help=help_)
 
 
 def http_address(value: str) -> HttpAddress:
@@ -108,6 +91,7 @@ def run_replay(
     config: Config,
     on_alert: Callable[[Alert], None],
     rejects_out: IO[bytes] | None = None,
+    lending: LendingParams | None = DEFAULT_PARAMS,
 ) -> Replay:
     """Replay a readings file against fences and loans files; returns the finished replay."""
     try:
@@ -120,7 +104,8 @@ def run_replay(
         if rejects_out is not None:
             _write_line(rejects_out, reject.to_json())
 
-    replay = Replay(index, loan_list, config, on_alert, on_reject)
+    consumer = None if lending is None else LendingConsumer(lending)
+    replay = Replay(index, loan_list, config, on_alert, on_reject, consumer)
     tune_gc()
     replay.feed(_lines(readings))
     replay.finish()
@@ -165,6 +150,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             load_config(args.config),
             lambda alert: _write_line(out, alert.to_json()),
             rejects_out,
+            load_lending(args),
         )
     finally:
         if rejects_out is not None:
@@ -217,6 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         str(example / "loans.json"),
         load_config(args.config),
         lambda alert: print(format_alert_row(alert)),
+        lending=load_lending(args),
     )
     print(_summary(replay, time.perf_counter() - started), file=sys.stderr)
     return 0
@@ -247,6 +234,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         client_id=args.client_id,
         mqtt_child=not args.mqtt_thread,
         config=load_config(args.config),
+        lending=load_lending(args),
         webhook_addresses=args.webhook_allow or AddressPolicy(),
         engine=EngineSettings(stall_s=args.ready_stall_s),
         retry=RetryPolicy(
@@ -426,6 +414,7 @@ def _service_options(parser: argparse.ArgumentParser) -> None:
         "hash of --db-url: stable across restarts, different per database)",
     )
     _option(parser, "--config", help="JSON object of rule settings overriding the defaults")
+    lending_options(parser)
     _option(parser, "--webhook-timeout-s", type=float, default=5.0, help="per POST")
     _option(
         parser,
@@ -477,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(rp, "--loans", help="JSON array of loans, each with its loan_id")
     _option(rp, "--rejects", help="write every rejected record with its reason to this JSONL file")
     _option(rp, "--config", help="JSON object of rule settings overriding the defaults")
+    lending_options(rp)
     rp.set_defaults(func=cmd_replay)
 
     run = sub.add_parser("run", help="the engine, HTTP API and webhook dispatcher")
@@ -495,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(demo, "--play-s", type=float, default=60.0, help="seconds to play the city's day in")
     _option(demo, "--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
     _option(demo, "--config", help="with --offline: rule settings overriding the defaults")
+    lending_options(demo)
     _flag(demo, "--offline", "replay the example city offline and print its alerts instead")
     demo.set_defaults(func=cmd_demo)
 

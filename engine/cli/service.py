@@ -27,6 +27,8 @@ from engine.runtime.live import Engine, EngineSettings
 from engine.store.factory import open_store, redact_url, secret_box_for, sqlite_path
 from engine.store.port import Store, StoreConfigError
 from engine.store.secret_box import unreadable_reason
+from lending.consumer import LendingConsumer
+from lending.params import DEFAULT_PARAMS, LendingParams
 
 _log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class ServiceSettings:
     client_id: str | None = None  # None: default_client_id(db_url)
     mqtt_child: bool = True  # MQTT in a child process (devices/mqtt_process.py), or a thread
     config: Config = field(default_factory=Config)
+    lending: LendingParams | None = DEFAULT_PARAMS  # None: no lending consumer
     engine: EngineSettings = field(default_factory=EngineSettings)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     webhook_addresses: AddressPolicy = field(default_factory=AddressPolicy)
@@ -109,6 +112,7 @@ class Service:
             settings.config,
             settings.engine,
             on_commit=lambda _alerts: self.dispatcher.wake(),
+            consumer=None if settings.lending is None else LendingConsumer(settings.lending),
         )
         self._server: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None

@@ -28,22 +28,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from alerts.model import Alert
+from alerts.model import Alert, AlertType, alert_from_json
 from alerts.retry import backoff_s
 from devices.decode import decode
 from devices.mqtt_source import Message
 from devices.readings import Reading, Reject
 from engine.core.config import Config
 from engine.core.state import DeviceState
+from engine.runtime.consumers import ConsumerStage
 from engine.runtime.metrics import Histogram, counter_lines, gauge_lines
 from engine.runtime.pipeline import Counters, Pipeline
-from engine.store.port import Batch, Committed, LeaseError, Store, StoreError
+from engine.store.port import (
+    AlertQuery,
+    Batch,
+    Committed,
+    ConsumerRow,
+    LeaseError,
+    Store,
+    StoreError,
+)
 from geofence.fence import Fence
 from geofence.index import FenceIndex
 from geofence.positions import PositionIndex
+from lending.consumer import LendingConsumer
 from lending.model import Loan
 
 _log = logging.getLogger(__name__)
+VIN_CONFLICT_LOOKBACK_MS = 7 * 86_400_000  # at start, PUT conflicts this recent are re-fed
 
 # A seam for the crash tests (tests/test_e2e_crash.py), inert unless set:
 # "<before_commit|after_commit>:<device id>:<marker file>" makes the engine thread, at that
@@ -125,6 +136,7 @@ class _DeleteFence:
 @dataclass(frozen=True, slots=True)
 class _PutLoan:
     loan: Loan
+    alerts: tuple[Alert, ...] = ()  # the VIN conflict its PUT raised (stored by the API)
 
 
 _Change = _PutFences | _DeleteFence | _PutLoan
@@ -141,6 +153,7 @@ class Engine:
         settings: EngineSettings | None = None,
         clock: Callable[[], float] = time.time,
         on_commit: Callable[[Sequence[Alert]], None] = lambda _: None,
+        consumer: LendingConsumer | None = None,
     ) -> None:
         self.store = store
         self.source = source
@@ -148,6 +161,8 @@ class Engine:
         self._clock = clock
         self.on_commit = on_commit
         self.pipeline = Pipeline(FenceIndex(), config)
+        self.stage = None if consumer is None else ConsumerStage(self.pipeline, consumer)
+        self._loan_alerts: list[Alert] = []  # PUT alerts for the consumer, at the next batch
         self.positions = PositionIndex()
         self.positions_lock = threading.Lock()
         self.batch_seconds = Histogram()
@@ -174,6 +189,9 @@ class Engine:
             self.pipeline.put_loan(loan, 0, 0, check_vin=False)  # checked when it was PUT
         devices, loans = self.store.load_checkpoint()
         self.pipeline.restore_states(devices, loans)
+        if self.stage is not None:
+            self.stage.restore(self.store)
+            self._loan_alerts = self._unseen_vin_conflicts()
         with self.positions_lock:
             for state in devices:
                 if state.fix is not None:
@@ -258,12 +276,19 @@ class Engine:
         accepted: list[Reading] = []
         alerts = self.pipeline.process(readings, clocks, accepted)
         alerts += self.pipeline.advance(now)
+        consumer_rows: list[ConsumerRow] = []
+        if self.stage is not None:
+            # the same alerts, with the consumer's after the events that raised them
+            alerts = self.stage.feed(self._loan_alerts)
+            self._loan_alerts = []
+            consumer_rows = self.stage.take_rows()
         self.pipeline.count_rejects(r.reason for r in rejects)
         devices, loans = self.pipeline.take_dirty()
         evicted = self.pipeline.take_evicted()
-        if accepted or rejects or alerts or devices or loans or evicted:
+        if accepted or rejects or alerts or devices or loans or evicted or consumer_rows:
             _test_pause("before_commit", readings)
-            committed = self._commit(Batch(now, accepted, rejects, alerts, devices, loans, evicted))
+            batch = Batch(now, accepted, rejects, alerts, devices, loans, evicted, consumer_rows)
+            committed = self._commit(batch)
             _test_pause("after_commit", readings)
             if committed.duplicates:
                 self.pipeline.count_stored_duplicates(committed.duplicates)
@@ -362,9 +387,9 @@ class Engine:
         """Drop a fence from the next batch's index."""
         self._changes.put(_DeleteFence(fence_id))
 
-    def put_loan(self, loan: Loan) -> None:
-        """Take a new or changed loan into the next batch."""
-        self._changes.put(_PutLoan(loan))
+    def put_loan(self, loan: Loan, alerts: Sequence[Alert] = ()) -> None:
+        """Take a new or changed loan, and the alerts its PUT raised, into the next batch."""
+        self._changes.put(_PutLoan(loan, tuple(alerts)))
 
     def _apply_changes(self) -> None:
         index = self.pipeline.index
@@ -382,6 +407,7 @@ class Engine:
                 now = self.now_ms()
                 # the API judged the VIN against the store and stored its alert with the loan
                 self.pipeline.put_loan(change.loan, now, now, check_vin=False)
+                self._loan_alerts += change.alerts
         if changed_index:
             self.pipeline.set_fences(index)
 
@@ -403,6 +429,38 @@ class Engine:
         """Devices whose last fix is within `radius_m`, nearest first."""
         with self.positions_lock:
             return self.positions.near(lat, lon, radius_m)
+
+    def _unseen_vin_conflicts(self) -> list[Alert]:
+        """The loans' VIN conflicts of the last days that the consumer has not seen: a PUT
+        stores its alert at once, the consumer takes it at the engine's next commit, and a
+        crash in between must not lose it."""
+        if self.stage is None:
+            return []
+        since = self.now_ms() - VIN_CONFLICT_LOOKBACK_MS
+        found: list[Alert] = []
+        cursor: str | None = None
+        while True:
+            query = AlertQuery(type=AlertType.VIN_CONFLICT.value, since_ms=since, cursor=cursor)
+            page = self.store.list_alerts(query)
+            found += [alert_from_json(a.alert) for a in page.items]
+            cursor = page.next
+            if cursor is None:
+                break
+        books = self.stage.consumer.books
+        return [
+            a
+            for a in reversed(found)  # oldest first
+            if a.device_id is None
+            and a.loan_id is not None
+            and (a.loan_id not in books or a.id not in books[a.loan_id].risk.alert_ids)
+        ]
+
+    # -- what the API reads of the lending consumer
+    def lending(self) -> tuple[LendingConsumer, threading.Lock] | None:
+        """The lending consumer and the lock to hold while reading it, or None."""
+        if self.stage is None:
+            return None
+        return self.stage.consumer, self.stage.lock
 
     def metrics(self) -> list[str]:
         """This engine's part of `/metrics`."""

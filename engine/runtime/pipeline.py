@@ -104,6 +104,10 @@ class Pipeline:
         self.dirty_loans: set[str] = set()  # loans changed since the last checkpoint
         self.evicted: set[str] = set()  # devices forgotten since the last checkpoint
         self._heap: list[tuple[int, str]] = []
+        # What the consumers are fed (`engine.runtime.consumers`), in the order it happened:
+        # each accepted reading with its runtime clock, then the alerts it raised; timer and
+        # loan alerts as they fire. None when no consumer listens (it costs nothing then).
+        self.tap: list[tuple[Reading | Alert, int]] | None = None
 
     def set_fences(self, index: FenceIndex) -> None:
         """Swap in a new fence snapshot; it applies from the next reading on."""
@@ -217,6 +221,8 @@ class Pipeline:
         elif outcome is _CLOCK_SKEW:
             counters.clock_skew[reading.stream] += 1
         counters.missing += result.missing
+        if self.tap is not None:
+            self.tap.append((reading, now_ms))
         self._apply(result)
         raised = result.alerts
         if result.moved is not None:
@@ -258,7 +264,14 @@ class Pipeline:
     def _count(self, alerts: list[Alert]) -> list[Alert]:
         for alert in alerts:
             self.counters.alerts[alert.type] += 1
+        if self.tap is not None:
+            self.tap.extend((alert, alert.detected_ms) for alert in alerts)
         return alerts
+
+    def count_raised(self, alerts: Sequence[Alert]) -> None:
+        """Count alerts a later stage raised (the consumers'); they are not tapped."""
+        for alert in alerts:
+            self.counters.alerts[alert.type] += 1
 
     def take_dirty(self) -> tuple[list[DeviceState], list[LoanState]]:
         """The states changed since the last call: what a checkpoint must write."""
