@@ -12,6 +12,11 @@ Layers, each pure (a seeded `random.Random`, no clock, no I/O):
   script shares, and what each scenario car does and which alerts it must raise;
 - `fleet`: a whole run (cars, merged messages, ground truth); `truth`: checking alerts.
 
+A lending fleet's multi-day lives (homes, workplaces, time zones with DST, labelled risky
+behaviours) are planned in `life_plan` and `life_places`, lived in `life_days`, reported by
+`life_trackers` and written as a labelled replay dataset by `lives`
+(`python -m simulator lives --loans N --days D --seed S --out DIR`).
+
 I/O lives in `writer` (a run's files), `__main__` (`python -m simulator OUT_DIR`) and
 `golden` (`python -m simulator.golden --regenerate | --demo`).
 """

@@ -2,6 +2,9 @@
 
 Writes `fences.geojson`, `loans.json`, `readings.jsonl` and `ground_truth.json`; replay with
 `pledgewatch replay OUT_DIR/readings.jsonl --fences OUT_DIR/fences.geojson --loans ...`.
+
+`python -m simulator lives --loans N --days D --seed S --out DIR` writes a lending fleet's
+multi-day lives instead, with truth labels (`simulator.lives`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from simulator import lives
 from simulator.car import ScenarioKind
 from simulator.fleet import RunSpec, build_run
 from simulator.junk import ALL_JUNK
@@ -18,7 +22,10 @@ from simulator.writer import write_run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m simulator`."""
+    """Entry point of `python -m simulator` (and of `python -m simulator lives ...`)."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["lives"]:
+        return lives.main(args_in[1:])
     parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
     parser.add_argument("out", type=Path, help="directory to write the run into")
     parser.add_argument(
@@ -34,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--minutes", type=int, default=120, help="event time to cover")
     parser.add_argument("--seed", default="1", help="any string; same seed, same files")
     parser.add_argument("--junk", action="store_true", help="inject malformed input too")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     kinds = tuple(ScenarioKind(k) for k in args.scenario) if args.scenario else tuple(ScenarioKind)
     if args.junk and args.quiet - args.owntracks < 1:
         parser.error("--junk needs a background car with a wired tracker (--quiet > --owntracks)")
