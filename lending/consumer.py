@@ -36,7 +36,7 @@ from lending.risk import (
     set_conditions,
     tier_changed,
 )
-from lending.sites import Candidate, IsMarked, SiteIndex
+from lending.sites import Candidate, IsMarked, SiteIndex, candidate_weight
 
 LOANS = "loans"
 """The consumer name of the per-loan rows."""
@@ -170,25 +170,28 @@ class LendingConsumer:
         ):
             return
         cell = sites.key_of(sites.cell_of(finished.lat, finished.lon))
-        evidence: dict[str, Detail] = {
-            "lat": round(finished.lat, 6),
-            "lon": round(finished.lon, 6),
-            "loans": len(members),
-            "other_loan_ids": [m for m in members if m != loan.loan_id][:10],
-        }
-        for member in members:
+        p = self.params
+        for member, longest_ms in members.items():
             other = self.books.get(member)
-            if other is None:
+            weight = candidate_weight(longest_ms, p.sites)
+            if other is None or weight <= 0.0:
                 continue
+            evidence: dict[str, Detail] = {
+                "lat": round(finished.lat, 6),
+                "lon": round(finished.lon, 6),
+                "loans": len(members),
+                "longest_stay_min": round(longest_ms / 60_000),
+                "other_loan_ids": [m for m in members if m != member][:10],
+            }
             # one finding per (place, loan), stamped with the stay that made it a candidate
-            source = f"site:{cell}:{member}"
             risk = add_points(
                 other.risk,
                 "risk_site_candidate",
                 finished.end_ms,
-                source,
+                f"site:{cell}:{member}",
                 evidence,
-                self.params.risk,
+                p.risk,
+                weight,
             )
             if risk is not other.risk:
                 other.risk = replace(risk, next_eval_ms=0)  # judged at its next event

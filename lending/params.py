@@ -115,6 +115,7 @@ class SitesParams:
     radius_m: float = 150.0
     keep_days: int = 90
     skip_home_work: bool = True
+    full_points_stay_s: int = 7200
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,13 +160,14 @@ def add_points(
     source_id: str,
     evidence: Mapping[str, Detail],
     params: RiskParams,
+    weight: float = 1.0,
 ) -> RiskState:
-    """The state with the points of `code` at event time `ts_ms`, from `source_id` (an
-    alert's id, or the id of another finding); unchanged for a source seen before, one
-    faded already, or one older than the newest `ledger_per_code` of its code."""
+    """The state with `weight` times the points of `code` at event time `ts_ms`, from
+    `source_id` (an alert's id, or the id of another finding); unchanged for a source seen
+    before, one faded already, or one older than the newest `ledger_per_code` of its code."""
     if source_id in state.alert_ids:
         return state
-    points = params.points.get(code, 0.0)
+    points = params.points.get(code, 0.0) * weight
     if state.as_of_ms is not None and (
         points * math.pow(0.5, (state.as_of_ms - ts_ms) / (params.half_life_days * DAY_MS)) < _TRACE
     ):

@@ -39,6 +39,7 @@ class Visits:
     lon_sum: float
     first_ms: int
     last_ms: int
+    longest_ms: int = 0  # the longest of the stays
 
     @property
     def lat(self) -> float:
@@ -78,6 +79,16 @@ class Candidate:
         }
 
 
+def candidate_weight(stay_ms: int, params: SitesParams) -> float:
+    """The share of `risk_site_candidate` points a car earns by its longest stay at a
+    discovered place: none at `min_stay_s`, all from `full_points_stay_s` on, linear between.
+    A second pledge (appraisal, papers, keys) keeps a car for hours; a mall visit rarely."""
+    low, high = params.min_stay_s * 1000, params.full_points_stay_s * 1000
+    if high <= low:
+        return 1.0 if stay_ms >= low else 0.0
+    return min(1.0, max(0.0, (stay_ms - low) / (high - low)))
+
+
 IsMarked = Callable[[float, float, float], bool]
 """Whether a place (lat, lon, radius_m) is inside or near a `risk_site` fence already."""
 
@@ -108,8 +119,9 @@ class SiteIndex:
         by_loan = self.cells.setdefault(cell, {})
         v = by_loan.get(loan_id)
         if v is None:
-            by_loan[loan_id] = Visits(1, lat, lon, start_ms, end_ms)
+            by_loan[loan_id] = Visits(1, lat, lon, start_ms, end_ms, end_ms - start_ms)
         else:
+            v.longest_ms = max(v.longest_ms, end_ms - start_ms)
             v.visits += 1
             v.lat_sum += lat
             v.lon_sum += lon
@@ -171,12 +183,15 @@ class SiteIndex:
         found.sort(key=lambda c: (-c.loans, -c.visits, -c.last_ms, c.lat, c.lon))
         return found
 
-    def loans_near(self, lat: float, lon: float) -> list[str]:
+    def loans_near(self, lat: float, lon: float) -> dict[str, int]:
         """The loans of the place around a point, as `candidates` would gather it (their
-        stays within `radius_m` of one another), by id: a candidate when `min_loans` or more."""
+        stays within `radius_m` of one another), each with its longest stay there (ms): a
+        candidate when they are `min_loans` or more."""
         horizon = self.clock_ms - self.params.keep_days * DAY_MS
-        members = self._gather(self.cell_of(lat, lon), lat, lon, horizon, set())
-        return sorted({loan_id for (_, loan_id), _ in members})
+        longest: dict[str, int] = {}
+        for (_, loan_id), v in self._gather(self.cell_of(lat, lon), lat, lon, horizon, set()):
+            longest[loan_id] = max(longest.get(loan_id, 0), v.longest_ms)
+        return dict(sorted(longest.items()))
 
     def _gather(
         self, cell: Cell, lat: float, lon: float, horizon: int, taken: set[tuple[Cell, str]]
@@ -235,7 +250,15 @@ class SiteIndex:
             if by_loan:
                 doc = {
                     "visits": [
-                        [loan_id, v.visits, v.lat_sum, v.lon_sum, v.first_ms, v.last_ms]
+                        [
+                            loan_id,
+                            v.visits,
+                            v.lat_sum,
+                            v.lon_sum,
+                            v.first_ms,
+                            v.last_ms,
+                            v.longest_ms,
+                        ]
                         for loan_id, v in sorted(by_loan.items())
                     ]
                 }
@@ -254,9 +277,15 @@ class SiteIndex:
                 msg = f"site cell {key}: expected 'visits' to be a list"
                 raise ValueError(msg)  # noqa: TRY004  # a malformed document
             by_loan: dict[str, Visits] = {}
-            for loan_id, visits, lat_sum, lon_sum, first_ms, last_ms in items:
+            for item in items:
+                loan_id, visits, lat_sum, lon_sum, first_ms, last_ms, *rest = item
                 by_loan[str(loan_id)] = Visits(
-                    int(visits), float(lat_sum), float(lon_sum), int(first_ms), int(last_ms)
+                    int(visits),
+                    float(lat_sum),
+                    float(lon_sum),
+                    int(first_ms),
+                    int(last_ms),
+                    int(rest[0]) if rest else 0,
                 )
                 self.clock_ms = max(self.clock_ms, int(last_ms))
             self.cells[row, col] = by_loan

@@ -378,9 +378,9 @@ def test_three_loans_at_one_place_make_a_candidate_and_homes_do_not() -> None:
     assert consumer.candidates(lambda lat, lon, r: haversine_m(lat, lon, *PAWN) < 100) == []
 
 
-def pawned_fleet(consumer: LendingConsumer) -> list[Alert]:
-    """Three neighbours' cars, each two hours at one unmarked lot on its own day, fed as one
-    stream in event-time order; the alerts raised."""
+def pawned_fleet(consumer: LendingConsumer, hours: tuple[int, int] = (10, 12)) -> list[Alert]:
+    """Three neighbours' cars, each at one unmarked lot on its own day from `hours[0]` to
+    `hours[1]` o'clock, fed as one stream in event-time order; the alerts raised."""
     loans = [make_loan(f"L-{i}", (f"trk-{i}",)) for i in range(3)]
     events: list[tuple[Loan, Reading | Alert]] = []
     for i, loan in enumerate(loans):
@@ -390,9 +390,10 @@ def pawned_fleet(consumer: LendingConsumer) -> list[Alert]:
             ts: int, home: tuple[float, float] = home, i: int = i
         ) -> tuple[tuple[float, float], bool]:
             local = datetime.fromtimestamp(ts / 1000, SH)
-            if local.date() == MON + timedelta(days=8 + i) and 10 <= local.hour < 12:
+            day = local.date() == MON + timedelta(days=8 + i)
+            if day and hours[0] <= local.hour + local.minute / 60 < hours[1]:
                 return offset(PAWN, 20 * i, 0), True
-            if local.hour in (9, 12):
+            if local.hour in (9, 12) or (day and local.hour == 11):
                 return offset(HOME, 1000, 0), False
             return home, True
 
@@ -415,6 +416,16 @@ def test_parking_at_a_discovered_site_gives_every_loan_there_its_points() -> Non
     assert all(a.ts_ms >= third_day for a in changes)
     # the same stream again: the same alerts, ids included
     assert [a.id for a in pawned_fleet(LendingConsumer())] == [a.id for a in raised]
+
+
+def test_a_short_visit_to_a_discovered_site_earns_few_points() -> None:
+    consumer = LendingConsumer()
+    raised = pawned_fleet(consumer, hours=(10, 10.75))  # 45 minutes: a mall, not a pledge
+    assert len(consumer.candidates(lambda *_: False)) == 1  # listed for the operator
+    for i in range(3):
+        reasons = {r.code: r for r in consumer.books[f"L-{i}"].risk.reasons}
+        assert 0 < reasons["risk_site_candidate"].points <= 25 * (15 + 15) / 90
+    assert not [a for a in raised if a.type is AlertType.RISK_TIER_CHANGED]
 
 
 def test_a_marked_site_gives_no_candidate_points() -> None:

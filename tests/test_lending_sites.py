@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from geofence.geo import EARTH_RADIUS_M, haversine_m
 from lending.params import SitesParams
-from lending.sites import DAY_MS, Candidate, Cell, SiteIndex, Visits
+from lending.sites import DAY_MS, Candidate, Cell, SiteIndex, Visits, candidate_weight
 
 P = SitesParams()
 T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z
@@ -419,3 +419,23 @@ def test_a_crowded_place_is_gathered_within_half_the_radius_of_its_centre() -> N
     assert [c.loans for c in found] == [60]
     assert "L-far" not in found[0].loan_ids
     assert found[0].radius_m <= P.radius_m / 2
+
+
+def test_candidate_points_grow_with_the_longest_stay() -> None:
+    assert candidate_weight(30 * MIN_MS, P) == 0.0  # as short as a stay may be to count
+    assert candidate_weight(75 * MIN_MS, P) == pytest.approx(0.5)
+    assert candidate_weight(120 * MIN_MS, P) == 1.0
+    assert candidate_weight(600 * MIN_MS, P) == 1.0
+    flat = SitesParams(min_stay_s=1800, full_points_stay_s=1800)
+    assert candidate_weight(30 * MIN_MS, flat) == 1.0
+    assert candidate_weight(29 * MIN_MS, flat) == 0.0
+
+
+def test_the_longest_stay_is_kept_and_survives_a_restore() -> None:
+    index = SiteIndex(P)
+    for minutes in (40, 130, 35):
+        stay(index, "L-1", PAWN, T0 + minutes * DAY_MS, minutes)
+    assert index.loans_near(*PAWN) == {"L-1": 130 * MIN_MS}
+    restored = SiteIndex(P)
+    restored.restore([(k, d) for k, d in index.take_dirty() if d is not None])
+    assert restored.loans_near(*PAWN) == {"L-1": 130 * MIN_MS}
