@@ -25,6 +25,7 @@ from lending.model import Loan, Vehicle
 from lending.params import DEFAULT_PARAMS, LendingParams
 from lending.places import FinishedStay, Places
 from lending.risk import (
+    FINDING_PREFIX,
     Condition,
     RiskState,
     add_alert,
@@ -188,7 +189,7 @@ class LendingConsumer:
                 other.risk,
                 "risk_site_candidate",
                 finished.end_ms,
-                f"site:{cell}:{member}",
+                f"{FINDING_PREFIX}site:{cell}:{member}",
                 evidence,
                 p.risk,
                 weight,

@@ -23,6 +23,9 @@ from lending.params import TIERS, RiskParams
 
 DAY_MS = 86_400_000
 _TRACE = 0.05  # points under this leave the ledger
+FINDING_PREFIX = "finding:"
+"""Starts the source id of points that no alert gave (a discovered place): their reason's
+`alert_id` is null and the evidence says what was found."""
 _REASON_OF: Mapping[AlertType, str] = MappingProxyType(
     {
         AlertType.ZONE_LEFT: "zone_left",
@@ -216,7 +219,9 @@ def _judge(
         evidence: dict[str, Detail] = dict(strongest.evidence)
         if len(items) > 1:
             evidence["alerts"] = len(items)
-        reasons.append((total, Reason(code, round(total), strongest.alert_id, evidence)))
+        source = strongest.alert_id
+        alert = None if source.startswith(FINDING_PREFIX) else source
+        reasons.append((total, Reason(code, round(total), alert, evidence)))
     reasons.extend(
         (cond.points, Reason(cond.code, round(cond.points), None, cond.evidence))
         for cond in state.conditions
