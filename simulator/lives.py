@@ -29,7 +29,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -51,6 +50,7 @@ from simulator.life_plan import (
 )
 from simulator.life_trackers import Line, NoiseEvent, Unit, unit_lines
 from simulator.motion import Move
+from simulator.simulate import parse_start
 from simulator.truth import iso_utc
 from simulator.writer import write_json
 
@@ -280,20 +280,6 @@ def write_lives(plan: LifePlan, cars: Sequence[LivedCar], out_dir: Path) -> list
     ]
 
 
-def _start(text: str) -> int:
-    """`--start`: epoch milliseconds, or ISO-8601 with an offset."""
-    if text.strip().isdigit():
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        msg = f"{text!r}: give epoch milliseconds or ISO-8601 with an offset"
-        raise argparse.ArgumentTypeError(msg)
-    return round(moment.timestamp() * 1000)
-
-
 def main(argv: Sequence[str] | None = None, err: TextIO = sys.stderr) -> int:
     """Entry point of `python -m simulator lives`."""
     parser = argparse.ArgumentParser(
@@ -306,7 +292,7 @@ def main(argv: Sequence[str] | None = None, err: TextIO = sys.stderr) -> int:
     parser.add_argument("--seed", default="1", help="any string; same seed, same files")
     parser.add_argument(
         "--start",
-        type=_start,
+        type=parse_start,
         default=DEFAULT_START_MS,
         help="epoch ms or ISO-8601 with an offset (default 2026-03-02T00:00Z)",
     )

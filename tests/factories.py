@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
+
+from hypothesis import HealthCheck, settings
 
 from alerts.model import Alert, AlertType
 from devices.readings import GpsFix, Reading, StatusReport, Vibration
@@ -25,6 +28,20 @@ def offset(lat: float, lon: float, north_m: float, east_m: float) -> tuple[float
     dlat = math.degrees(north_m / EARTH_RADIUS_M)
     dlon = math.degrees(east_m / (EARTH_RADIUS_M * math.cos(math.radians(lat))))
     return lat + dlat, lon + dlon
+
+
+def offset_point(at: tuple[float, float], north_m: float, east_m: float) -> tuple[float, float]:
+    """The point `north_m` north and `east_m` east of `at` (lat, lon)."""
+    return offset(at[0], at[1], north_m, east_m)
+
+
+def property_settings(default_examples: int) -> settings:
+    """Hypothesis settings: `PW_EXAMPLES` examples (default `default_examples`), no deadline."""
+    return settings(
+        max_examples=int(os.environ.get("PW_EXAMPLES", str(default_examples))),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
 
 
 def circle(

@@ -33,6 +33,7 @@ from engine.cli.main import main as cli_main
 from engine.runtime.live import Engine, EngineSettings
 from engine.store.postgres_store import PostgresStore
 from engine.store.sqlite_store import SqliteStore
+from lending.consumer import LendingConsumer
 from simulator.vehicles import make_vin
 from tests.conftest import PG_DSN
 from tests.factories import OTHER_VIN, VIN, offset
@@ -138,11 +139,17 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    store = SqliteStore(tmp_path_factory.mktemp("api") / "pledgewatch.db")
+    yield from run_live(tmp_path_factory.mktemp("api"))
+
+
+def run_live(directory: Path, consumer: LendingConsumer | None = None) -> Iterator[Live]:
+    """An engine on a SQLite file in `directory`, fed by a queue, with its dispatcher and
+    API on a loopback port; stopped when the generator is closed."""
+    store = SqliteStore(directory / "pledgewatch.db")
     store.migrate()
     source = QueueSource()
     settings = EngineSettings(max_wait_s=0.01)
-    engine = Engine(store, source, settings=settings)
+    engine = Engine(store, source, settings=settings, consumer=consumer)
     engine.start()
     # Retries an hour apart: a failed delivery stays put while a test looks at it.
     dispatcher = Dispatcher(

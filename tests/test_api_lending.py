@@ -10,28 +10,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 
-from alerts.dispatcher import Dispatcher
-from alerts.retry import RetryPolicy
-from engine.api.app import create_app
-from engine.runtime.live import Engine, EngineSettings
-from engine.store.sqlite_store import SqliteStore
 from geofence.geo import haversine_m
 from lending.consumer import LendingConsumer
 from lending.params import DEFAULT_PARAMS
 from simulator.vehicles import make_vin
 from tests.factories import offset
 from tests.test_api import (
-    LOOPBACK,
-    TOKEN,
     Live,
-    QueueSource,
-    Server,
     assert_problem,
     live,  # noqa: F401  # the plain fixture: an engine without the lending consumer
     polygon_feature,
+    run_live,
     wait_for,
 )
 
@@ -49,27 +40,7 @@ PRICE = DEFAULT_PARAMS.price
 @pytest.fixture(scope="module")
 def lending(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """test_api's `live` fixture, with `consumer=LendingConsumer()`."""
-    store = SqliteStore(tmp_path_factory.mktemp("lending") / "pledgewatch.db")
-    store.migrate()
-    source = QueueSource()
-    settings = EngineSettings(max_wait_s=0.01)
-    engine = Engine(store, source, settings=settings, consumer=LendingConsumer())
-    engine.start()
-    dispatcher = Dispatcher(
-        store, RetryPolicy(base_s=3600.0, timeout_s=1.0), poll_s=0.05, addresses=LOOPBACK
-    )
-    dispatcher.start()
-    app = create_app(engine, store, dispatcher, TOKEN, webhook_addresses=LOOPBACK)
-    with (
-        Server(app) as server,
-        httpx.Client(
-            base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
-        ) as http,
-    ):
-        yield Live(engine, store, source, dispatcher, server.url, http)
-    dispatcher.stop()
-    engine.stop()
-    store.close()
+    yield from run_live(tmp_path_factory.mktemp("lending"), LendingConsumer())
 
 
 # -- helpers

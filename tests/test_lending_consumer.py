@@ -6,24 +6,24 @@ The fake clock is the event time of what it is fed; `now_ms` (detection time) on
 
 from __future__ import annotations
 
-import math
-import os
 import random
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from alerts.model import Alert, AlertType, alert_id
 from devices.readings import GpsFix, Reading, Vibration
-from geofence.geo import EARTH_RADIUS_M, haversine_m
+from geofence.geo import haversine_m
 from lending.consumer import BOOK_VERSION, LOANS, SITES, LendingConsumer, LoanBook, Row
 from lending.model import Loan, Vehicle, parse_loan
 from lending.params import LendingParams
 from lending.places import Places
+from tests.factories import offset_point as offset
+from tests.factories import property_settings
 
 SH = ZoneInfo("Asia/Shanghai")
 MON = date(2026, 3, 2)
@@ -32,18 +32,7 @@ DAY_MS = 24 * HOUR_MS
 STEP_MS = 15 * 60_000
 HOME = (31.2300, 121.4700)
 
-PROPS = settings(
-    max_examples=int(os.environ.get("PW_EXAMPLES", "40")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-
-
-def offset(at: tuple[float, float], north_m: float, east_m: float) -> tuple[float, float]:
-    """The point `north_m` north and `east_m` east of `at`."""
-    dlat = math.degrees(north_m / EARTH_RADIUS_M)
-    dlon = math.degrees(east_m / (EARTH_RADIUS_M * math.cos(math.radians(at[0]))))
-    return at[0] + dlat, at[1] + dlon
+PROPS = property_settings(40)
 
 
 def at_local(day: date, hour: int, minute: int = 0) -> int:

@@ -7,7 +7,6 @@ off) or driving (ignition on), and each test reads what the fold learned.
 from __future__ import annotations
 
 import math
-import os
 import random
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -15,23 +14,20 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from geofence.geo import EARTH_RADIUS_M, haversine_m
 from lending.model import GeoPoint
 from lending.params import PlacesParams
 from lending.places import FinishedStay, Place, Places, local_day
+from tests.factories import property_settings
 
 P = PlacesParams()
 STEP_MS = 15 * 60_000
 HOME = (31.2300, 121.4700)
 
-PROPS = settings(
-    max_examples=int(os.environ.get("PW_EXAMPLES", "40")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+PROPS = property_settings(40)
 
 Point = tuple[float, float]
 Where = Callable[[datetime], Point | None]

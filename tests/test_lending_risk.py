@@ -5,11 +5,9 @@ The clock is the alerts' event time: `evaluate(state, at_ms, ...)` is told when 
 
 from __future__ import annotations
 
-import os
-
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from alerts.model import Alert, AlertType, Severity, alert_id
@@ -29,6 +27,7 @@ from lending.risk import (
     tier_changed,
     tier_for,
 )
+from tests.factories import property_settings
 
 P = RiskParams()
 T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z
@@ -36,11 +35,7 @@ HOUR_MS = 3_600_000
 LOAN = Loan("L-1", "LSVAB4182E2123456", ("trk-1",), ("home",))
 LOW, MEDIUM, HIGH, CRITICAL = range(4)
 
-PROPS = settings(
-    max_examples=int(os.environ.get("PW_EXAMPLES", "60")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+PROPS = property_settings(60)
 
 
 def make_alert(

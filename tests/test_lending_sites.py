@@ -6,35 +6,25 @@ The grid lookup is checked against a brute-force reference that looks at every a
 from __future__ import annotations
 
 import math
-import os
 import random
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from geofence.geo import EARTH_RADIUS_M, haversine_m
+from geofence.geo import haversine_m
 from lending.params import SitesParams
 from lending.sites import DAY_MS, Candidate, Cell, SiteIndex, Visits, candidate_weight
+from tests.factories import offset_point as offset
+from tests.factories import property_settings
 
 P = SitesParams()
 T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z
 MIN_MS = 60_000
 PAWN = (31.2300, 121.4700)
 
-PROPS = settings(
-    max_examples=int(os.environ.get("PW_EXAMPLES", "60")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-
-
-def offset(at: tuple[float, float], north_m: float, east_m: float) -> tuple[float, float]:
-    """The point `north_m` north and `east_m` east of `at`."""
-    dlat = math.degrees(north_m / EARTH_RADIUS_M)
-    dlon = math.degrees(east_m / (EARTH_RADIUS_M * math.cos(math.radians(at[0]))))
-    return at[0] + dlat, at[1] + dlon
+PROPS = property_settings(60)
 
 
 def never(lat: float, lon: float, radius_m: float) -> bool:
