@@ -18,6 +18,7 @@ from lending.model import Vehicle
 from lending.params import CollateralParams, LendingParams
 
 YEAR_MS = 365.25 * 86_400_000
+_SHORT_M = 100_000.0  # below this, the equirectangular distance is good to 0.1 %
 DAY_MS = 86_400_000
 
 
@@ -40,20 +41,27 @@ class Odometer:
         params: CollateralParams,
     ) -> None:
         """Fold a fix of the loan's primary tracker (in event-time order)."""
-        if self.first_ms is None:
-            self.first_ms = ts_ms
+        # A hot path (a call per fix). Fixes a few seconds apart: the equirectangular
+        # distance, under 0.1 % off below 100 km and a third of haversine's cost.
         if odometer_km is not None:
             if self.first_odometer_km is None:
                 self.first_odometer_km = odometer_km
             if self.last_odometer_km is None or odometer_km > self.last_odometer_km:
                 self.last_odometer_km = odometer_km
         last = self.last_fix
-        if last is not None:
-            if ts_ms <= last[0]:
+        if last is None:
+            self.first_ms = ts_ms
+        else:
+            last_ts, last_lat, last_lon = last
+            if ts_ms <= last_ts:
                 return
-            km = short_distance_m(last[1], last[2], lat, lon) / 1000.0
-            if km <= params.max_speed_kmh * (ts_ms - last[0]) / 3_600_000:  # else spoofing
-                self.gps_km += km
+            dlat = lat - last_lat
+            dlon = (lon - last_lon) * math.cos(math.radians(lat))
+            metres = math.sqrt(dlat * dlat + dlon * dlon) * METRES_PER_DEGREE
+            if metres >= _SHORT_M:
+                metres = haversine_m(last_lat, last_lon, lat, lon)
+            if metres * 3600.0 <= params.max_speed_kmh * (ts_ms - last_ts):  # else: spoofing
+                self.gps_km += metres / 1000.0
         self.last_fix = (ts_ms, lat, lon)
 
     def driven_km(self) -> float:
@@ -101,15 +109,6 @@ class Odometer:
             None if not isinstance(fix, list) else (int(fix[0]), float(fix[1]), float(fix[2])),
             None if first_ms is None else int(first_ms),  # type: ignore[call-overload]  # an int
         )
-
-
-def short_distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Metres between two fixes a few seconds apart: the equirectangular approximation
-    (under 0.1 % off below 100 km, three times cheaper than haversine); haversine beyond."""
-    dlat = lat2 - lat1
-    dlon = (lon2 - lon1) * math.cos(math.radians((lat1 + lat2) * 0.5))
-    d = math.sqrt(dlat * dlat + dlon * dlon) * METRES_PER_DEGREE
-    return d if d < 100_000.0 else haversine_m(lat1, lon1, lat2, lon2)
 
 
 def collateral_value(

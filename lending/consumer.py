@@ -146,11 +146,11 @@ class LendingConsumer:
                         self._file_stay(loan, book, finished)
                     if closed:
                         self._set_conditions(loan, book)
-                        return self._evaluate(loan, book, now_ms)
+                        return self._evaluate(loan, book, now_ms, reading.device_id)
                 else:  # driving, no stay to end, no day to close: only the time moves
                     places.last_fix_ms = ts_ms
         if book.clock_ms >= book.risk.next_eval_ms:
-            return self._evaluate(loan, book, now_ms)
+            return self._evaluate(loan, book, now_ms, reading.device_id)
         return []
 
     def _file_stay(self, loan: Loan, book: LoanBook, finished: FinishedStay) -> None:
@@ -211,7 +211,7 @@ class LendingConsumer:
         self._dirty.add(loan.loan_id)
         book.clock_ms = max(book.clock_ms, alert.ts_ms)
         book.risk = risk
-        return self._evaluate(loan, book, now_ms)
+        return self._evaluate(loan, book, now_ms, alert.device_id)
 
     def _set_conditions(self, loan: Loan, book: LoanBook) -> None:
         p = self.params
@@ -226,14 +226,18 @@ class LendingConsumer:
             conditions.append(Condition("mileage_high", pts.get("mileage_high", 0.0), evidence))
         book.risk = set_conditions(book.risk, conditions)
 
-    def _evaluate(self, loan: Loan, book: LoanBook, now_ms: int) -> list[Alert]:
+    def _evaluate(
+        self, loan: Loan, book: LoanBook, now_ms: int, device_id: str | None
+    ) -> list[Alert]:
+        """Judge the loan now; `risk.tier_changed` names `device_id`, the tracker whose
+        event it was judged at (None for a loan's own event, such as a PUT's conflict)."""
         risk, old_tier = evaluate(book.risk, book.clock_ms, self.params.risk)
         book.risk = risk
         if risk.tier == old_tier:
             return []
         fix = book.odometer.last_fix
         where = None if fix is None else (fix[1], fix[2])
-        return [tier_changed(loan, risk, old_tier, now_ms, self.params.risk, where)]
+        return [tier_changed(loan, risk, old_tier, now_ms, self.params.risk, where, device_id)]
 
     # -- durable state
     def take_rows(self) -> list[Row]:

@@ -104,14 +104,21 @@ def _str_list(
     return tuple(items)
 
 
+MAX_AMOUNT = 1e15
+"""The largest money amount (value, principal) or mileage a loan may state: far above any
+car, and small enough for every figure derived from it to stay a 64-bit integer in JSON."""
+
+
 def _number(loan_id: str, doc: dict[str, object], key: str, where: str = "") -> float | None:
-    """The non-negative number at `key`; `where` is the path of `doc` in the loan."""
+    """The non-negative number at `key`, at most `MAX_AMOUNT`; `where` is the path of `doc`
+    in the loan."""
     value = doc.get(key)
     if value is None:
         return None
     number = _finite(value)
-    if number is None or number < 0.0:
-        raise _fail(loan_id, where + key, f"must be a non-negative number, got {short_repr(value)}")
+    if number is None or not 0.0 <= number <= MAX_AMOUNT:
+        detail = f"must be a non-negative number up to {MAX_AMOUNT:.0e}, got {short_repr(value)}"
+        raise _fail(loan_id, where + key, detail)
     return number
 
 

@@ -275,6 +275,7 @@ def tier_changed(
     now_ms: int,
     params: RiskParams,
     where: tuple[float, float] | None,
+    device_id: str | None = None,
 ) -> Alert:
     """`risk.tier_changed` for a loan whose tier moved from `old_tier` to `state.tier`."""
     at_ms = state.as_of_ms if state.as_of_ms is not None else 0
@@ -285,7 +286,7 @@ def tier_changed(
         type=AlertType.RISK_TIER_CHANGED,
         ts_ms=at_ms,
         detected_ms=now_ms,
-        device_id=None,
+        device_id=device_id,  # the tracker whose event moved the tier; not part of the id
         loan_id=loan.loan_id,
         vin=loan.vin,
         fence_id=None,

@@ -64,6 +64,7 @@ class Candidate:
     first_ms: int
     last_ms: int
     loan_ids: tuple[str, ...]
+    typical_stay_ms: int = 0  # the median of the loans' longest stays: hours at a pledge lot
 
     def to_json(self) -> dict[str, object]:
         """The object of `GET /v1/risk-sites/candidates`."""
@@ -76,7 +77,13 @@ class Candidate:
             "first_seen": iso_instant(self.first_ms),
             "last_seen": iso_instant(self.last_ms),
             "loan_ids": list(self.loan_ids),
+            "typical_stay_min": round(self.typical_stay_ms / 60_000),
         }
+
+
+def _median(values: list[int]) -> int:
+    """The median of sorted values (the lower middle one of an even count)."""
+    return values[(len(values) - 1) // 2] if values else 0
 
 
 def candidate_weight(stay_ms: int, params: SitesParams) -> float:
@@ -105,11 +112,14 @@ class SiteIndex:
     def cell_of(self, lat: float, lon: float) -> Cell:
         """The grid cell of a point: rows of `radius_m` latitude, columns of `radius_m` at
         the row's latitude."""
+        row = math.floor(lat * METRES_PER_DEGREE / self.params.radius_m)
+        return row, math.floor(lon / self._width_deg(row))
+
+    def _width_deg(self, row: int) -> float:
+        """The width of row `row`'s columns, degrees of longitude."""
         size = self.params.radius_m
-        row = math.floor(lat * METRES_PER_DEGREE / size)
         row_lat = (row + 0.5) * size / METRES_PER_DEGREE
-        width_deg = size / (METRES_PER_DEGREE * max(0.01, math.cos(math.radians(row_lat))))
-        return row, math.floor(lon / width_deg)
+        return size / (METRES_PER_DEGREE * max(0.01, math.cos(math.radians(row_lat))))
 
     def add_stay(self, loan_id: str, lat: float, lon: float, start_ms: int, end_ms: int) -> bool:
         """File a stay; False (and nothing filed) if it was shorter than `min_stay_s`."""
@@ -178,6 +188,7 @@ class SiteIndex:
                     min(v.first_ms for _, v in members),
                     max(v.last_ms for _, v in members),
                     tuple(loans),
+                    _median(sorted(v.longest_ms for _, v in members)),
                 )
             )
         found.sort(key=lambda c: (-c.loans, -c.visits, -c.last_ms, c.lat, c.lon))
@@ -226,10 +237,16 @@ class SiteIndex:
         return members
 
     def _around(self, cell: Cell) -> Iterable[tuple[tuple[Cell, str], Visits]]:
+        """The aggregates of a cell and of every cell a point within `radius_m` of it may
+        lie in. Rows' columns differ in width, so a neighbour row's columns are found from
+        the cell's longitudes (their numbers drift apart with the longitude)."""
         row, col = cell
+        width = self._width_deg(row)
+        reach = max(self._width_deg(r) for r in (row - 1, row, row + 1))  # radius_m, in degrees
+        west, east = col * width - reach, (col + 1) * width + reach
         for r in (row - 1, row, row + 1):
-            # columns are narrower or wider from row to row: look one further on each side
-            for c in range(col - 2, col + 3):
+            w = self._width_deg(r)
+            for c in range(math.floor(west / w), math.floor(east / w) + 1):
                 by_loan = self.cells.get((r, c))
                 if by_loan:
                     for loan_id, v in by_loan.items():

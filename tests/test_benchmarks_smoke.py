@@ -10,8 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from benchmarks import bench_engine, bench_fences, bench_replay, soak
+from benchmarks import bench_engine, bench_fences, bench_lending, bench_replay, soak
 from benchmarks.engine_runs import counter_delta, engine_check
+from benchmarks.lending_eval import auc
 from benchmarks.replay_workload import random_vins
 from simulator.harness.prometheus import Metrics
 
@@ -78,6 +79,78 @@ def test_bench_replay_tiny(tmp_path: Path, capsys) -> None:
     profile = (tmp_path / "replay_profile.txt").read_text()
     assert profile.count("by cumulative") == 2
     assert "Replay in-process" in capsys.readouterr().out
+
+
+def test_bench_lending_tiny(tmp_path: Path, capsys) -> None:
+    # Tiny sizes say nothing of the AUC or the speed budget: those targets are relaxed here,
+    # and every correctness check must pass.
+    status = bench_lending.main(
+        [
+            "--loans",
+            "30",
+            "--days",
+            "3",
+            "--target-auc",
+            "0",
+            "--speed-devices",
+            "200",
+            "--speed-fences",
+            "200",
+            "--speed-readings",
+            "2000",
+            "--rounds",
+            "2",
+            "--target-ratio",
+            "100",
+            "--site-sizes",
+            "2000,4000",
+            "--site-lots",
+            "5",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
+    doc = _load(tmp_path / "bench_lending.json")
+    assert doc["checks_passed"] is True, doc["checks"]
+    assert status == 0
+    assert set(doc["checks"]) == {
+        "eval_auc_final",
+        "size_bounded",
+        "speed_replay_without",
+        "speed_replay_with",
+        "speed_core_alerts_identical",
+        "speed_ratio_within_budget",
+        "sites_planted_lots_found",
+    }
+    ev = doc["evaluation"]
+    assert ev["dataset"]["loans"] == len(ev["loans"]) == 30
+    assert ev["ranking"]["risky"] + ev["ranking"]["quiet"] == 30
+    assert 0.0 <= ev["ranking"]["auc_final"] <= 1.0
+    assert 0.0 <= ev["ranking"]["auc_peak"] <= 1.0
+    assert sum(sum(row.values()) for row in ev["confusion_final"].values()) == 30
+    assert sum(sum(row.values()) for row in ev["confusion_peak"].values()) == 30
+    assert ev["replay"]["readings"] > 0
+    assert ev["places"]["commuters"] > 0
+    assert "recall" in ev["sites"]
+    assert "precision" in ev["sites"]
+    speed = doc["speed"]
+    assert speed["with"]["alerts"] >= speed["without"]["alerts"] > 0
+    assert len(speed["with"]["seconds_by_round"]) == 2
+    memory = doc["size"]["memory"]
+    assert memory["graph_bytes_per_loan"] > 0
+    assert memory["tracemalloc_restore_bytes_per_loan"] > 0
+    assert memory["book_json_bytes"]["min"] > 0
+    sites = doc["size"]["sites"]["sizes"]
+    assert [r["planted_lots_found"] for r in sites] == [5, 5]
+    assert "Evaluation" in capsys.readouterr().out
+
+
+def test_auc_counts_ties_as_half() -> None:
+    assert auc([1, 2], [0, 1]) == 3.5 / 4
+    assert auc([3, 3], [1, 2]) == 1.0
+    assert auc([1], [1]) == 0.5
+    assert auc([0], [1, 2]) == 0.0
+    assert auc([], [1]) is None
 
 
 def test_vins_are_valid_and_distinct() -> None:

@@ -15,6 +15,7 @@ from lending.model import (
     loan_to_json,
     parse_loan,
     parse_loans,
+    parse_quote,
 )
 
 GOOD = {
@@ -210,3 +211,21 @@ def test_new_field_errors_in_a_loans_file_name_the_path() -> None:
 def test_known_time_zones_are_accepted(tz: str) -> None:
     assert known_tz(tz)
     assert parse_loan("L-1", {**GOOD, "tz": tz}).tz == tz
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"principal": 1.4e308}, "principal"),
+        ({"vehicle": {"value": 2e15}}, "vehicle.value"),
+        ({"vehicle": {"mileage_km": 1e300}}, "vehicle.mileage_km"),
+    ],
+)
+def test_amounts_past_any_car_are_refused(patch: dict[str, object], field: str) -> None:
+    # every figure derived from them must stay a 64-bit integer in the API's JSON
+    with pytest.raises(LoanError) as info:
+        parse_loan("L-1", {**GOOD, **patch})
+    assert info.value.field == field
+    with pytest.raises(LoanError) as quoted:
+        parse_quote({"vehicle": {"value": 1e308}, "principal": 1.0})
+    assert quoted.value.field == "vehicle.value"

@@ -60,7 +60,9 @@ def test_three_loans_parked_long_make_a_candidate() -> None:
         "first_seen",
         "last_seen",
         "loan_ids",
+        "typical_stay_min",
     }
+    assert doc["typical_stay_min"] == 30
     assert doc["first_seen"] == "2026-03-02T00:00:00Z"
     assert doc["last_seen"] == "2026-03-02T02:30:00Z"
 

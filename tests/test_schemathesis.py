@@ -29,11 +29,8 @@ import httpx
 import orjson
 import pytest
 
-from alerts.dispatcher import Dispatcher, RetryPolicy
-from engine.api.app import create_app
-from engine.runtime.live import Engine, EngineSettings
-from engine.store.sqlite_store import SqliteStore
-from tests.test_api import LOOPBACK, TOKEN, QueueSource, Server
+from lending.consumer import LendingConsumer
+from tests.test_api import TOKEN, QueueSource, run_live
 
 REPO = Path(__file__).resolve().parent.parent
 CITY = REPO / "engine" / "examples" / "city"
@@ -46,25 +43,11 @@ SUMMARY_RE = re.compile(r"(\d+) generated, \1 passed")
 
 @pytest.fixture(scope="module")
 def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The API over real TCP, on a store holding the example city and some of its readings."""
-    store = SqliteStore(tmp_path_factory.mktemp("schemathesis") / "pledgewatch.db")
-    store.migrate()
-    source = QueueSource()
-    engine = Engine(store, source, settings=EngineSettings(max_wait_s=0.01))
-    engine.start()
-    dispatcher = Dispatcher(
-        store, RetryPolicy(base_s=3600.0, timeout_s=1.0), poll_s=0.05, addresses=LOOPBACK
-    )
-    dispatcher.start()
-    app = create_app(engine, store, dispatcher, TOKEN, webhook_addresses=LOOPBACK)
-    try:
-        with Server(app) as server:
-            _seed(server.url, source)
-            yield server.url
-    finally:
-        dispatcher.stop()
-        engine.stop()
-        store.close()
+    """The API over real TCP (with the lending consumer), on a store holding the example city
+    and some of its readings."""
+    for live in run_live(tmp_path_factory.mktemp("schemathesis"), LendingConsumer()):
+        _seed(live.url, live.source)
+        yield live.url
 
 
 def _seed(url: str, source: QueueSource) -> None:

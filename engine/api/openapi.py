@@ -6,7 +6,7 @@ from __future__ import annotations
 from engine.api.problems import PROBLEM_MEDIA_TYPE
 from engine.api.schemas import ALERT_TYPES, MAX_NOTE_CHARS
 from geofence.fence import FENCE_ID_PATTERN, MAX_RADIUS_M
-from lending.model import VIN_RE
+from lending.model import MAX_AMOUNT, VIN_RE
 
 _NULLABLE_STR: dict[str, object] = {"type": ["string", "null"]}
 FEATURE_SCHEMA: dict[str, object] = {
@@ -44,6 +44,7 @@ COLLECTION_SCHEMA: dict[str, object] = {
         "features": {"type": "array", "items": {**FEATURE_SCHEMA, "required": ["id", "type"]}},
     },
 }
+_AMOUNT: dict[str, object] = {"type": "number", "minimum": 0, "maximum": MAX_AMOUNT}
 _POINT: dict[str, object] = {
     "type": "object",
     "required": ["lat", "lon"],
@@ -60,15 +61,15 @@ LOAN_SCHEMA: dict[str, object] = {
         "device_ids": {"type": "array", "items": {"type": "string"}, "minItems": 1},
         "zone_ids": {"type": "array", "items": {"type": "string"}},
         "status": {"enum": ["active", "closed"], "default": "active"},
-        "principal": {"type": "number", "minimum": 0},
+        "principal": _AMOUNT,
         "vehicle": {
             "type": "object",
             "properties": {
                 "make": _NULLABLE_STR,
                 "model": _NULLABLE_STR,
                 "year": {"type": "integer", "minimum": 1900, "maximum": 2100},
-                "mileage_km": {"type": "number", "minimum": 0},
-                "value": {"type": "number", "minimum": 0},
+                "mileage_km": _AMOUNT,
+                "value": _AMOUNT,
                 "valued_at": {
                     "type": "string",
                     "description": "ISO-8601 date, or date-time with offset, of the valuation",
@@ -85,7 +86,7 @@ QUOTE_SCHEMA: dict[str, object] = {
     "required": ["vehicle", "principal"],
     "properties": {
         "vehicle": LOAN_SCHEMA["properties"]["vehicle"],  # type: ignore[index]  # our dict literal above
-        "principal": {"type": "number", "minimum": 0},
+        "principal": _AMOUNT,
         "device_id": {"type": "string", "description": "price with this tracker's history"},
     },
 }

@@ -158,9 +158,11 @@ class Replay:
     def _load_loans(self, ts_ms: int, now_ms: int) -> None:
         # Loans are taken as PUT in file order at the first reading's event time, so a VIN
         # that is already on an earlier active loan raises `pledge.vin_conflict` there.
+        alerts: list[Alert] = []
         for loan in self._pending_loans:
-            self._emit(self.pipeline.put_loan(loan, ts_ms, now_ms))
+            alerts += self.pipeline.put_loan(loan, ts_ms, now_ms)
         self._pending_loans = []
+        self._emit(alerts)
 
     def _reject(self, reject: Reject) -> None:
         self.pipeline.count_rejects([reject.reason.value])

@@ -18,7 +18,7 @@ from engine.core.config import Config
 from simulator.fleet_plan import FleetPlan
 from simulator.harness.broker import BrokerUnavailable, PrivateBroker, answers
 from simulator.harness.receiver import ReceivedWebhook, WebhookReceiver
-from simulator.loadtest.judging import unjudged
+from simulator.loadtest.judging import LENDING_TYPES, unjudged
 from simulator.loadtest.options import LoadtestError, Options
 from simulator.loadtest.sampling import Progress
 from simulator.loadtest.target import StartedEngine, Target
@@ -48,7 +48,7 @@ class Stack:
         self.receiver: WebhookReceiver | None = None
         self.hook_id = f"{HOOK_ID_PREFIX}{os.getpid()}"
         self.rules = Config()
-        self.unjudged: set[str] = set()
+        self.unjudged: set[str] = set(LENDING_TYPES)  # and, attached, what the rules change
         self.engine_exit: int | None = None
 
     def broker(self) -> str:
