@@ -157,7 +157,7 @@ def test_zone_left_raises_one_tier_change_low_to_high() -> None:
     assert changed.type is AlertType.RISK_TIER_CHANGED
     assert changed.id == alert_id("L-1", AlertType.RISK_TIER_CHANGED, None, T0 + 60_000, "low>high")
     assert (changed.ts_ms, changed.detected_ms) == (T0 + 60_000, T0 + 65_000)
-    assert (changed.loan_id, changed.vin, changed.device_id) == ("L-1", LOAN.vin, "trk-1")  # the tracker whose event it was
+    assert (changed.loan_id, changed.vin, changed.device_id) == ("L-1", LOAN.vin, "trk-1")
     assert (changed.lat, changed.lon) == HOME  # where the car was last seen
     assert changed.details["from"] == "low"
     assert changed.details["to"] == "high"
