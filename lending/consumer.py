@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from alerts.model import Alert, Detail, Severity
+from alerts.model import Alert, AlertType, Detail
 from devices.readings import GpsFix, Reading
 from lending.collateral import Odometer, collateral_json, collateral_value, price_json
 from lending.model import Loan, Vehicle
@@ -26,12 +26,12 @@ from lending.params import DEFAULT_PARAMS, LendingParams
 from lending.places import FinishedStay, Places
 from lending.risk import (
     FINDING_PREFIX,
+    RISK_ALERT_TYPES,
     Condition,
     RiskState,
     add_alert,
     add_points,
     evaluate,
-    reason_code,
     risk_from_json,
     risk_to_json,
     set_conditions,
@@ -100,6 +100,7 @@ class LendingConsumer:
         self.books: dict[str, LoanBook] = {}
         self.sites = SiteIndex(params.sites)
         self._dirty: set[str] = set()
+        self.alert_types: frozenset[AlertType] = RISK_ALERT_TYPES  # the alerts it folds
         # Whether a place is a marked `risk_site` already: the runtime's fence index tells
         # (`engine.runtime.consumers` sets it); none is marked without one.
         self.is_marked: IsMarked = lambda _lat, _lon, _radius_m: False
@@ -200,11 +201,11 @@ class LendingConsumer:
 
     def on_alert(self, loan: Loan, alert: Alert, now_ms: int) -> list[Alert]:
         """Fold an alert about the loan (its trackers' or its own)."""
-        if reason_code(alert) is None and alert.severity is not Severity.CRITICAL:
+        if alert.type not in self.alert_types:
             return []
         book = self._book(loan)
         risk = add_alert(book.risk, alert, self.params.risk)
-        if risk == book.risk:
+        if risk is book.risk:
             # seen before (or faded, or older than the ledger keeps): judging the loan now
             # would stamp a tier change with a moment a run without this alert would not
             return []

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from alerts.model import Alert, AlertType, Detail, Severity, alert_id
+from alerts.model import SEVERITY, Alert, AlertType, Detail, Severity, alert_id
 from lending.model import Loan, iso_instant
 from lending.params import TIERS, RiskParams
 
@@ -40,6 +40,10 @@ _REASON_OF: Mapping[AlertType, str] = MappingProxyType(
         AlertType.SHOCK: "shock",
     }
 )
+RISK_ALERT_TYPES: frozenset[AlertType] = frozenset(
+    {*_REASON_OF, *(t for t, severity in SEVERITY.items() if severity is Severity.CRITICAL)}
+)
+"""The alerts a risk score folds: those with a reason code, and the critical ones."""
 _EVIDENCE_KEYS = (
     "category",
     "dwell_s",

@@ -44,9 +44,10 @@ class ConsumerStage:
         hits = index.hits([lat], [lon], radius_m)[0]
         return any(fences[h.fence_id].kind is FenceKind.RISK_SITE for h in hits)
 
-    def feed(self, extra: Sequence[Alert] = ()) -> list[Alert]:
+    def feed(self, now_ms: int, extra: Sequence[Alert] = ()) -> list[Alert]:
         """Route what the pipeline tapped since the last call (and `extra` alerts raised
-        outside it and stored already, such as a PUT's VIN conflict).
+        outside it and stored already, such as a PUT's VIN conflict); `now_ms`, the
+        runtime's clock, stamps the `detected_at` of what readings raise.
 
         Returns the tapped alerts with the consumer's own (counted) right after the event
         that raised them: the order a loan's webhooks go out in, event by event.
@@ -57,6 +58,7 @@ class ConsumerStage:
         loans = pipeline.loans
         by_device = pipeline.ctx.loans_by_device
         consumer = self.consumer
+        wanted = consumer.alert_types
         active = LoanStatus.ACTIVE
         raised: list[Alert] = []
         ordered: list[Alert] = []
@@ -66,12 +68,14 @@ class ConsumerStage:
                 if loan is not None and loan.status is active:
                     raised += consumer.on_alert(loan, alert, alert.detected_ms)
             ordered += raised
-            for event, now_ms in events:
+            for event in events:
                 if isinstance(event, Alert):
                     ordered.append(event)
-                    loan = loans.get(event.loan_id) if event.loan_id is not None else None
+                    if event.type not in wanted or event.loan_id is None:
+                        continue
+                    loan = loans.get(event.loan_id)
                     if loan is not None and loan.status is active:
-                        new = consumer.on_alert(loan, event, now_ms)
+                        new = consumer.on_alert(loan, event, event.detected_ms)
                         if new:
                             raised += new
                             ordered += new

@@ -279,7 +279,7 @@ class Engine:
         consumer_rows: list[ConsumerRow] = []
         if self.stage is not None:
             # the same alerts, with the consumer's after the events that raised them
-            alerts = self.stage.feed(self._loan_alerts)
+            alerts = self.stage.feed(now, self._loan_alerts)
             self._loan_alerts = []
             consumer_rows = self.stage.take_rows()
         self.pipeline.count_rejects(r.reason for r in rejects)

@@ -105,9 +105,9 @@ class Pipeline:
         self.evicted: set[str] = set()  # devices forgotten since the last checkpoint
         self._heap: list[tuple[int, str]] = []
         # What the consumers are fed (`engine.runtime.consumers`), in the order it happened:
-        # each accepted reading with its runtime clock, then the alerts it raised; timer and
-        # loan alerts as they fire. None when no consumer listens (it costs nothing then).
-        self.tap: list[tuple[Reading | Alert, int]] | None = None
+        # each accepted reading, then the alerts it raised; timer and loan alerts as they
+        # fire. None when no consumer listens (it costs nothing then).
+        self.tap: list[Reading | Alert] | None = None
 
     def set_fences(self, index: FenceIndex) -> None:
         """Swap in a new fence snapshot; it applies from the next reading on."""
@@ -222,7 +222,7 @@ class Pipeline:
             counters.clock_skew[reading.stream] += 1
         counters.missing += result.missing
         if self.tap is not None:
-            self.tap.append((reading, now_ms))
+            self.tap.append(reading)
         self._apply(result)
         raised = result.alerts
         if result.moved is not None:
@@ -265,7 +265,7 @@ class Pipeline:
         for alert in alerts:
             self.counters.alerts[alert.type] += 1
         if self.tap is not None:
-            self.tap.extend((alert, alert.detected_ms) for alert in alerts)
+            self.tap.extend(alerts)
         return alerts
 
     def count_raised(self, alerts: Sequence[Alert]) -> None:

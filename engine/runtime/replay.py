@@ -150,7 +150,7 @@ class Replay:
         """Hand out the alerts the core raised; with a consumer, as its stage orders them:
         each event's alerts, then what the consumer raised on it."""
         if self.stage is not None:
-            alerts = self.stage.feed()
+            alerts = self.stage.feed(self.watermark if self.watermark is not None else 0)
             self.stage.consumer.forget_dirty()  # nothing is stored
         for alert in alerts:
             self.on_alert(alert)
