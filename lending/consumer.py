@@ -231,7 +231,14 @@ class LendingConsumer:
         self, loan: Loan, book: LoanBook, now_ms: int, device_id: str | None
     ) -> list[Alert]:
         """Judge the loan now; `risk.tier_changed` names `device_id`, the tracker whose
-        event it was judged at (None for a loan's own event, such as a PUT's conflict)."""
+        event it was judged at (None for a loan's own event, such as a PUT's conflict). A
+        clean loan (no points, no condition, `low`) has nothing to judge: its `as_of` stays
+        that of its last judgement (null if none)."""
+        risk = book.risk
+        if risk.idle:
+            every_ms = self.params.risk.reevaluate_every_s * 1000
+            book.risk = replace(risk, next_eval_ms=book.clock_ms + every_ms)
+            return []
         risk, old_tier = evaluate(book.risk, book.clock_ms, self.params.risk)
         book.risk = risk
         if risk.tier == old_tier:

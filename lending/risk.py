@@ -113,6 +113,27 @@ class RiskState:
     alert_ids: frozenset[str] = field(default_factory=frozenset)  # ledger ids: no alert twice
 
     @property
+    def idle(self) -> bool:
+        """Nothing to judge: no points, no condition, no floor, tier `low` (a clean loan)."""
+        return (
+            not self.ledger and not self.conditions and self.critical_ms is None and not self.tier
+        )
+
+    def with_ledger(self, ledger: tuple[Contribution, ...]) -> RiskState:
+        """This state with another ledger (and its ids)."""
+        return RiskState(
+            ledger,
+            self.conditions,
+            self.critical_ms,
+            self.tier,
+            self.score,
+            self.reasons,
+            self.as_of_ms,
+            self.next_eval_ms,
+            frozenset(c.alert_id for c in ledger),
+        )
+
+    @property
     def tier_name(self) -> str:
         """`low`, `medium`, `high` or `critical`."""
         return TIERS[self.tier]
@@ -187,7 +208,7 @@ def add_points(
     if not any(c is entry for c in kept):  # older than the newest kept of its code
         return state
     ledger = tuple(sorted([*others, *kept], key=lambda c: (c.code, c.ts_ms, c.alert_id)))
-    return replace(state, ledger=ledger, alert_ids=frozenset(c.alert_id for c in ledger))
+    return state.with_ledger(ledger)
 
 
 def set_conditions(state: RiskState, conditions: Sequence[Condition]) -> RiskState:

@@ -142,7 +142,7 @@ def test_a_new_loan_is_low_with_no_alert() -> None:
     assert view["risk"] == {
         "score": 0,
         "tier": "low",
-        "as_of": "2026-03-03T10:00:00Z",
+        "as_of": None,  # a clean loan has had nothing to judge
         "reasons": [],
     }
 
