@@ -22,7 +22,7 @@ from alerts.model import Alert, AlertType, Detail
 from devices.readings import GpsFix, Reading
 from lending.collateral import Odometer, collateral_json, collateral_value, price_json
 from lending.model import Loan, Vehicle
-from lending.params import DEFAULT_PARAMS, LendingParams
+from lending.params import DEFAULT_PARAMS, TIERS, LendingParams
 from lending.places import FinishedStay, Places
 from lending.risk import (
     FINDING_PREFIX,
@@ -279,6 +279,13 @@ class LendingConsumer:
         """The loan's tier (`low` for a loan with no events yet)."""
         book = self.books.get(loan_id)
         return "low" if book is None else book.risk.tier_name
+
+    def tier_counts(self) -> dict[str, int]:
+        """How many loans the consumer knows per tier (every tier named, zeros included)."""
+        counts = dict.fromkeys(TIERS, 0)
+        for book in self.books.values():
+            counts[book.risk.tier_name] += 1
+        return counts
 
     def loan_view(self, loan: Loan) -> dict[str, object]:
         """`risk`, `collateral` and `price` of `GET /v1/loans/{id}`."""

@@ -15,6 +15,8 @@ import pytest
 from geofence.geo import haversine_m
 from lending.consumer import LendingConsumer
 from lending.params import DEFAULT_PARAMS
+from lending.params import TIERS as TIER_NAMES
+from simulator.harness.prometheus import Metrics
 from simulator.vehicles import make_vin
 from tests.factories import offset
 from tests.test_api import (
@@ -241,6 +243,13 @@ def test_loans_filter_by_tier_and_each_carries_its_tier(lending: Live) -> None:
         lending.http.get("/v1/loans", params={"tier": "bogus"}), 400, "invalid-parameter", "tier"
     )
     assert body["errors"][0]["field"] == "tier"
+
+    # /metrics counts, per tier, the loans the consumer has seen an event of
+    metrics = Metrics.parse(lending.http.get("/metrics").text)
+    by_tier = {t: metrics.value("pledgewatch_loans_by_tier", tier=t) for t in TIER_NAMES}
+    assert by_tier["high"] >= 1  # TIER-HI at least
+    assert by_tier["low"] >= 1  # TIER-QUIET at least
+    assert sum(by_tier.values()) <= len(everything)
 
 
 def test_tier_pages_with_limit_1_return_every_loan_of_the_tier(lending: Live) -> None:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from alerts.model import Alert
+from alerts.model import Alert, AlertType, alert_from_json
+from engine.runtime.metrics import gauge_lines, labelled_gauge_lines
 from engine.runtime.pipeline import Pipeline
-from engine.store.port import ConsumerRow, Store
+from engine.store.port import AlertQuery, ConsumerRow, Store
 from geofence.fence import FenceKind
 from lending.consumer import LOANS, SITES, LendingConsumer
 from lending.model import LoanStatus
@@ -93,6 +94,48 @@ class ConsumerStage:
         """The consumer's state rows changed since the last call: for the batch's commit."""
         with self.lock:
             return [ConsumerRow(name, key, doc) for name, key, doc in self.consumer.take_rows()]
+
+    def unseen_vin_conflicts(self, store: Store, since_ms: int) -> list[Alert]:
+        """The loans' VIN conflicts stored since `since_ms` that the consumer has not seen,
+        oldest first. A PUT stores its alert at once and the consumer takes it at the
+        engine's next commit: a crash in between must not lose it (fed again at start)."""
+        found: list[Alert] = []
+        cursor: str | None = None
+        while True:
+            query = AlertQuery(type=AlertType.VIN_CONFLICT.value, since_ms=since_ms, cursor=cursor)
+            page = store.list_alerts(query)
+            found += [alert_from_json(a.alert) for a in page.items]
+            cursor = page.next
+            if cursor is None:
+                break
+        with self.lock:
+            books = self.consumer.books
+            return [
+                a
+                for a in reversed(found)  # the store lists newest first
+                if a.device_id is None
+                and a.loan_id is not None
+                and (a.loan_id not in books or a.id not in books[a.loan_id].risk.alert_ids)
+            ]
+
+    def metric_lines(self) -> list[str]:
+        """Loans by risk tier, and the long stays held for risk-site discovery."""
+        with self.lock:
+            tiers = self.consumer.tier_counts()
+            stays = self.consumer.sites.stays()
+        return [
+            *labelled_gauge_lines(
+                "pledgewatch_loans_by_tier",
+                "Loans the consumer knows, by risk tier.",
+                "tier",
+                tiers,
+            ),
+            *gauge_lines(
+                "pledgewatch_risk_site_stays",
+                "Long stays held for risk-site discovery ((cell, loan) aggregates).",
+                stays,
+            ),
+        ]
 
     def restore(self, store: Store) -> None:
         """Load the consumer's state from the store (at start)."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from alerts.model import Alert, AlertType, alert_from_json
+from alerts.model import Alert
 from alerts.retry import backoff_s
 from devices.decode import decode
 from devices.mqtt_source import Message
@@ -39,7 +39,6 @@ from engine.runtime.consumers import ConsumerStage
 from engine.runtime.metrics import Histogram, counter_lines, gauge_lines
 from engine.runtime.pipeline import Counters, Pipeline
 from engine.store.port import (
-    AlertQuery,
     Batch,
     Committed,
     ConsumerRow,
@@ -191,7 +190,9 @@ class Engine:
         self.pipeline.restore_states(devices, loans)
         if self.stage is not None:
             self.stage.restore(self.store)
-            self._loan_alerts = self._unseen_vin_conflicts()
+            self._loan_alerts = self.stage.unseen_vin_conflicts(
+                self.store, self.now_ms() - VIN_CONFLICT_LOOKBACK_MS
+            )
         with self.positions_lock:
             for state in devices:
                 if state.fix is not None:
@@ -430,31 +431,6 @@ class Engine:
         with self.positions_lock:
             return self.positions.near(lat, lon, radius_m)
 
-    def _unseen_vin_conflicts(self) -> list[Alert]:
-        """The loans' VIN conflicts of the last days that the consumer has not seen: a PUT
-        stores its alert at once, the consumer takes it at the engine's next commit, and a
-        crash in between must not lose it."""
-        if self.stage is None:
-            return []
-        since = self.now_ms() - VIN_CONFLICT_LOOKBACK_MS
-        found: list[Alert] = []
-        cursor: str | None = None
-        while True:
-            query = AlertQuery(type=AlertType.VIN_CONFLICT.value, since_ms=since, cursor=cursor)
-            page = self.store.list_alerts(query)
-            found += [alert_from_json(a.alert) for a in page.items]
-            cursor = page.next
-            if cursor is None:
-                break
-        books = self.stage.consumer.books
-        return [
-            a
-            for a in reversed(found)  # oldest first
-            if a.device_id is None
-            and a.loan_id is not None
-            and (a.loan_id not in books or a.id not in books[a.loan_id].risk.alert_ids)
-        ]
-
     # -- what the API reads of the lending consumer
     def lending(self) -> tuple[LendingConsumer, threading.Lock] | None:
         """The lending consumer and the lock to hold while reading it, or None."""
@@ -527,6 +503,7 @@ class Engine:
                 "pledgewatch_ready", "1 when commits keep up (GET /readyz).", int(ready.ready)
             ),
             *self._source_lines(),
+            *([] if self.stage is None else self.stage.metric_lines()),
         ]
 
     def _source_lines(self) -> list[str]:

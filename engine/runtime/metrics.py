@@ -54,6 +54,15 @@ def counter_lines(name: str, help_: str, label: str, values: Mapping[str, int]) 
     return lines
 
 
+def labelled_gauge_lines(
+    name: str, help_: str, label: str, values: Mapping[str, float]
+) -> list[str]:
+    """A labelled gauge family."""
+    lines = [f"# HELP {name} {help_}", f"# TYPE {name} gauge"]
+    lines += [f'{name}{{{label}="{_escape(str(k))}"}} {v}' for k, v in sorted(values.items())]
+    return lines
+
+
 def gauge_lines(name: str, help_: str, value: float) -> list[str]:
     """One unlabelled gauge."""
     return [f"# HELP {name} {help_}", f"# TYPE {name} gauge", f"{name} {value}"]
