@@ -18,6 +18,7 @@ from lending.model import Vehicle
 from lending.params import CollateralParams, LendingParams
 
 YEAR_MS = 365.25 * 86_400_000
+_RADIANS = math.pi / 180.0
 _SHORT_M = 100_000.0  # below this, the equirectangular distance is good to 0.1 %
 DAY_MS = 86_400_000
 
@@ -56,7 +57,7 @@ class Odometer:
             if ts_ms <= last_ts:
                 return
             dlat = lat - last_lat
-            dlon = (lon - last_lon) * math.cos(math.radians(lat))
+            dlon = (lon - last_lon) * math.cos(lat * _RADIANS)
             metres = math.sqrt(dlat * dlat + dlon * dlon) * METRES_PER_DEGREE
             if metres >= _SHORT_M:
                 metres = haversine_m(last_lat, last_lon, lat, lon)

@@ -101,6 +101,8 @@ class LendingConsumer:
         self.sites = SiteIndex(params.sites)
         self._dirty: set[str] = set()
         self.alert_types: frozenset[AlertType] = RISK_ALERT_TYPES  # the alerts it folds
+        self._parked_kmh = params.places.parked_max_speed_kmh  # read per fix: bound once
+        self._collateral = params.collateral
         # Whether a place is a marked `risk_site` already: the runtime's fence index tells
         # (`engine.runtime.consumers` sets it); none is marked without one.
         self.is_marked: IsMarked = lambda _lat, _lon, _radius_m: False
@@ -121,27 +123,24 @@ class LendingConsumer:
         book = self.books.get(loan.loan_id) or self._book(loan)
         self._dirty.add(book.loan_id)
         ts_ms = reading.ts_ms
-        book.clock_ms = max(book.clock_ms, ts_ms)
+        if ts_ms > book.clock_ms:  # noqa: PLR1730  # an `if` is cheaper than max() here
+            book.clock_ms = ts_ms
         if type(reading) is GpsFix:
             if book.primary is None:
                 book.primary = reading.device_id
             places = book.places
             if reading.device_id == book.primary and ts_ms > places.last_fix_ms:
-                p = self.params
                 ignition = reading.ignition
                 parked = ignition is False or (
                     ignition is None
-                    and (
-                        reading.speed_kmh is None
-                        or reading.speed_kmh <= p.places.parked_max_speed_kmh
-                    )
+                    and (reading.speed_kmh is None or reading.speed_kmh <= self._parked_kmh)
                 )
                 book.odometer.observe(
-                    ts_ms, reading.lat, reading.lon, reading.odometer_km, p.collateral
+                    ts_ms, reading.lat, reading.lon, reading.odometer_km, self._collateral
                 )
                 if parked or places.stay is not None or ts_ms >= places.close_at_ms:
                     finished, closed = places.observe(
-                        ts_ms, reading.lat, reading.lon, parked, p.places
+                        ts_ms, reading.lat, reading.lon, parked, self.params.places
                     )
                     if finished is not None:
                         self._file_stay(loan, book, finished)
