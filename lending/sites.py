@@ -215,7 +215,7 @@ class SiteIndex:
         radius_m = self.params.radius_m
         members = [
             (key, v)
-            for key, v in self._around(cell)
+            for key, v in self.around(cell)
             if key not in taken
             and v.last_ms >= horizon
             and haversine_m(lat, lon, v.lat, v.lon) <= radius_m
@@ -236,7 +236,7 @@ class SiteIndex:
             members.remove(far)
         return members
 
-    def _around(self, cell: Cell) -> Iterable[tuple[tuple[Cell, str], Visits]]:
+    def around(self, cell: Cell) -> Iterable[tuple[tuple[Cell, str], Visits]]:
         """The aggregates of a cell and of every cell a point within `radius_m` of it may
         lie in. Rows' columns differ in width, so a neighbour row's columns are found from
         the cell's longitudes (their numbers drift apart with the longitude)."""
