@@ -22,6 +22,9 @@ Choices where DESIGN §2 is silent:
   `tst`); the future check comes last, so a malformed reading is reported as malformed.
 - Should the decoder itself fail (a bug), the error is logged and the whole message becomes
   one DECODER_ERROR reject, so the input is still counted and kept for a later fix.
+- A gps reading's optional `coord_sys` (DESIGN §9: `wgs84`, `gcj02`, `bd09`) is judged after
+  every other field; lat/lon are converted to WGS84 once they passed their range checks. A
+  non-string is WRONG_TYPE, an unknown name OUT_OF_RANGE. OwnTracks positions are WGS84.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from devices.readings import (
     Vibration,
 )
 from devices.topics import BadTopic, TopicRoute, parse_topic
+from geofence.coords import parse_coord_sys, to_wgs84
 
 MAX_PAYLOAD_BYTES: Final = 256 * 1024
 MAX_ARRAY_ELEMENTS: Final = 1000
@@ -272,6 +276,12 @@ def _judge_gps(obj: dict[str, object], device_id: str, now_ms: int | None) -> Gp
     seq = _int(obj, "seq")
     if isinstance(seq, _Fault):
         return seq
+    coord_sys = obj.get("coord_sys")
+    if coord_sys is not None:  # absent on the common path: one dict lookup
+        system = parse_coord_sys(coord_sys)
+        if system is None:
+            return _bad_coord_sys(coord_sys)
+        lat, lon = to_wgs84(lat, lon, system)
     if now_ms is not None and ts_ms > now_ms + FUTURE_TOLERANCE_MS:
         return _future(ts_ms, now_ms)
     return GpsFix(
@@ -433,6 +443,12 @@ def _vin(value: object) -> str | _Fault | None:
     if not (value.isascii() and value.isalnum()):
         return _Fault(_RANGE, f"vin: {_show(value)} holds characters other than A-Z, 0-9")
     return value.upper()
+
+
+def _bad_coord_sys(value: object) -> _Fault:
+    if type(value) is not str:
+        return _Fault(_WRONG, f"coord_sys: expected a string, got {_json_type(value)}")
+    return _Fault(_RANGE, f"coord_sys: {_show(value)} is not 'wgs84', 'gcj02' or 'bd09'")
 
 
 def _ts(obj: dict[str, object]) -> int | _Fault:

@@ -2,6 +2,12 @@
 
 Geometry is WGS84 lon/lat degrees, x = lon, y = lat, as in GeoJSON. A fence is a Polygon, a
 MultiPolygon, or a Point with `properties.radius_m`, which becomes a geodesic circle.
+
+A Feature may be drawn on a Chinese map: `properties.coord_sys` = `gcj02` (AMap, Tencent) or
+`bd09` (Baidu) says so, and its positions are converted to WGS84 before anything else looks at
+them (DESIGN §9). Such a fence's normalised Feature is WGS84, says so (`coord_sys` "wgs84"),
+and keeps the system it was drawn in as `declared_coord_sys`, so that storing and parsing it
+again changes nothing; `fence_to_feature(fence, coord_sys)` converts it back.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import orjson
 import shapely
 from shapely import MultiPolygon, Polygon
 
+from geofence.coords import CoordSys, parse_coord_sys, positions_from_wgs84, positions_to_wgs84
 from geofence.geo import geodesic_circle
 
 FENCE_ID_PATTERN = r"[A-Za-z0-9_.:-]{1,128}"
@@ -29,7 +36,9 @@ MAX_RADIUS_M = 50_000.0
 CIRCLE_SEGMENTS = 64
 
 _REASON_RE = re.compile(r"(.+?)\[(\S+) (\S+)\]")
-_KNOWN_PROPERTIES = ("name", "kind", "category", "dwell_s", "radius_m")
+_KNOWN_PROPERTIES = frozenset(
+    ("name", "kind", "category", "dwell_s", "radius_m", "coord_sys", "declared_coord_sys")
+)
 
 Json = dict[str, object]
 
@@ -159,8 +168,30 @@ def parse_feature_collection(doc: object) -> list[Fence]:
     return fences
 
 
-def fence_to_feature(fence: Fence) -> Json:
-    """The fence as a normalised GeoJSON Feature (a fresh copy, safe to mutate)."""
+def fence_to_feature(fence: Fence, coord_sys: CoordSys | None = None) -> Json:
+    """The fence as a normalised GeoJSON Feature (a fresh copy, safe to mutate): in WGS84,
+    or in `coord_sys` with `properties.coord_sys` naming it when one is asked for."""
+    feature = _wgs84_feature(fence)
+    if coord_sys is None:
+        return feature
+    geometry: Any = feature["geometry"]
+    if coord_sys is not CoordSys.WGS84:
+        coords = geometry["coordinates"]
+        if geometry["type"] == "Point":
+            geometry["coordinates"] = list(positions_from_wgs84([coords], coord_sys)[0])
+        else:
+            polygons = [coords] if geometry["type"] == "Polygon" else coords
+            converted = [
+                [[list(p) for p in positions_from_wgs84(ring, coord_sys)] for ring in polygon]
+                for polygon in polygons
+            ]
+            geometry["coordinates"] = converted[0] if geometry["type"] == "Polygon" else converted
+    properties: Any = feature["properties"]
+    properties["coord_sys"] = coord_sys.value
+    return feature
+
+
+def _wgs84_feature(fence: Fence) -> Json:
     if fence.feature:
         feature: Json = _json_copy(fence.feature)
         return feature
@@ -223,6 +254,9 @@ def _parse(fence_id: str, feature: object) -> Fence:
     name = _name(props.get("name"), fence_id)
     category = _category(props.get("category"))
     dwell_s = _dwell_s(props.get("dwell_s"))
+    given = _coord_sys(props, "coord_sys")
+    declared = _coord_sys(props, "declared_coord_sys") or given
+    coord_sys = given or CoordSys.WGS84
 
     gtype = geometry.get("type")
     coordinates = geometry.get("coordinates")
@@ -241,6 +275,8 @@ def _parse(fence_id: str, feature: object) -> Fence:
     norm_coords: object
     if gtype == "Point":
         lon, lat = _position(coordinates, "point")
+        if coord_sys is not CoordSys.WGS84:
+            lon, lat = positions_to_wgs84([(lon, lat)], coord_sys)[0]
         radius_m = _radius_m(props.get("radius_m"))
         try:
             shape = geodesic_circle(lat, lon, radius_m, CIRCLE_SEGMENTS)
@@ -260,9 +296,9 @@ def _parse(fence_id: str, feature: object) -> Fence:
             msg = f"properties.radius_m is only for Point geometries (circles), not {gtype}"
             raise _InvalidError(msg, "properties.radius_m")
         if gtype == "Polygon":
-            shape, norm_coords = _polygon(coordinates, "polygon ")
+            shape, norm_coords = _polygon(coordinates, "polygon ", coord_sys)
         else:
-            shape, norm_coords = _multipolygon(coordinates)
+            shape, norm_coords = _multipolygon(coordinates, coord_sys)
 
     vertices = shapely.get_num_coordinates(shape)
     if vertices > MAX_VERTICES:
@@ -277,6 +313,9 @@ def _parse(fence_id: str, feature: object) -> Fence:
     norm_props: Json = {"name": name, "kind": kind.value, "category": category, "dwell_s": dwell_s}
     if radius_m is not None:
         norm_props["radius_m"] = radius_m
+    if declared is not None:
+        norm_props["coord_sys"] = CoordSys.WGS84.value
+        norm_props["declared_coord_sys"] = declared.value
     for key, value in props.items():
         if key not in _KNOWN_PROPERTIES:
             if _nesting(value) > MAX_PROPERTY_DEPTH:
@@ -344,6 +383,18 @@ def _dwell_s(value: object) -> int | None:
     return value
 
 
+def _coord_sys(props: dict[str, object], key: str) -> CoordSys | None:
+    value = props.get(key)
+    coord_sys = parse_coord_sys(value)
+    if coord_sys is None and value is not None:
+        msg = (
+            f"properties.{key} must be 'wgs84', 'gcj02' (AMap, Tencent) or 'bd09' (Baidu), "
+            f"got {short_repr(value)}"
+        )
+        raise _InvalidError(msg, f"properties.{key}")
+    return coord_sys
+
+
 def _radius_m(value: object) -> float:
     if value is None:
         msg = "a Point fence needs properties.radius_m (metres, > 0 and <= 50000)"
@@ -384,7 +435,7 @@ def _position(value: object, where: str) -> tuple[float, float]:
     return lon, lat
 
 
-def _ring(value: object, where: str) -> list[tuple[float, float]]:
+def _ring(value: object, where: str, coord_sys: CoordSys) -> list[tuple[float, float]]:
     if not isinstance(value, list | tuple):
         msg = f"{where} must be an array of positions, got {_json_type(value)}"
         raise _InvalidError(msg, "geometry")
@@ -398,6 +449,8 @@ def _ring(value: object, where: str) -> list[tuple[float, float]]:
             f"!= last position {list(points[-1])}"
         )
         raise _InvalidError(msg, "geometry")
+    if coord_sys is not CoordSys.WGS84:
+        points = positions_to_wgs84(points, coord_sys)
     # The hull, not the ring: a self-intersecting bow tie has zero signed area too.
     if shapely.area(shapely.convex_hull(shapely.multipoints(points))) == 0.0:
         msg = f"{where} has zero area (its positions are collinear)"
@@ -408,30 +461,33 @@ def _ring(value: object, where: str) -> list[tuple[float, float]]:
 _Ring = tuple[tuple[float, float], ...]
 
 
-def _polygon(value: object, prefix: str) -> tuple[Polygon, tuple[_Ring, ...]]:
+def _polygon(value: object, prefix: str, coord_sys: CoordSys) -> tuple[Polygon, tuple[_Ring, ...]]:
     """A valid polygon and its normalised coordinates; `prefix` names it in messages."""
     if not isinstance(value, list | tuple) or not value:
         msg = f"{prefix}has no rings: expected an array of linear rings"
         raise _InvalidError(msg, "geometry")
-    rings = [_ring(r, f"{prefix}ring {i}") for i, r in enumerate(value)]
+    rings = [_ring(r, f"{prefix}ring {i}", coord_sys) for i, r in enumerate(value)]
     polygon = Polygon(rings[0], rings[1:])
     reason = shapely.is_valid_reason(polygon)
     if reason != "Valid Geometry":
         where = prefix.strip()
-        msg = _reason_text(reason) if where == "polygon" else f"{where}: {_reason_text(reason)}"
+        text = _reason_text(reason, coord_sys)
+        msg = text if where == "polygon" else f"{where}: {text}"
         raise _InvalidError(msg, "geometry")
     return polygon, tuple(tuple(ring) for ring in rings)
 
 
-def _multipolygon(value: object) -> tuple[MultiPolygon, tuple[tuple[_Ring, ...], ...]]:
+def _multipolygon(
+    value: object, coord_sys: CoordSys
+) -> tuple[MultiPolygon, tuple[tuple[_Ring, ...], ...]]:
     if not isinstance(value, list | tuple) or not value:
         msg = "MultiPolygon has no polygons: expected an array of polygons"
         raise _InvalidError(msg, "geometry")
-    parts = [_polygon(p, f"polygon {i} ") for i, p in enumerate(value)]
+    parts = [_polygon(p, f"polygon {i} ", coord_sys) for i, p in enumerate(value)]
     multi = MultiPolygon([polygon for polygon, _ in parts])
     reason = shapely.is_valid_reason(multi)
     if reason != "Valid Geometry":
-        msg = f"the polygons overlap or share an edge: {_reason_text(reason)}"
+        msg = f"the polygons overlap or share an edge: {_reason_text(reason, coord_sys)}"
         raise _InvalidError(msg, "geometry")
     return multi, tuple(coords for _, coords in parts)
 
@@ -466,13 +522,15 @@ def _json_copy(value: object) -> Any:
     return copy.deepcopy(value)
 
 
-def _reason_text(reason: str) -> str:
-    """GEOS 'Self-intersection[121.47 31.23]' -> 'self-intersection at (121.47, 31.23)'."""
+def _reason_text(reason: str, coord_sys: CoordSys = CoordSys.WGS84) -> str:
+    """GEOS 'Self-intersection[121.47 31.23]' -> 'self-intersection at (121.47, 31.23)'; the
+    place is WGS84, which is said when the fence was given in another system."""
     match = _REASON_RE.fullmatch(reason)
     if match is None:
         return reason[:1].lower() + reason[1:]
     text = match[1]
-    return f"{text[:1].lower()}{text[1:]} at ({match[2]}, {match[3]})"
+    system = "" if coord_sys is CoordSys.WGS84 else f" (WGS84, converted from {coord_sys})"
+    return f"{text[:1].lower()}{text[1:]} at ({match[2]}, {match[3]}){system}"
 
 
 def _json_type(value: object) -> str:

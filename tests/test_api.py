@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import httpx
+import numpy as np
 import orjson
 import psycopg
 import pytest
@@ -33,6 +34,7 @@ from engine.cli.main import main as cli_main
 from engine.runtime.live import Engine, EngineSettings
 from engine.store.postgres_store import PostgresStore
 from engine.store.sqlite_store import SqliteStore
+from geofence.coords import gcj02_to_bd09, gcj02_to_wgs84, wgs84_to_bd09, wgs84_to_gcj02
 from lending.consumer import LendingConsumer
 from simulator.vehicles import make_vin
 from tests.conftest import PG_DSN
@@ -344,6 +346,86 @@ def test_list_pages_follow_next(live: Live) -> None:
         bad_limit = live.http.get("/v1/fences", params={"limit": limit})
         body = assert_problem(bad_limit, 400, "invalid-parameter", "limit")
         assert body["errors"][0]["field"] == "limit"
+
+
+SQUARE = (31.2304, 121.4737)  # People's Square, WGS84; over 3 km from LOT
+SQUARE_GCJ = wgs84_to_gcj02(*SQUARE)
+
+
+def max_diff(a: Any, b: Any) -> float:
+    return float(abs(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)).max())
+
+
+def test_fence_drawn_on_amap_is_stored_in_wgs84_and_given_back_as_drawn(live: Live) -> None:
+    """DESIGN §9: a gcj02 fence is stored in WGS84; `?coord_sys=` converts it on the way out."""
+    drawn = square(SQUARE_GCJ, 150.0)
+    doc = polygon_feature(SQUARE_GCJ, 150.0, coord_sys="gcj02", name="AMap lot")
+    put = live.http.put("/v1/fences/amap-lot", json=doc)
+    assert put.status_code == 201, put.text
+    props = put.json()["properties"]
+    assert (props["coord_sys"], props["declared_coord_sys"]) == ("wgs84", "gcj02")
+    wgs = [[*reversed(gcj02_to_wgs84(lat, lon))] for lon, lat in drawn]
+
+    plain = live.http.get("/v1/fences/amap-lot").json()
+    assert plain["properties"]["coord_sys"] == "wgs84"
+    assert max_diff(plain["geometry"]["coordinates"][0], wgs) < 1e-12
+    assert max_diff(plain["geometry"]["coordinates"][0], drawn) > 0.003  # ~480 m apart
+    as_drawn = live.http.get("/v1/fences/amap-lot", params={"coord_sys": "gcj02"}).json()
+    assert as_drawn["properties"]["coord_sys"] == "gcj02"
+    assert as_drawn["properties"]["declared_coord_sys"] == "gcj02"
+    assert max_diff(as_drawn["geometry"]["coordinates"][0], drawn) < 1e-7
+    baidu = live.http.get("/v1/fences/amap-lot", params={"coord_sys": "bd09"}).json()
+    want = [[*reversed(gcj02_to_bd09(lat, lon))] for lon, lat in drawn]
+    assert max_diff(baidu["geometry"]["coordinates"][0], want) < 1e-7
+    listed = live.http.get("/v1/fences", params={"coord_sys": "gcj02", "limit": 1000}).json()
+    (mine,) = [f for f in listed["items"] if f["id"] == "amap-lot"]
+    assert mine == as_drawn
+    assert {f["properties"]["coord_sys"] for f in listed["items"]} == {"gcj02"}
+
+    # the engine compares in WGS84: a tracker at the WGS84 point is inside, and a phone
+    # reporting AMap coordinates of that point lands on it
+    wait_for(lambda: "amap-lot" in live.engine.pipeline.index.by_id, "the fence in the index")
+    now = int(time.time() * 1000)
+    live.source.publish("telematics/sq-wgs/gps", {"ts": now, "lat": SQUARE[0], "lon": SQUARE[1]})
+    gcj_fix = {"ts": now, "lat": SQUARE_GCJ[0], "lon": SQUARE_GCJ[1], "coord_sys": "gcj02"}
+    live.source.publish("telematics/sq-amap/gps", gcj_fix)
+    inside = live.http.get("/v1/devices", params={"inside": "amap-lot"}).json()
+    assert [d["device_id"] for d in inside["items"]] == ["sq-amap", "sq-wgs"]
+    fix = live.http.get("/v1/devices/sq-amap").json()["last_fix"]
+    assert max_diff([fix["lat"], fix["lon"]], SQUARE) < 1e-9
+
+
+def test_circle_drawn_on_baidu_comes_back_as_drawn(live: Live) -> None:
+    center = wgs84_to_bd09(*SQUARE)
+    doc = {
+        "type": "Feature",
+        "geometry": {"type": "Point", "coordinates": [center[1], center[0]]},
+        "properties": {"kind": "risk_site", "radius_m": 200, "coord_sys": "bd09"},
+    }
+    assert live.http.put("/v1/fences/baidu-pawn", json=doc).status_code == 201
+    plain = live.http.get("/v1/fences/baidu-pawn").json()
+    assert max_diff(plain["geometry"]["coordinates"], [SQUARE[1], SQUARE[0]]) < 1e-9
+    back = live.http.get("/v1/fences/baidu-pawn", params={"coord_sys": "bd09"}).json()
+    assert max_diff(back["geometry"]["coordinates"], [center[1], center[0]]) < 1e-7
+    assert back["properties"]["radius_m"] == 200
+
+
+def test_unknown_coord_sys_is_422_or_400_naming_the_field(live: Live) -> None:
+    doc = polygon_feature(SQUARE_GCJ, 100.0, coord_sys="amap")
+    body = assert_problem(
+        live.http.put("/v1/fences/bad-sys", json=doc), 422, "validation-error", "coord_sys"
+    )
+    assert body["errors"][0]["field"] == "properties.coord_sys"
+    collection = {"type": "FeatureCollection", "features": [{**doc, "id": "bad-sys"}]}
+    imported = live.http.post("/v1/fences:import", json=collection)
+    body = assert_problem(imported, 422, "validation-error", "coord_sys")
+    assert body["errors"][0]["field"] == "features[0].properties.coord_sys"
+    assert live.http.put("/v1/fences/sys-ok", json=polygon_feature()).status_code == 201
+    for path in ("/v1/fences/sys-ok", "/v1/fences"):
+        for value in ("GCJ02", "baidu", ""):
+            bad = live.http.get(path, params={"coord_sys": value})
+            body = assert_problem(bad, 400, "invalid-parameter", "coord_sys")
+            assert body["errors"][0]["field"] == "coord_sys"
 
 
 # -- loans and alerts

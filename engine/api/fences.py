@@ -18,6 +18,7 @@ from engine.api.openapi import (
 )
 from engine.api.problems import JsonResponse, not_found
 from engine.api.schemas import (
+    CoordSysParam,
     CursorParam,
     JsonBody,
     LimitParam,
@@ -25,6 +26,7 @@ from engine.api.schemas import (
     fence_problem,
     page_response,
     paged,
+    parse_coord_sys_param,
     parse_limit,
 )
 from geofence.fence import FenceError, fence_to_feature, parse_feature_collection, parse_fence
@@ -72,24 +74,28 @@ def add_fence_routes(app: FastAPI, api: ApiContext) -> None:
     @app.get(
         "/v1/fences", summary="List fences by id", tags=["fences"], responses=error_responses(400)
     )
-    def list_fences(cursor: CursorParam = None, limit: LimitParam = None) -> Response:
-        """A page of fences as GeoJSON Features."""
+    def list_fences(
+        cursor: CursorParam = None, limit: LimitParam = None, coord_sys: CoordSysParam = None
+    ) -> Response:
+        """A page of fences as GeoJSON Features, in WGS84 or the `coord_sys` asked for."""
         n = parse_limit(limit)
+        system = parse_coord_sys_param(coord_sys)
         page = paged(lambda: api.store.list_fences(cursor, n))
-        return page_response([fence_to_feature(f) for f in page.items], page.next)
+        return page_response([fence_to_feature(f, system) for f in page.items], page.next)
 
     @app.get(
         "/v1/fences/{fence_id}",
         summary="Get a fence (GeoJSON Feature)",
         tags=["fences"],
-        responses=error_responses(404),
+        responses=error_responses(400, 404),
     )
-    def get_fence(fence_id: str) -> Response:
-        """One fence."""
+    def get_fence(fence_id: str, coord_sys: CoordSysParam = None) -> Response:
+        """One fence, in WGS84 or the `coord_sys` asked for."""
+        system = parse_coord_sys_param(coord_sys)
         fence = api.store.get_fence(fence_id)
         if fence is None:
             raise not_found(f"fence {fence_id!r} does not exist")
-        return JsonResponse(fence_to_feature(fence))
+        return JsonResponse(fence_to_feature(fence, system))
 
     @app.delete(
         "/v1/fences/{fence_id}",

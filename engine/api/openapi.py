@@ -32,6 +32,16 @@ FEATURE_SCHEMA: dict[str, object] = {
                 "category": {"type": "string", "examples": ["pawnshop", "impound", "lender"]},
                 "dwell_s": {"type": "integer", "minimum": 0},
                 "radius_m": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_RADIUS_M},
+                "coord_sys": {
+                    "enum": ["wgs84", "gcj02", "bd09"],
+                    "default": "wgs84",
+                    "description": "the system of the coordinates: gcj02 for AMap and Tencent, "
+                    "bd09 for Baidu; converted to WGS84 and stored so",
+                },
+                "declared_coord_sys": {
+                    "enum": ["wgs84", "gcj02", "bd09"],
+                    "description": "the system the fence was drawn in (set from coord_sys)",
+                },
             },
         },
     },

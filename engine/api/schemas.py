@@ -23,6 +23,7 @@ from engine.api.problems import FieldError, JsonResponse, Problem, bad_parameter
 from engine.core.state import DeviceState
 from engine.store.port import Page, StoredAlert
 from engine.store.rows import CursorError
+from geofence.coords import CoordSys, parse_coord_sys
 from geofence.fence import MAX_RADIUS_M, FenceError, short_repr
 from lending.model import LoanError
 
@@ -155,6 +156,29 @@ CursorParam = Annotated[
 LimitParam = Annotated[
     str | None, Query(description=f"Page size, 1 to {MAX_PAGE} (default {DEFAULT_PAGE}).")
 ]
+
+
+CoordSysParam = Annotated[
+    str | None,
+    Query(
+        description=(
+            "The coordinate system of the returned geometry: `wgs84` (as stored), `gcj02` "
+            "(AMap, Tencent) or `bd09` (Baidu); `properties.coord_sys` names it. Default: "
+            "WGS84, as stored."
+        )
+    ),
+]
+
+
+def parse_coord_sys_param(value: str | None) -> CoordSys | None:
+    """`coord_sys` as a `CoordSys`; None when absent."""
+    if value is None:
+        return None
+    coord_sys = parse_coord_sys(value)
+    if coord_sys is None:
+        detail = f"coord_sys must be 'wgs84', 'gcj02' or 'bd09', got {short_repr(value, 100)}"
+        raise bad_parameter("coord_sys", detail)
+    return coord_sys
 
 
 def parse_limit(value: str | None) -> int:
