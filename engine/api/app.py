@@ -21,6 +21,7 @@ from engine.api.context import ApiContext
 from engine.api.devices import add_device_routes
 from engine.api.fences import add_fence_routes
 from engine.api.guard import DEFAULT_BODY_LIMIT, IMPORT_BODY_LIMIT, Guard
+from engine.api.ingest import INGEST_TIMEOUT_S, add_ingest_routes
 from engine.api.lending import add_lending_routes
 from engine.api.loans import add_loan_routes
 from engine.api.monitoring import add_monitoring_routes
@@ -41,8 +42,10 @@ def create_app(
     body_limit: int = DEFAULT_BODY_LIMIT,
     import_limit: int = IMPORT_BODY_LIMIT,
     webhook_addresses: AddressPolicy | None = None,
+    ingest_timeout_s: float = INGEST_TIMEOUT_S,
 ) -> FastAPI:
-    """The API app; `token` None is insecure dev mode (no auth)."""
+    """The API app; `token` None is insecure dev mode (no auth). `ingest_timeout_s`: how long
+    the input routes wait for their commit before answering 503."""
     app = _App(
         title="pledgewatch",
         version="1",
@@ -61,6 +64,7 @@ def create_app(
     add_webhook_routes(app, api)
     add_alert_routes(app, api)
     add_device_routes(app, api)
+    add_ingest_routes(app, api, ingest_timeout_s)
     add_operation_routes(app, api)
     add_monitoring_routes(app, api)
     app.add_middleware(Guard, token=token, body_limit=body_limit, import_limit=import_limit)

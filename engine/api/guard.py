@@ -5,6 +5,9 @@ handler runs, and counts the bytes of a streamed body as they arrive, so an over
 is refused, never buffered whole. Before the 413 goes out, the rest of the body is read and
 thrown away (up to `DRAIN_BYTES` within `DRAIN_S`): a client still sending when the
 server answers and closes sees a broken pipe, not the problem that says why.
+
+OsmAnd and Traccar Client cannot send headers: `OSMAND_PATH` also takes the token as the
+`token` query parameter.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,6 +39,9 @@ FENCE_PATH_PREFIX = "/v1/fences/"  # PUT of one fence: `FENCE_BODY_LIMIT`
 """The paths whose bodies may reach the import limit rather than the default one."""
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 """The paths that need no bearer token."""
+OSMAND_PATH = "/v1/ingest/osmand"
+QUERY_TOKEN_PATHS = frozenset({OSMAND_PATH})
+"""The paths that also take the token as `?token=`: their clients cannot send headers."""
 
 
 class Guard:
@@ -79,7 +86,7 @@ class Guard:
         try:
             headers = Headers(scope=scope)
             limit = self._limit(scope.get("method", ""), path)
-            refused = self._refuse(path, headers, limit) or _nul_in_query(scope)
+            refused = self._refuse(path, headers, limit, scope) or _nul_in_query(scope)
             if refused is not None:
                 if refused.status == 413:
                     await _drain(receive)
@@ -93,10 +100,10 @@ class Guard:
             crash = Problem(500, "internal-error", "an unexpected error occurred; it is logged")
             await problem_response(crash, path)(scope, receive, send)
 
-    def _refuse(self, path: str, headers: Headers, limit: int) -> Problem | None:
+    def _refuse(self, path: str, headers: Headers, limit: int, scope: Scope) -> Problem | None:
         if "\x00" in path:
             return Problem(400, "malformed-request", "the path contains a NUL character (%00)")
-        if self.token is not None and path not in OPEN_PATHS:
+        if self.token is not None and path not in OPEN_PATHS and not self._query_token(scope):
             problem = self._unauthorized(headers.get("authorization"))
             if problem is not None:
                 return problem
@@ -107,6 +114,17 @@ class Guard:
             if int(length) > limit:
                 return _too_large(limit)
         return None
+
+    def _query_token(self, scope: Scope) -> bool:
+        """Whether the request is to a `QUERY_TOKEN_PATHS` path and carries the token there."""
+        if scope["path"] not in QUERY_TOKEN_PATHS:
+            return False
+        query: bytes = scope.get("query_string", b"")
+        assert self.token is not None
+        for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if key == "token":
+                return hmac.compare_digest(value.encode(), self.token)
+        return False
 
     def _unauthorized(self, authorization: str | None) -> Problem | None:
         challenge = 'Bearer realm="pledgewatch"'

@@ -24,6 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -38,6 +39,14 @@ from engine.core.state import DeviceState
 from engine.runtime.consumers import ConsumerStage
 from engine.runtime.metrics import Histogram, counter_lines, gauge_lines
 from engine.runtime.pipeline import Counters, Pipeline
+from engine.runtime.submitted import (
+    EngineUnavailableError,
+    Outcome,
+    Submission,
+    SubmissionQueue,
+    fail,
+    resolve,
+)
 from engine.store.port import (
     Batch,
     Committed,
@@ -167,6 +176,7 @@ class Engine:
         self.batch_seconds = Histogram()
         self.batches = 0
         self._changes: queue.Queue[_Change] = queue.Queue()
+        self._submitted = SubmissionQueue()  # from other threads: the HTTP inputs
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._maintainer: threading.Thread | None = None
@@ -223,6 +233,7 @@ class Engine:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        self._submitted.close(EngineUnavailableError("the engine stopped"))
         if self.source is not None:
             self.source.stop()
         if self._maintainer is not None:
@@ -242,29 +253,41 @@ class Engine:
             # Nothing uncommitted was acked; a restart resumes from the checkpoint.
             self.failure = exc
             _log.exception("engine stopped on an unexpected error")
+            self._submitted.close(EngineUnavailableError(f"the engine stopped: {exc!r}"))
             raise
 
     # -- one turn
     def turn(self) -> list[Alert]:
-        """One batch: changes, messages, timers, commit, ack. Returns the alerts raised."""
+        """One batch: changes, messages (MQTT and submitted), timers, commit, ack. Returns the
+        alerts raised. Submitted input takes at most half a batch when MQTT waits too."""
         self._apply_changes()
+        max_batch, max_wait_s = self.settings.max_batch, self.settings.max_wait_s
+        submitted = self._submitted.take(max(1, max_batch // 2))
+        room = max(1, max_batch - sum(s.size for s in submitted))
         messages: list[Message] = []
         if self.source is not None:
-            messages = self.source.get_batch(self.settings.max_batch, self.settings.max_wait_s)
-        else:
-            self._stop.wait(self.settings.max_wait_s)
-        if messages:
+            messages = self.source.get_batch(room, 0.0 if submitted else max_wait_s)
+        elif not submitted:
+            self._submitted.wait(max_wait_s)
+        if messages or submitted:
             self._waiting_since = time.monotonic()
         started = time.perf_counter()
-        alerts = self.process(messages)
+        try:
+            alerts = self.process(messages, submitted)
+        except BaseException as exc:
+            fail(submitted, exc)  # not committed: their clients get no 200 and send again
+            raise
         self.batch_seconds.observe(time.perf_counter() - started)
         if self.source is not None and messages:
             self.source.ack(messages)
         self._waiting_since = None
         return alerts
 
-    def process(self, messages: Sequence[Message]) -> list[Alert]:
-        """Decode, step and commit messages (and the timers due now) as one batch."""
+    def process(
+        self, messages: Sequence[Message], submitted: Sequence[Submission] = ()
+    ) -> list[Alert]:
+        """Decode, step and commit messages, submitted input (and the timers due now) as one
+        batch; resolve the submissions once it is committed."""
         readings: list[Reading] = []
         clocks: list[int] = []
         rejects: list[Reject] = []
@@ -273,6 +296,15 @@ class Engine:
             readings += decoded.readings
             clocks += [m.arrived_ms] * len(decoded.readings)
             rejects += decoded.rejects
+        outcomes: list[Outcome] = []
+        for s in submitted:
+            each = tuple(decode(topic, payload, s.arrived_ms) for topic, payload in s.messages)
+            for decoded in each:
+                readings += decoded.readings
+                clocks += [s.arrived_ms] * len(decoded.readings)
+                rejects += decoded.rejects
+            rejects += s.rejects
+            outcomes.append(Outcome(each, s.rejects))
         now = self.now_ms()
         accepted: list[Reading] = []
         alerts = self.pipeline.process(readings, clocks, accepted)
@@ -296,6 +328,7 @@ class Engine:
             self._track_positions(devices, evicted)
             self.batches += 1
         self.published = self.pipeline.counters.copy()
+        resolve(submitted, outcomes)
         if alerts:
             self.on_commit(alerts)
         return alerts
@@ -379,7 +412,22 @@ class Engine:
             for device_id in evicted:
                 self.positions.remove(device_id)
 
-    # -- changes from the API, applied by the engine thread between batches
+    # -- input and changes from the API, taken by the engine thread between batches
+    def submit(
+        self, messages: Sequence[tuple[str, bytes]], rejects: Sequence[Reject] = ()
+    ) -> Future[Outcome]:
+        """Take messages (topic, payload: the MQTT wire format) and rejects into the next
+        batch; the future resolves once that batch is committed, or fails with
+        `EngineUnavailableError` when the engine does not run or stops first."""
+        future: Future[Outcome] = Future()
+        submission = Submission(tuple(messages), tuple(rejects), self.now_ms(), future)
+        if not self.running or self._stop.is_set():
+            future.set_running_or_notify_cancel()
+            future.set_exception(EngineUnavailableError("the engine is not running"))
+            return future
+        self._submitted.put(submission)
+        return future
+
     def put_fences(self, fences: Sequence[Fence]) -> None:
         """Take added or replaced fences into the next batch's index."""
         self._changes.put(_PutFences(tuple(fences)))
