@@ -41,6 +41,7 @@ from typing import Final
 
 import orjson
 
+from devices.details import clip, json_type, show
 from devices.readings import (
     RAW_KEEP_BYTES,
     GpsFix,
@@ -73,7 +74,6 @@ _RANGE: Final = RejectReason.OUT_OF_RANGE
 _BAD_TS: Final = RejectReason.BAD_TIMESTAMP
 
 _FLOAT_MAX: Final = sys.float_info.max
-_SHOWN_CHARS: Final = 60
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _TS_HINT: Final = "expected integer epoch milliseconds or ISO-8601 with offset"
 
@@ -83,15 +83,6 @@ _ISO_RE: Final = re.compile(
     r"(?:([Zz])|([+-])([0-9]{2})(?::?([0-9]{2}))?)?"
 )
 _DAYS_IN_MONTH: Final = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-_JSON_TYPES: Final[dict[type, str]] = {
-    type(None): "null",
-    bool: "boolean",
-    int: "integer",
-    float: "number",
-    str: "string",
-    list: "array",
-    dict: "object",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,16 +107,16 @@ def decode(topic: str, payload: bytes, now_ms: int | None) -> Decoded:
         return _decode(topic, payload, now_ms)
     except Exception as exc:  # noqa: BLE001 - a decoder bug must not stop the engine
         _log.exception("decoder error on topic %r", topic)
-        detail = f"internal decoder error: {_show(exc)}"
+        detail = f"internal decoder error: {show(exc)}"
         raw = _payload_raw(payload)
-        safe_topic = topic if isinstance(topic, str) else _show(topic)
+        safe_topic = topic if isinstance(topic, str) else show(topic)
         return Decoded([], [Reject(safe_topic, RejectReason.DECODER_ERROR, detail, raw)])
 
 
 def _decode(topic: str, payload: bytes, now_ms: int | None) -> Decoded:
     if not isinstance(topic, str):
         detail = f"topic is a {type(topic).__name__}, expected str"
-        reject = Reject(_show(topic), RejectReason.BAD_TOPIC, detail, _payload_raw(payload))
+        reject = Reject(show(topic), RejectReason.BAD_TOPIC, detail, _payload_raw(payload))
         return Decoded([], [reject])
     if type(payload) is not bytes:
         if not isinstance(payload, bytes | bytearray | memoryview):
@@ -160,7 +151,7 @@ def decode_value(topic: str, value: object, now_ms: int | None, lenient: bool = 
         return _judge_value(topic, route, value, now_ms, lenient, None)
     except Exception as exc:  # noqa: BLE001 - a decoder bug must not stop the engine
         _log.exception("decoder error on topic %r", topic)
-        detail = f"internal decoder error: {_show(exc)}"
+        detail = f"internal decoder error: {show(exc)}"
         raw = _element_raw(value, lenient=lenient)
         return Decoded([], [Reject(topic, RejectReason.DECODER_ERROR, detail, raw)])
 
@@ -186,7 +177,7 @@ def _judge_value(
             return refuse(judged.reason, judged.detail)
         return Decoded([judged], [])
     if not isinstance(data, list):
-        detail = f"payload is a JSON {_json_type(data)}; expected an object or an array of objects"
+        detail = f"payload is a JSON {json_type(data)}; expected an object or an array of objects"
         return refuse(RejectReason.NOT_OBJECT, detail)
     if not data:
         detail = f"payload is an empty array; expected 1 to {MAX_ARRAY_ELEMENTS} objects"
@@ -201,7 +192,7 @@ def _judge_value(
         if isinstance(element, dict):
             judged = _judge(element, route, now_ms)
         else:
-            detail = f"array element is a JSON {_json_type(element)}; expected an object"
+            detail = f"array element is a JSON {json_type(element)}; expected an object"
             judged = _Fault(RejectReason.NOT_OBJECT, detail)
         if isinstance(judged, _Fault):
             raw = _element_raw(element, lenient=lenient)
@@ -231,7 +222,7 @@ def _parse(payload: bytes) -> tuple[object, bool, str | None]:
     try:
         return json.loads(text), True, None
     except (ValueError, RecursionError) as exc:
-        return None, True, f"payload is not JSON: {_clip(str(exc))}"
+        return None, True, f"payload is not JSON: {clip(str(exc))}"
 
 
 def _judge(obj: dict[str, object], route: TopicRoute, now_ms: int | None) -> Reading | _Fault:
@@ -355,10 +346,10 @@ def _judge_owntracks(obj: dict[str, object], device_id: str, now_ms: int | None)
         if kind is None:
             return _absent(obj, "_type")
         if type(kind) is not str:
-            return _Fault(_WRONG, f"_type: expected a string, got {_json_type(kind)}")
+            return _Fault(_WRONG, f"_type: expected a string, got {json_type(kind)}")
         return _Fault(
             RejectReason.UNSUPPORTED_MESSAGE,
-            f"_type: {_show(kind)} is not supported; only 'location' messages are accepted",
+            f"_type: {show(kind)} is not supported; only 'location' messages are accepted",
         )
     lat = _num(obj, "lat", -90.0, 90.0, "-90..90")
     if not isinstance(lat, float):
@@ -370,10 +361,10 @@ def _judge_owntracks(obj: dict[str, object], device_id: str, now_ms: int | None)
     if type(tst) is not int:
         if tst is None:
             return _absent(obj, "tst")
-        return _Fault(_WRONG, f"tst: expected integer epoch seconds, got {_json_type(tst)}")
+        return _Fault(_WRONG, f"tst: expected integer epoch seconds, got {json_type(tst)}")
     ts_ms = tst * 1000
     if not MIN_TS_MS <= ts_ms < MAX_TS_MS:
-        return _Fault(_RANGE, f"tst: {_show(tst)} s {_outside_ts_range(ts_ms)}")
+        return _Fault(_RANGE, f"tst: {show(tst)} s {_outside_ts_range(ts_ms)}")
     speed_kmh = _num(obj, "vel", 0.0, 1000.0, "0..1000")
     if isinstance(speed_kmh, _Fault):
         return speed_kmh
@@ -406,10 +397,10 @@ def _num(
         # here before float() could overflow; NaN fails every comparison.
         if lo <= value <= hi:
             return float(value)
-        return _Fault(_RANGE, f"{key}: {_show(value)} {_outside(value, span)}")
+        return _Fault(_RANGE, f"{key}: {show(value)} {_outside(value, span)}")
     if value is None:
         return None
-    return _Fault(_WRONG, f"{key}: expected a number, got {_json_type(value)}")
+    return _Fault(_WRONG, f"{key}: expected a number, got {json_type(value)}")
 
 
 def _int(obj: dict[str, object], key: str) -> int | _Fault | None:
@@ -418,10 +409,10 @@ def _int(obj: dict[str, object], key: str) -> int | _Fault | None:
     if type(value) is int:
         if 0 <= value <= MAX_INT:
             return value
-        return _Fault(_RANGE, f"{key}: {_show(value)} is outside 0..2**63-1")
+        return _Fault(_RANGE, f"{key}: {show(value)} is outside 0..2**63-1")
     if value is None:
         return None
-    return _Fault(_WRONG, f"{key}: expected an integer, got {_json_type(value)}")
+    return _Fault(_WRONG, f"{key}: expected an integer, got {json_type(value)}")
 
 
 def _bool(obj: dict[str, object], key: str) -> bool | _Fault | None:
@@ -429,7 +420,7 @@ def _bool(obj: dict[str, object], key: str) -> bool | _Fault | None:
     value = obj.get(key)
     if value is True or value is False or value is None:
         return value
-    return _Fault(_WRONG, f"{key}: expected true or false, got {_json_type(value)}")
+    return _Fault(_WRONG, f"{key}: expected true or false, got {json_type(value)}")
 
 
 def _vin(value: object) -> str | _Fault | None:
@@ -437,18 +428,18 @@ def _vin(value: object) -> str | _Fault | None:
     if value is None:
         return None
     if type(value) is not str:
-        return _Fault(_WRONG, f"vin: expected a string, got {_json_type(value)}")
+        return _Fault(_WRONG, f"vin: expected a string, got {json_type(value)}")
     if len(value) != 17:
-        return _Fault(_RANGE, f"vin: {_show(value)} has {len(value)} characters; expected 17")
+        return _Fault(_RANGE, f"vin: {show(value)} has {len(value)} characters; expected 17")
     if not (value.isascii() and value.isalnum()):
-        return _Fault(_RANGE, f"vin: {_show(value)} holds characters other than A-Z, 0-9")
+        return _Fault(_RANGE, f"vin: {show(value)} holds characters other than A-Z, 0-9")
     return value.upper()
 
 
 def _bad_coord_sys(value: object) -> _Fault:
     if type(value) is not str:
-        return _Fault(_WRONG, f"coord_sys: expected a string, got {_json_type(value)}")
-    return _Fault(_RANGE, f"coord_sys: {_show(value)} is not 'wgs84', 'gcj02' or 'bd09'")
+        return _Fault(_WRONG, f"coord_sys: expected a string, got {json_type(value)}")
+    return _Fault(_RANGE, f"coord_sys: {show(value)} is not 'wgs84', 'gcj02' or 'bd09'")
 
 
 def _ts(obj: dict[str, object]) -> int | _Fault:
@@ -459,24 +450,24 @@ def _ts(obj: dict[str, object]) -> int | _Fault:
             return value
         seconds_like = MIN_TS_MS // 1000 <= value < MAX_TS_MS // 1000
         hint = " (seconds instead of milliseconds?)" if seconds_like else ""
-        return _Fault(_RANGE, f"ts: {_show(value)} ms {_outside_ts_range(value)}{hint}")
+        return _Fault(_RANGE, f"ts: {show(value)} ms {_outside_ts_range(value)}{hint}")
     if type(value) is str:
         return _iso_ms(value)
     if value is None:
         return _absent(obj, "ts")
-    return _Fault(_WRONG, f"ts: {_TS_HINT}, got {_json_type(value)} {_show(value)}")
+    return _Fault(_WRONG, f"ts: {_TS_HINT}, got {json_type(value)} {show(value)}")
 
 
 def _iso_ms(text: str) -> int | _Fault:
     """Epoch milliseconds of an ISO-8601 date-time that carries a UTC offset."""
     match = _ISO_RE.fullmatch(text)
     if match is None:
-        return _Fault(_BAD_TS, f"ts: {_show(text)} is not ISO-8601 (e.g. 2026-11-29T08:15:00Z)")
+        return _Fault(_BAD_TS, f"ts: {show(text)} is not ISO-8601 (e.g. 2026-11-29T08:15:00Z)")
     year_s, month_s, day_s, hour_s, minute_s, second_s, frac, zulu, sign, off_h, off_m = (
         match.groups()
     )
     if zulu is None and sign is None:
-        return _Fault(_BAD_TS, f"ts: {_show(text)} has no UTC offset; append Z or +HH:MM")
+        return _Fault(_BAD_TS, f"ts: {show(text)} has no UTC offset; append Z or +HH:MM")
     year, month, day = int(year_s), int(month_s), int(day_s)
     hour, minute = int(hour_s), int(minute_s)
     second = int(second_s) if second_s is not None else 0
@@ -484,19 +475,19 @@ def _iso_ms(text: str) -> int | _Fault:
     if sign is not None:
         offset_min = int(off_h) * 60 + (int(off_m) if off_m is not None else 0)
         if int(off_h) > 23 or (off_m is not None and int(off_m) > 59):
-            return _Fault(_BAD_TS, f"ts: {_show(text)} has an invalid UTC offset")
+            return _Fault(_BAD_TS, f"ts: {show(text)} has an invalid UTC offset")
         if sign == "-":
             offset_min = -offset_min
     leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
     month_days = 29 if leap and month == 2 else _DAYS_IN_MONTH[month] if 1 <= month <= 12 else 0
     if not (1 <= day <= month_days and hour < 24 and minute < 60 and second < 60):
-        return _Fault(_BAD_TS, f"ts: {_show(text)} is not a valid date and time")
+        return _Fault(_BAD_TS, f"ts: {show(text)} is not a valid date and time")
     millis = int((frac + "00")[:3]) if frac is not None else 0
     seconds = (_days_from_civil(year, month, day) * 24 + hour) * 3600 + minute * 60 + second
     ts_ms = (seconds - offset_min * 60) * 1000 + millis
     if MIN_TS_MS <= ts_ms < MAX_TS_MS:
         return ts_ms
-    return _Fault(_RANGE, f"ts: {_show(text)} {_outside_ts_range(ts_ms)}")
+    return _Fault(_RANGE, f"ts: {show(text)} {_outside_ts_range(ts_ms)}")
 
 
 def _days_from_civil(year: int, month: int, day: int) -> int:
@@ -534,25 +525,6 @@ def _outside(value: object, span: str) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return f"is not a finite number (allowed {span})"
     return f"is outside {span}"
-
-
-def _json_type(value: object) -> str:
-    return _JSON_TYPES.get(type(value), type(value).__name__)
-
-
-def _clip(text: str) -> str:
-    if len(text) > _SHOWN_CHARS:
-        return f"{text[:_SHOWN_CHARS]}... ({len(text)} chars)"
-    return text
-
-
-def _show(value: object) -> str:
-    """`repr` of a value for a detail message, shortened; never raises."""
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001 - e.g. an int over the str-conversion digit limit
-        return f"<{_json_type(value)}>"
-    return _clip(text)
 
 
 def _payload_raw(payload: object) -> bytes:

@@ -38,6 +38,7 @@ import re
 from typing import Final
 from urllib.parse import parse_qsl
 
+from devices.details import json_type
 from devices.readings import RejectReason, Stream
 from devices.wire import (
     Fault,
@@ -46,7 +47,6 @@ from devices.wire import (
     as_device_id,
     documents,
     element_raw,
-    json_type,
     parse_json,
     scaled,
 )

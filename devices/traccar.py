@@ -47,6 +47,7 @@ from __future__ import annotations
 from typing import Final
 
 from devices.decode import decode_value
+from devices.details import json_type, show
 from devices.readings import RejectReason, Stream
 from devices.wire import (
     Fault,
@@ -55,10 +56,8 @@ from devices.wire import (
     as_device_id,
     documents,
     element_raw,
-    json_type,
     parse_json,
     scaled,
-    show,
     topic_for,
 )
 

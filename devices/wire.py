@@ -18,24 +18,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
 
 import orjson
 
 from devices.decode import MAX_ARRAY_ELEMENTS, decode
+from devices.details import clip, json_type, show
 from devices.readings import RAW_KEEP_BYTES, Reading, Reject, RejectReason, Stream
 from devices.topics import DEVICE_ID_RE, NATIVE_PREFIX, is_device_id
-
-_SHOWN_CHARS: Final = 60
-_JSON_TYPES: Final[dict[type, str]] = {
-    type(None): "null",
-    bool: "boolean",
-    int: "integer",
-    float: "number",
-    str: "string",
-    list: "array",
-    dict: "object",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,23 +160,3 @@ def judge(mapped: Mapped, now_ms: int | None) -> tuple[list[Reading], list[Rejec
         readings += decoded.readings
         rejects += decoded.rejects
     return readings, rejects
-
-
-def json_type(value: object) -> str:
-    """The JSON name of a parsed value's type."""
-    return _JSON_TYPES.get(type(value), type(value).__name__)
-
-
-def clip(text: str) -> str:
-    """Shorten a text for a detail message."""
-    if len(text) > _SHOWN_CHARS:
-        return f"{text[:_SHOWN_CHARS]}... ({len(text)} chars)"
-    return text
-
-
-def show(value: object) -> str:
-    """`repr` of a value for a detail message, shortened; never raises."""
-    try:
-        return clip(repr(value))
-    except Exception:  # noqa: BLE001 - e.g. an int over the str-conversion digit limit
-        return f"<{json_type(value)}>"
