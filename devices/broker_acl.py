@@ -14,7 +14,9 @@ Choices, for `deploy/mosquitto-secure.conf` (which sets `use_username_as_clienti
   for a device_id `user:device` the OwnTracks topics that map to it (DESIGN §2),
   `owntracks/user/device/#` (the OwnTracks app also publishes events under its topic). It
   may read nothing: an anonymous or device client on `#` sees no car.
-- The engine's credential reads `telematics/#` and `owntracks/#` and publishes nothing.
+- The engine's credential reads `telematics/#`, `owntracks/#` and `traccar/#` (Traccar's MQTT
+  forwarding, `devices.inputs`) and publishes nothing. A Traccar server that forwards over
+  MQTT needs its own login with `topic write traccar/#`, added by hand.
 - Passwords already handed out are kept (re-provisioning a fleet of trackers is expensive);
   a device that left the loan book loses its credential; new devices get a random password.
 - The password file holds PBKDF2-SHA512 hashes in Mosquitto 2.0's `$7$` format, the one
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from devices.topics import DEVICE_ID_RE, NATIVE_PREFIX, OWNTRACKS_PREFIX
+from devices.topics import DEVICE_ID_RE, NATIVE_PREFIX, OWNTRACKS_PREFIX, TRACCAR_PREFIX
 
 ENGINE_USERNAME = "pledgewatch-engine"
 """The engine's MQTT username unless told otherwise (with the secure config, its client id)."""
@@ -169,7 +171,8 @@ def build_broker_auth(
         device_id = owners.get(username)
         return Credential(username, given or password(), publish, read, device_id)
 
-    engine = credential(engine_username, (), (f"{NATIVE_PREFIX}/#", f"{OWNTRACKS_PREFIX}/#"))
+    reads = (f"{NATIVE_PREFIX}/#", f"{OWNTRACKS_PREFIX}/#", f"{TRACCAR_PREFIX}#")
+    engine = credential(engine_username, (), reads)
     devices = [credential(user, device_topics(did), ()) for user, did in owners.items()]
     creds = (engine, *sorted(devices, key=lambda c: c.device_id or ""))
     names = {c.username for c in creds}

@@ -39,11 +39,12 @@ from alerts.retry import backoff_s
 
 _log = logging.getLogger(__name__)
 
-TOPICS = ("telematics/#", "owntracks/+/+")
-"""The native and OwnTracks topics of DESIGN §2. Native topics are taken at any depth, so a
-malformed one (`telematics/a/b/gps`, `telematics/a`) is received and rejected as `bad_topic`
-rather than never seen. OwnTracks is not: its apps publish events, waypoints and commands
-under `owntracks/{user}/{device}/...`, which are not readings and not faults."""
+TOPICS = ("telematics/#", "owntracks/+/+", "traccar/#")
+"""The native and OwnTracks topics of DESIGN §2, and Traccar's MQTT forwarding
+(`devices.inputs`). Native topics are taken at any depth, so a malformed one
+(`telematics/a/b/gps`, `telematics/a`) is received and rejected as `bad_topic` rather than
+never seen. OwnTracks is not: its apps publish events, waypoints and commands under
+`owntracks/{user}/{device}/...`, which are not readings and not faults."""
 
 MAX_PACKET_BYTES = 512 * 1024
 """The MQTT v5 Maximum Packet Size we send in CONNECT: the broker must not send us a larger

@@ -23,6 +23,9 @@ DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 NATIVE_PREFIX = "telematics"
 OWNTRACKS_PREFIX = "owntracks"
+TRACCAR_PREFIX = "traccar/"
+"""Topics of Traccar's MQTT forwarding (`devices.inputs`); its `forward.topic` and
+`event.forward.topic` go under it."""
 
 _STREAMS: dict[str, Stream] = {s.value: s for s in Stream}
 _TOPIC_SHOWN_CHARS = 80

@@ -73,9 +73,10 @@ MAPPED_ALARMS: Final = VIB_ALARMS | TAMPER_ALARMS | {POWER_CUT, POWER_RESTORED}
 _Doc = dict[str, object]
 
 
-def map_traccar(body: bytes) -> Mapped:
-    """Map a forwarded Traccar body (one document or an array) to messages and rejects."""
-    out = MappedBuilder(ORIGIN)
+def map_traccar(body: bytes, origin: str = ORIGIN) -> Mapped:
+    """Map a forwarded Traccar body (one document or an array) to messages and rejects;
+    `origin` names where it came from in a reject (the route, or the MQTT topic)."""
+    out = MappedBuilder(origin)
     value, error = parse_json(body)
     if error is not None:
         out.refuse(Fault(RejectReason.NOT_JSON, error), body)

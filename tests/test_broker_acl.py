@@ -55,7 +55,7 @@ def test_the_files_for_two_devices() -> None:
     )
     assert auth.acl == header + (
         "\n# the engine: reads every car\nuser pledgewatch-engine\n"
-        "topic read telematics/#\ntopic read owntracks/#\n"
+        "topic read telematics/#\ntopic read owntracks/#\ntopic read traccar/#\n"
         "\n# device A\nuser A\ntopic write telematics/A/#\n"
         "\n# device B\nuser B\ntopic write telematics/B/#\n"
     )

@@ -31,7 +31,7 @@ from typing import Protocol
 
 from alerts.model import Alert
 from alerts.retry import backoff_s
-from devices.decode import decode
+from devices.inputs import decode_message
 from devices.mqtt_source import Message
 from devices.readings import Reading, Reject
 from engine.core.config import Config
@@ -292,13 +292,15 @@ class Engine:
         clocks: list[int] = []
         rejects: list[Reject] = []
         for m in messages:
-            decoded = decode(m.topic, m.payload, m.arrived_ms)
+            decoded = decode_message(m.topic, m.payload, m.arrived_ms)
             readings += decoded.readings
             clocks += [m.arrived_ms] * len(decoded.readings)
             rejects += decoded.rejects
         outcomes: list[Outcome] = []
         for s in submitted:
-            each = tuple(decode(topic, payload, s.arrived_ms) for topic, payload in s.messages)
+            each = tuple(
+                decode_message(topic, payload, s.arrived_ms) for topic, payload in s.messages
+            )
             for decoded in each:
                 readings += decoded.readings
                 clocks += [s.arrived_ms] * len(decoded.readings)
