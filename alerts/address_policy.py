@@ -1,4 +1,4 @@
-"""Which addresses webhooks may reach (DESIGN §5, `--webhook-allow`).
+"""Which addresses webhooks may reach (DESIGN §5, `--webhook-allow`), MQTT sink brokers too.
 
 Without it a webhook URL could point the engine at anything it can reach (its database,
 a cloud metadata service, the broker) and the dead-letter errors would make it a port
@@ -17,6 +17,9 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+DEFAULT_PORTS = {"http": 80, "https": 443, "mqtt": 1883, "mqtts": 8883}
+"""The port of a webhook URL that names none, by scheme (`mqtt(s)://` are MQTT sinks)."""
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -102,7 +105,7 @@ class AddressPolicy:
         if parts.username is not None or parts.password is not None:
             return "a webhook URL must not carry user:password@ (use the signing secret)"
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
+            port = parts.port or DEFAULT_PORTS.get(parts.scheme, 80)
         except ValueError:
             return f"the port of {url[:100]!r} is not a number from 0 to 65535"
         try:

@@ -1,5 +1,8 @@
 """The outbox dispatcher: signed webhooks, at least once, in order per loan (DESIGN §5).
 
+A webhook's URL picks its sink (`alerts.sender`): `http(s)://` POSTs here, `mqtt(s)://`
+publishes to an MQTT topic (`alerts.mqtt_sink`); everything below applies to both.
+
 One worker thread per webhook endpoint, so a slow or dead endpoint delays only itself, and
 never the engine, which only writes the outbox. A worker asks the store for the heads of its
 per-loan queues that are due, POSTs them over kept-alive connections (a few at once:
@@ -27,6 +30,7 @@ from functools import partial
 from urllib.parse import urlsplit
 
 from alerts.address_policy import AddressPolicy, AddressRefusedError
+from alerts.mqtt_sink import MQTT_SCHEMES, MqttEndpoint
 from alerts.outbox import (
     Attempt,
     Delivery,
@@ -37,6 +41,7 @@ from alerts.outbox import (
     Webhook,
 )
 from alerts.retry import RetryPolicy, backoff_s
+from alerts.sender import Answer, Sender
 from alerts.signing import headers
 
 _log = logging.getLogger(__name__)
@@ -145,6 +150,16 @@ class Endpoint:
             return response.status, head[:RESPONSE_KEEP_BYTES]
         raise AssertionError  # pragma: no cover  # the loop returns or raises
 
+    def send(self, body: bytes, sent: dict[str, str]) -> Answer:
+        """POST `body` and judge the status (the `Sender` seam): delivered on a 2xx,
+        permanent on a 4xx other than 408 and 429, with the response kept."""
+        status, answer = self.post(body, sent)
+        if 200 <= status < 300:
+            return Answer(delivered=True, status=status)
+        text = answer.decode("utf-8", "replace").strip()
+        error = f"HTTP {status}" + (f": {text}" if text else "")
+        return Answer(delivered=False, permanent=permanent(status), status=status, error=error)
+
     def close(self) -> None:
         """Close every connection."""
         with self._lock:
@@ -158,23 +173,29 @@ def permanent(status: int) -> bool:
     return 400 <= status < 500 and status not in {408, 429}
 
 
+def sender(url: str, timeout_s: float, policy: AddressPolicy, name: str = "sink") -> Sender:
+    """The sink a webhook URL names: an MQTT topic for `mqtt(s)://`, else HTTP POSTs."""
+    if urlsplit(url).scheme in MQTT_SCHEMES:
+        return MqttEndpoint(url, timeout_s, policy, name)
+    return Endpoint(url, timeout_s, policy)
+
+
 def attempt(
-    endpoint: Endpoint,
+    endpoint: Sender,
     hook: Webhook,
     delivery: Delivery,
     policy: RetryPolicy,
     clock: Callable[[], float],
 ) -> Attempt:
-    """POST one delivery, signed, and judge the result: delivered on a 2xx; dead at once on a
-    permanent refusal, with the response kept; otherwise a retry after backoff, or dead once
-    the delivery is older than the policy's maximum age."""
+    """Send one delivery, signed, and judge the result: delivered when the sink took it;
+    dead at once on a permanent refusal, with the response kept; otherwise a retry after
+    backoff, or dead once the delivery is older than the policy's maximum age."""
     ts = int(clock())
-    status: int | None = None
     try:
         # Signing raises ValueError when the store could not open this webhook's secret (a
         # wrong key): this delivery fails with that reason, the worker goes on.
         sent = headers(hook.secret, ts, delivery.body, delivery.alert_id, delivery.alert_type)
-        status, answer = endpoint.post(delivery.body, sent)
+        answer = endpoint.send(delivery.body, sent)
     except AddressRefusedError as exc:
         now_ms = int(clock() * 1000)
         error = f"refused by the address policy: {exc}"[:500]
@@ -182,15 +203,14 @@ def attempt(
     except (OSError, http.client.HTTPException, ValueError) as exc:
         # ValueError covers UnicodeError: a host name that does not encode is this delivery's
         # failure, not the worker's.
-        error = f"{type(exc).__name__}: {exc}"[:500]
-    else:
-        text = answer.decode("utf-8", "replace").strip()
-        error = f"HTTP {status}" + (f": {text}" if text else "")
+        answer = Answer(delivered=False, error=f"{type(exc).__name__}: {exc}")
     now_ms = int(clock() * 1000)
-    if status is not None and 200 <= status < 300:
+    status = answer.status
+    if answer.delivered:
         return Attempt(delivery.delivery_id, now_ms, DeliveryState.DELIVERED, now_ms, status)
+    error = (answer.error or "not delivered")[:500]
     too_old = (now_ms - delivery.created_ms) / 1000 >= policy.max_age_s
-    if too_old or (status is not None and permanent(status)):
+    if too_old or answer.permanent:
         return Attempt(delivery.delivery_id, now_ms, DeliveryState.DEAD, now_ms, status, error)
     retry_at = now_ms + int(policy.retry_delay_s(delivery.attempts + 1) * 1000)
     return Attempt(delivery.delivery_id, now_ms, DeliveryState.PENDING, retry_at, status, error)
@@ -204,7 +224,9 @@ class _Worker:
         self.hook = hook
         self.stop = threading.Event()
         self.wake = threading.Event()
-        self.endpoint = Endpoint(hook.url, dispatcher.policy.timeout_s, dispatcher.addresses)
+        self.endpoint = sender(
+            hook.url, dispatcher.policy.timeout_s, dispatcher.addresses, hook.hook_id
+        )
         self.pool = ThreadPoolExecutor(dispatcher.policy.parallel, f"webhook-{hook.hook_id}")
         self.thread = threading.Thread(target=self.run, name=f"webhook-{hook.hook_id}", daemon=True)
 

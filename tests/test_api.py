@@ -652,6 +652,9 @@ def test_webhooks_never_show_their_secret(live: Live) -> None:
     [
         ({"url": "ftp://lender.example/x", "secret": "s"}, "url"),
         ({"url": "https://", "secret": "s"}, "url"),
+        ({"url": "mqtt://broker.lender.example", "secret": "s"}, "url"),
+        ({"url": "mqtt://broker.lender.example/alerts/+", "secret": "s"}, "url"),
+        ({"url": "mqtt://ops:pw@broker.lender.example/alerts", "secret": "s"}, "url"),
         ({"url": 5, "secret": "s"}, "url"),
         ({"url": "https://lender.example/x"}, "secret"),
         ({"url": "https://lender.example/x", "secret": "  "}, "secret"),

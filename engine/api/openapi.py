@@ -112,7 +112,15 @@ WEBHOOK_SCHEMA: dict[str, object] = {
     "type": "object",
     "required": ["url", "secret"],
     "properties": {
-        "url": {"type": "string", "format": "uri", "description": "http:// or https://"},
+        "url": {
+            "type": "string",
+            "format": "uri",
+            "description": (
+                "http:// or https:// (signed POSTs), or mqtt://host[:port]/topic or "
+                "mqtts://… (QoS 1 publishes to that topic, signature in MQTT v5 user "
+                "properties; no wildcards, no user:password@)"
+            ),
+        },
         "secret": {"type": "string", "minLength": 1, "description": "HMAC key; never returned"},
         "types": {
             "type": ["array", "null"],

@@ -18,6 +18,7 @@ import orjson
 from fastapi import Depends, Query, Request
 
 from alerts.model import AlertType, iso_ms
+from alerts.mqtt_sink import MQTT_SCHEMES, SinkAddress
 from alerts.outbox import Delivery, Webhook
 from engine.api.problems import FieldError, JsonResponse, Problem, bad_parameter, validation
 from engine.core.state import DeviceState
@@ -117,19 +118,25 @@ def parse_webhook(hook_id: str, doc: object) -> Webhook:
         raise validation("the body must be a JSON object with url and secret", None)
     url = doc.get("url")
     if not isinstance(url, str):
-        raise validation(f"url: must be an http(s) URL string, got {short_repr(url, 100)}", "url")
+        detail = f"url: must be an http(s) or mqtt(s) URL string, got {short_repr(url, 100)}"
+        raise validation(detail, "url")
     parts = urlsplit(url)
     if (
-        parts.scheme not in {"http", "https"}
+        parts.scheme not in {"http", "https", *MQTT_SCHEMES}
         or not parts.hostname
         or len(url) > MAX_URL_CHARS
         or any(c.isspace() for c in url)
     ):
         raise validation(
-            f"url: {url[:100]!r} is not an http:// or https:// URL with a host "
-            f"(at most {MAX_URL_CHARS} characters, no spaces)",
+            f"url: {url[:100]!r} is not an http://, https://, mqtt:// or mqtts:// URL with "
+            f"a host (at most {MAX_URL_CHARS} characters, no spaces)",
             "url",
         )
+    if parts.scheme in MQTT_SCHEMES:
+        try:
+            SinkAddress.parse(url)
+        except ValueError as exc:
+            raise validation(f"url: {exc}", "url") from exc
     secret = doc.get("secret")
     if not isinstance(secret, str) or not secret.strip():
         raise validation("secret: must be a non-empty string (the HMAC key)", "secret")
