@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from benchmarks import bench_engine, bench_fences, bench_lending, bench_replay, soak
+from benchmarks import bench_engine, bench_fences, bench_jt808, bench_lending, bench_replay, soak
 from benchmarks.engine_runs import counter_delta, engine_check
 from benchmarks.lending_eval import auc
 from benchmarks.replay_workload import random_vins
@@ -207,6 +207,25 @@ def test_bench_engine_quick(tmp_path: Path, capsys) -> None:
     assert doc["engine_totals"]["telemetry_rows"] == doc["engine_totals"]["readings"]
     assert set(doc["profile"]) == {"single", "single_paced", "arrays"}
     assert "pledgewatch run" in capsys.readouterr().out
+
+
+@pytest.mark.mqtt
+@pytest.mark.slow
+def test_bench_jt808_quick(tmp_path: Path, capsys) -> None:
+    status = bench_jt808.main(["--quick", "--out-dir", str(tmp_path)])
+    doc = _load(tmp_path / "bench_jt808.json")
+    assert doc["checks_passed"] is True, doc["checks"]
+    assert status == 0
+    gateway, floor = doc["results"]["gateway"], doc["results"]["floor"]
+    assert gateway["terminals_held"] == floor["terminals_held"] == 40
+    counted = gateway["gateway_counted"]
+    assert counted["reports_acked"] == counted["gps_published"] == gateway["fleet_acked_total"]
+    assert gateway["steps"][0]["acked"] > 0
+    assert gateway["unpaced"]["acked"] > 0
+    assert floor["unpaced"]["acked"] > 0
+    assert gateway["steps"][0]["latency_ms"]["p99"] is not None
+    assert gateway["bytes_per_connection"] is not None
+    assert "memory per connection" in capsys.readouterr().out
 
 
 @pytest.mark.mqtt

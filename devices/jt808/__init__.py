@@ -1,4 +1,4 @@
-"""The pure protocol layer of the JT/T 808 gateway (DESIGN §9): no I/O, no clock.
+"""The JT/T 808 gateway (DESIGN §9): a pure protocol layer (no I/O, no clock) and its adapters.
 
 What a connection handler does with it, in order:
 
@@ -11,4 +11,10 @@ What a connection handler does with it, in order:
    `LocationReport`, `LocationBatch`, ... or `Unsupported` / `MessageError`.
 5. `mapping.map_location` / `mapping.map_batch` → (topic, payload) pairs for MQTT.
 6. `replies.general_response` / `replies.registration_response` → bytes for the terminal.
+
+The adapters around it do the I/O (`pledgewatch gateway jt808`, wired in
+`engine/cli/gateway.py`): `gateway.py` (the asyncio TCP server, one connection handler per
+terminal), `mqtt_sink.py` (QoS 1 publishes whose PUBACKs resolve futures) and
+`auth_store.py` (auth codes that survive restarts). The six modules above import none of
+them (an import-linter contract in `pyproject.toml`).
 """

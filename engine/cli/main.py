@@ -19,6 +19,7 @@ from alerts.address_policy import AddressPolicy, parse_allow
 from alerts.model import Alert
 from alerts.retry import RetryPolicy
 from devices.readings import Reject
+from engine.cli.gateway import gateway_options
 from engine.cli.http_address import HttpAddress, parse_http
 from engine.cli.lending_options import lending_options, load_lending
 from engine.cli.options import CliError
@@ -514,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     _option(acl, "--out", required=True, help="directory for passwd, acl, credentials.json")
     _option(acl, "--engine-user", default="pledgewatch-engine", help="the engine's username")
     acl.set_defaults(func=cmd_broker_acl)
+
+    gateway_options(sub.add_parser("gateway", help="tracker protocols in, MQTT readings out"))
     return parser
 
 
