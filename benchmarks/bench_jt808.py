@@ -35,6 +35,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from benchmarks.common import RESULTS_DIR, log, machine_info, table, write_json
+from benchmarks.common import fmt_value as _fmt
 from benchmarks.jt808_fleet import FleetStats, Terminal, connect_fleet, pace, settle
 from engine.cli.gateway import raise_fd_limit
 from simulator.harness.broker import PrivateBroker, free_port, wait_port
@@ -224,23 +225,16 @@ def run_floor(args: argparse.Namespace, pinned: bool) -> dict[str, object]:
     return result
 
 
-def _fmt(value: object, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.1f}{unit}"
-    if isinstance(value, int):
-        return f"{value:,}{unit}"
-    return f"{value}{unit}"
-
-
 def report(results: dict[str, dict[str, object]], args: argparse.Namespace) -> str:
     """The two tables: connections and memory; reports per rate."""
     names = list(results)
     get: Callable[[str, str], object] = lambda n, k: results[n].get(k)  # noqa: E731
     rows = [
         ["terminals held", *(_fmt(get(n, "terminals_held")) for n in names)],
-        ["connect+register+auth (s)", *(_fmt(get(n, "connect_register_auth_s")) for n in names)],
+        [
+            "connect+register+auth (s)",
+            *(_fmt(get(n, "connect_register_auth_s")) for n in names),
+        ],
         [
             "server RSS before / after (MiB)",
             *(
@@ -249,7 +243,10 @@ def report(results: dict[str, dict[str, object]], args: argparse.Namespace) -> s
                 for n in names
             ),
         ],
-        ["memory per connection (bytes)", *(_fmt(get(n, "bytes_per_connection")) for n in names)],
+        [
+            "memory per connection (bytes)",
+            *(_fmt(get(n, "bytes_per_connection")) for n in names),
+        ],
         ["sustained reports/s", *(_fmt(get(n, "sustained_per_s")) for n in names)],
     ]
     for key, label in (

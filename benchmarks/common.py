@@ -121,6 +121,17 @@ def fmt_ratio(value: float | None) -> str:
     return f"{value:.2f}x"
 
 
+def fmt_value(value: object, unit: str = "") -> str:
+    """A table cell: thousands separated, floats to one decimal, `-` for None."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.1f}{unit}"
+    if isinstance(value, int):
+        return f"{value:,}{unit}"
+    return f"{value}{unit}"
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A plain-text table, first column left-aligned, the others right-aligned."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

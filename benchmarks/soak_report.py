@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import fmt_value as _fmt
 from benchmarks.common import table
 from benchmarks.soak_sampling import Sample
 
@@ -106,16 +107,6 @@ def episodes(
     return out
 
 
-def _fmt(value: object, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.1f}{unit}"
-    if isinstance(value, int):
-        return f"{value:,}{unit}"
-    return f"{value}{unit}"
-
-
 def summary_text(doc: Mapping[str, Any]) -> str:
     """The printed report: what ran, the numbers, the checks with PASS/FAIL."""
     p, s, c, x = doc["parameters"], doc["summary"], doc["counts"], doc["exercised"]
@@ -168,7 +159,10 @@ def summary_text(doc: Mapping[str, Any]) -> str:
         if after:
             worst = None if None in after else max(after)
             rows.append(
-                [f"outbox empty after a {phase} episode", f"{_fmt(worst)} s at most ({len(after)})"]
+                [
+                    f"outbox empty after a {phase} episode",
+                    f"{_fmt(worst)} s at most ({len(after)})",
+                ]
             )
     checks = [[name, "PASS" if v == "ok" else f"FAIL  {v}"] for name, v in doc["checks"].items()]
     verdict = "NOTHING LOST" if doc["checks_passed"] else "CHECKS FAILED"
