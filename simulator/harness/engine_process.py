@@ -30,11 +30,11 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Self
 
 import httpx
 
 from simulator.harness.broker import answers, free_port
+from simulator.harness.logged_process import LoggedProcess
 from simulator.harness.procfs import tree_cpu_s, tree_memory
 from simulator.harness.prometheus import BATCHES, Metrics
 
@@ -79,7 +79,7 @@ def is_ready(health: object) -> bool:
     )
 
 
-class EngineProcess:
+class EngineProcess(LoggedProcess):
     """`pledgewatch run` on 127.0.0.1 (a free port unless given), its output appended to
     `log_path`, in a process group of its own (a Ctrl-C at the terminal reaches the driver,
     which stops the engine itself). `start` may be called again after `kill9`/`terminate`:
@@ -313,20 +313,6 @@ class EngineProcess:
         """Peak resident set size (VmHWM) in bytes, summed over the engine and its live child
         processes."""
         return tree_memory(self.pid)["VmHWM"]
-
-    def log_tail(self, chars: int = 3000) -> str:
-        """The end of the engine's log."""
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.running():
-            self.terminate()  # never leave an engine running
 
     def _kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

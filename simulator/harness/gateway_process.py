@@ -15,11 +15,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Self
 
 import httpx
 
 from simulator.harness.broker import answers, free_port
+from simulator.harness.logged_process import LoggedProcess
 from simulator.harness.procfs import proc_cpu_s, proc_memory
 from simulator.harness.prometheus import Metrics
 
@@ -30,7 +30,7 @@ class GatewayStartError(RuntimeError):
     """The gateway did not become ready; the message ends with its log's tail."""
 
 
-class GatewayProcess:
+class GatewayProcess(LoggedProcess):
     """The gateway on 127.0.0.1: terminals on `port`, /metrics and /healthz on `http_port`,
     auth codes in `state_file`, output appended to `log_path`. `start` may be called again
     after `terminate`/`kill9`: same ports, same state file."""
@@ -183,17 +183,3 @@ class GatewayProcess:
     def rss(self) -> int:
         """Resident set size in bytes."""
         return proc_memory(self.pid)["VmRSS"]
-
-    def log_tail(self, chars: int = 3000) -> str:
-        """The end of the gateway's log."""
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.running():
-            self.terminate()
