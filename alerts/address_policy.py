@@ -1,4 +1,4 @@
-"""Which addresses webhooks may reach (DESIGN §5, `--webhook-allow`), MQTT sink brokers too.
+"""Which addresses webhooks may reach (DESIGN §5, `--webhook-allow`), MQTT and Kafka sinks too.
 
 Without it a webhook URL could point the engine at anything it can reach (its database,
 a cloud metadata service, the broker) and the dead-letter errors would make it a port
@@ -18,8 +18,16 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-DEFAULT_PORTS = {"http": 80, "https": 443, "mqtt": 1883, "mqtts": 8883}
-"""The port of a webhook URL that names none, by scheme (`mqtt(s)://` are MQTT sinks)."""
+DEFAULT_PORTS = {
+    "http": 80,
+    "https": 443,
+    "mqtt": 1883,
+    "mqtts": 8883,
+    "kafka": 9092,
+    "kafkas": 9093,
+}
+"""The port of a webhook URL that names none, by scheme (`mqtt(s)://` are MQTT sinks,
+`kafka(s)://` Kafka sinks)."""
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

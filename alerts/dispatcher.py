@@ -1,7 +1,8 @@
 """The outbox dispatcher: signed webhooks, at least once, in order per loan (DESIGN §5).
 
 A webhook's URL picks its sink (`alerts.sender`): `http(s)://` POSTs here, `mqtt(s)://`
-publishes to an MQTT topic (`alerts.mqtt_sink`); everything below applies to both.
+publishes to an MQTT topic (`alerts.mqtt_sink`), `kafka(s)://` produces to a Kafka topic
+(`alerts.kafka_sink`); everything below applies to all three.
 
 One worker thread per webhook endpoint, so a slow or dead endpoint delays only itself, and
 never the engine, which only writes the outbox. A worker asks the store for the heads of its
@@ -30,6 +31,7 @@ from functools import partial
 from urllib.parse import urlsplit
 
 from alerts.address_policy import AddressPolicy, AddressRefusedError
+from alerts.kafka_sink import KAFKA_SCHEMES, KafkaEndpoint
 from alerts.mqtt_sink import MQTT_SCHEMES, MqttEndpoint
 from alerts.outbox import (
     Attempt,
@@ -174,9 +176,13 @@ def permanent(status: int) -> bool:
 
 
 def sender(url: str, timeout_s: float, policy: AddressPolicy, name: str = "sink") -> Sender:
-    """The sink a webhook URL names: an MQTT topic for `mqtt(s)://`, else HTTP POSTs."""
-    if urlsplit(url).scheme in MQTT_SCHEMES:
+    """The sink a webhook URL names: an MQTT topic for `mqtt(s)://`, a Kafka topic for
+    `kafka(s)://`, else HTTP POSTs."""
+    scheme = urlsplit(url).scheme
+    if scheme in MQTT_SCHEMES:
         return MqttEndpoint(url, timeout_s, policy, name)
+    if scheme in KAFKA_SCHEMES:
+        return KafkaEndpoint(url, timeout_s, policy, name)
     return Endpoint(url, timeout_s, policy)
 
 

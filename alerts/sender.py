@@ -1,9 +1,10 @@
 """The seam between a dispatcher worker and where its alerts go (DESIGN §5).
 
 A webhook's URL picks the sink: `http(s)://` POSTs (`alerts.dispatcher.Endpoint`),
-`mqtt(s)://` publishes to a topic (`alerts.mqtt_sink.MqttEndpoint`). Both share the outbox,
-the alert ids, the signing, the retries, the dead letters and per-loan order; a sender only
-says what became of one delivery.
+`mqtt(s)://` publishes to a topic (`alerts.mqtt_sink.MqttEndpoint`), `kafka(s)://` produces
+to a topic (`alerts.kafka_sink.KafkaEndpoint`). All share the outbox, the alert ids, the
+signing, the retries, the dead letters and per-loan order; a sender only says what became
+of one delivery.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import orjson
 from fastapi import Depends, Query, Request
 
+from alerts.kafka_sink import KAFKA_SCHEMES, KafkaAddress
 from alerts.model import AlertType, iso_ms
 from alerts.mqtt_sink import MQTT_SCHEMES, SinkAddress
 from alerts.outbox import Delivery, Webhook
@@ -118,23 +119,24 @@ def parse_webhook(hook_id: str, doc: object) -> Webhook:
         raise validation("the body must be a JSON object with url and secret", None)
     url = doc.get("url")
     if not isinstance(url, str):
-        detail = f"url: must be an http(s) or mqtt(s) URL string, got {short_repr(url, 100)}"
+        shown = short_repr(url, 100)
+        detail = f"url: must be an http(s), mqtt(s) or kafka(s) URL string, got {shown}"
         raise validation(detail, "url")
     parts = urlsplit(url)
     if (
-        parts.scheme not in {"http", "https", *MQTT_SCHEMES}
+        parts.scheme not in {"http", "https", *MQTT_SCHEMES, *KAFKA_SCHEMES}
         or not parts.hostname
         or len(url) > MAX_URL_CHARS
         or any(c.isspace() for c in url)
     ):
         raise validation(
-            f"url: {url[:100]!r} is not an http://, https://, mqtt:// or mqtts:// URL with "
+            f"url: {url[:100]!r} is not an http://, https://, mqtt(s):// or kafka(s):// URL with "
             f"a host (at most {MAX_URL_CHARS} characters, no spaces)",
             "url",
         )
-    if parts.scheme in MQTT_SCHEMES:
+    if parts.scheme in MQTT_SCHEMES or parts.scheme in KAFKA_SCHEMES:
         try:
-            SinkAddress.parse(url)
+            (SinkAddress if parts.scheme in MQTT_SCHEMES else KafkaAddress).parse(url)
         except ValueError as exc:
             raise validation(f"url: {exc}", "url") from exc
     secret = doc.get("secret")

@@ -1,0 +1,249 @@
+"""Alerts produced to a Kafka topic: a webhook whose URL is `kafka://` or `kafkas://`.
+
+`PUT /v1/webhooks/{id}` with `"url": "kafka://kafka-1.lender.example:9092/pledgewatch.alerts"`
+makes a sink that shares everything with the HTTP webhooks (outbox, ids, retries, dead
+letters, redelivery, per-loan order); only the last hop differs. Each alert is one record
+of the URL's path as the topic: the value is the alert JSON exactly as a webhook body is,
+the key its `loan_id` (its `device_id` when it has no loan), so one loan's alerts land on
+one partition in order; the signing headers are record headers (`X-Pledgewatch-Id`,
+`-Type`, `-Timestamp`, `-Signature`: the same HMAC, so `alerts.signing.verify` checks it),
+with `content-type: application/json`.
+
+Delivered means the brokers acknowledged the record with `acks=all` within the timeout. A
+refusal no retry changes (not authorized for the topic, record too large, invalid topic,
+a policy violation: the broker's non-retriable errors) is permanent, like a 4xx: dead at
+once with the reason. A timeout or a lost connection is retried with the usual backoff; a
+record whose acknowledgement was lost may then be written twice, with one id: consumers
+deduplicate by `X-Pledgewatch-Id`, as webhook receivers do.
+
+One aiokafka producer per sink, on an event loop thread of its own, started on first use.
+The bootstrap host passes `--webhook-allow` like an HTTP host, and so does every broker the
+cluster's metadata names before a record is sent to it; a `kafka://` producer connects to
+the very bootstrap address that was checked (`kafkas://` connects by name so that TLS can
+verify it, against the system's CAs or `SSL_CERT_FILE`). No SASL: a URL with
+`user:password@` is refused, so the cluster must let the engine produce on that listener
+(restricted by ACL or network). Idempotent producers are not used (not every
+Kafka-protocol broker has them); per-loan order comes from the dispatcher, which sends a
+loan's next alert only after the previous one was acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import ssl
+import threading
+import uuid
+from collections.abc import Coroutine
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import BrokerResponseError, KafkaError
+
+from alerts.address_policy import DEFAULT_PORTS, AddressPolicy, IpAddress
+from alerts.mqtt_sink import SIGNED
+from alerts.sender import Answer
+
+KAFKA_SCHEMES = frozenset({"kafka", "kafkas"})
+TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
+"""Kafka's rule for topic names."""
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaAddress:
+    """Where a Kafka sink produces: the bootstrap broker, TLS or not, and the topic."""
+
+    host: str
+    port: int
+    tls: bool
+    topic: str
+
+    @classmethod
+    def parse(cls, url: str) -> KafkaAddress:
+        """`kafka[s]://host[:port]/topic`; a ValueError says what is wrong."""
+        parts = urlsplit(url)
+        if parts.scheme not in KAFKA_SCHEMES or not parts.hostname:
+            msg = f"{url[:100]!r} is not a kafka:// or kafkas:// URL with a host"
+            raise ValueError(msg)
+        if parts.username is not None or parts.password is not None:
+            msg = "a Kafka sink URL must not carry user:password@ (use the signing secret)"
+            raise ValueError(msg)
+        if parts.query or parts.fragment:
+            msg = "a Kafka sink URL takes no ?query or #fragment: the path is the topic"
+            raise ValueError(msg)
+        port = parts.port or DEFAULT_PORTS[parts.scheme]  # a bad port raises ValueError
+        topic = parts.path[1:]
+        if not TOPIC_RE.fullmatch(topic) or topic in {".", ".."}:
+            msg = (
+                f"the topic {topic[:100]!r} is not a Kafka topic name "
+                "(1 to 249 of A-Z a-z 0-9 . _ -), e.g. kafka://broker:9092/pledgewatch.alerts"
+            )
+            raise ValueError(msg)
+        return cls(parts.hostname, port, parts.scheme == "kafkas", topic)
+
+
+def record_key(body: bytes) -> bytes:
+    """The record key of an alert body: its loan, else its tracker, else its id."""
+    doc = orjson.loads(body)
+    for field in ("loan_id", "device_id", "id"):
+        value = doc.get(field)
+        if isinstance(value, str) and value:
+            return value.encode()
+    return b""
+
+
+def permanent(exc: BaseException) -> bool:
+    """A broker's refusal that no retry changes (authorization, size, topic, policy)."""
+    return isinstance(exc, BrokerResponseError) and not exc.retriable
+
+
+class _Loop:
+    """An asyncio loop on a daemon thread; other threads run coroutines on it."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, _T], timeout_s: float) -> _T:
+        """The coroutine's result; TimeoutError after `timeout_s` (the coroutine is cancelled)."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout_s)
+        except FutureTimeout:
+            future.cancel()
+            msg = f"no answer from the Kafka cluster within {timeout_s:g} s"
+            raise TimeoutError(msg) from None
+
+    def close(self) -> None:
+        """Stop the loop and its thread."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+class KafkaEndpoint:
+    """Produces one sink's alerts to its topic over one producer; a `Sender`."""
+
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float,
+        policy: AddressPolicy | None = None,
+        name: str = "sink",
+    ) -> None:
+        self.url = url
+        self.policy = policy or AddressPolicy()
+        self.timeout_s = timeout_s
+        self.client_id = f"pledgewatch-alerts-{name[:40]}-{uuid.uuid4().hex[:12]}"
+        try:
+            self.address: KafkaAddress | None = KafkaAddress.parse(url)
+            self.invalid: str | None = None
+        except ValueError as exc:  # the API refuses such URLs; one in the store fails
+            self.address, self.invalid = None, str(exc)
+        self._lock = threading.Lock()  # held while connecting: one connect at a time
+        self._loop: _Loop | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._checked: set[tuple[str, int]] = set()  # brokers the policy allowed
+
+    def send(self, body: bytes, sent: dict[str, str]) -> Answer:
+        """Produce one alert and wait for its acknowledgement (see the module docstring)."""
+        if self.address is None:
+            raise ValueError(self.invalid)
+        loop, producer = self._connected(self.address)
+        headers = [(key, sent[key].encode()) for key in SIGNED]
+        headers.append(("content-type", b"application/json"))
+        key = record_key(body)
+        try:
+            self._check_brokers(producer)
+            loop.run(
+                producer.send_and_wait(self.address.topic, body, key=key, headers=headers),
+                self.timeout_s + 1.0,  # aiokafka's own request timeout comes first
+            )
+        except KafkaError as exc:
+            if permanent(exc):
+                error = f"Kafka refused the record: {type(exc).__name__}: {exc}"
+                return Answer(delivered=False, permanent=True, error=error)
+            self._discard()
+            msg = f"{type(exc).__name__}: {exc}"
+            raise ConnectionError(msg) from exc
+        except OSError:
+            self._discard()
+            raise
+        return Answer(delivered=True)
+
+    def _connected(self, address: KafkaAddress) -> tuple[_Loop, AIOKafkaProducer]:
+        """The running producer, starting one if there is none (OSError if that fails;
+        AddressRefusedError if the policy refuses the bootstrap address)."""
+        with self._lock:
+            if self._loop is None:
+                self._loop = _Loop(f"kafka-sink-{self.client_id}")
+            if self._producer is not None:
+                return self._loop, self._producer
+            checked = self.policy.resolve(address.host, address.port)
+            bootstrap = address.host if address.tls else _host(checked[0])
+            loop = self._loop
+
+            async def start() -> AIOKafkaProducer:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=f"{bootstrap}:{address.port}",
+                    client_id=self.client_id,
+                    acks="all",
+                    enable_idempotence=False,
+                    request_timeout_ms=int(self.timeout_s * 1000),
+                    retry_backoff_ms=100,
+                    linger_ms=0,
+                    security_protocol="SSL" if address.tls else "PLAINTEXT",
+                    ssl_context=ssl.create_default_context() if address.tls else None,
+                )
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                return producer
+
+            try:
+                self._producer = loop.run(start(), self.timeout_s + 1.0)
+            except KafkaError as exc:
+                msg = f"cannot reach the Kafka cluster at {bootstrap}:{address.port}: {exc}"
+                raise ConnectionError(msg) from exc
+            self._checked = {(address.host, address.port), (bootstrap, address.port)}
+            return loop, self._producer
+
+    def _check_brokers(self, producer: AIOKafkaProducer) -> None:
+        """Every broker the metadata names passes the policy (AddressRefusedError if not)."""
+        for broker in producer.client.cluster.brokers():
+            where = (broker.host, broker.port)
+            if where not in self._checked:
+                self.policy.resolve(broker.host, broker.port)
+                self._checked.add(where)
+
+    def _discard(self) -> None:
+        """Throw the producer away; the next delivery starts a new one."""
+        with self._lock:
+            producer, self._producer = self._producer, None
+            loop = self._loop
+        if producer is not None and loop is not None:
+            with contextlib.suppress(KafkaError, OSError):  # it is gone either way
+                loop.run(producer.stop(), self.timeout_s)
+
+    def close(self) -> None:
+        """Stop the producer and its loop."""
+        self._discard()
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.close()
+
+
+def _host(address: IpAddress) -> str:
+    """An address as a bootstrap host: IPv6 in brackets."""
+    return f"[{address}]" if address.version == 6 else str(address)
