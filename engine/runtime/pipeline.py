@@ -28,6 +28,7 @@ from engine.core.loan import put_conflicts, step_loan
 from engine.core.state import (
     DeviceState,
     LoanState,
+    Position,
     device_from_json,
     device_to_json,
     loan_from_json,
@@ -80,6 +81,16 @@ class Counters:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class TapGroup:
+    """An accepted reading in the tap (`at`), the `alerts` right after it that it raised,
+    and the fix that moved the car (None if it did not): the per-loan stage's input."""
+
+    at: int
+    alerts: int
+    moved: Position | None
+
+
 def _plain(counter: Counter[str]) -> dict[str, int]:
     """Counter keys may be StrEnum members (cheaper in the hot path): make them plain str."""
     return {str(k): v for k, v in counter.items()}
@@ -88,8 +99,15 @@ def _plain(counter: Counter[str]) -> dict[str, int]:
 class Pipeline:
     """The core applied to a whole fleet, one reading at a time in arrival order."""
 
-    def __init__(self, index: FenceIndex, config: Config | None = None) -> None:
+    def __init__(
+        self, index: FenceIndex, config: Config | None = None, defer_loans: bool = False
+    ) -> None:
         self.config = config or Config()
+        # The distributed runtime steps loans after a repartition by loan (engine.distributed):
+        # then the per-loan stage is not run here; `groups` says, for each accepted reading in
+        # `tap`, where it is, how many alerts follow it, and the fix that moved the car.
+        self.defer_loans = defer_loans
+        self.groups: list[TapGroup] = []
         self.index = index
         self.loans: dict[str, Loan] = {}
         self._by_device: dict[str, Loan] = {}  # the context's view, kept up to date in place
@@ -225,7 +243,11 @@ class Pipeline:
             self.tap.append(reading)
         self._apply(result)
         raised = result.alerts
-        if result.moved is not None:
+        if self.defer_loans:
+            if self.tap is not None:
+                at = len(self.tap) - 1
+                self.groups.append(TapGroup(at, len(result.alerts), result.moved))
+        elif result.moved is not None:
             loan = self.ctx.loan_for(device_id)
             if loan is not None and len(loan.device_ids) > 1:
                 ls = self.loan_states.get(loan.loan_id) or LoanState(loan.loan_id)

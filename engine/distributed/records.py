@@ -1,0 +1,159 @@
+"""The records of the distributed runtime's topics, as bytes: pure, no Kafka here.
+
+- `pledgewatch.readings`, keyed by device_id: one decoded reading and the bridge's clock
+  when its MQTT message arrived (`at`, the runtime clock its step runs at, as the local
+  engine's `arrived_ms`). A JSON array: `["g", at, device_id, ts_ms, lat, lon, ...]`, the
+  reading's fields in declaration order (orjson writes floats that read back exactly).
+- `pledgewatch.rejects`, keyed by device_id (or the topic): a refused input, `Reject.to_json`
+  with `raw` in base64 so that any bytes survive.
+- `pledgewatch.loan-events`, keyed by loan_id: what the device stage hands the per-loan
+  stage, in order: an accepted reading with the alerts it raised and the fix that moved the
+  car, or timer alerts. `src` is the reading record's (partition, offset): the per-loan stage
+  feeds a device's readings once, however often a restarted device stage steps them again.
+- `pledgewatch.alerts`, keyed by loan_id (device_id without a loan): `Alert.to_json`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from alerts.model import Alert, alert_from_json
+from devices.readings import GpsFix, Reading, Reject, RejectReason, StatusReport, Vibration
+from engine.core.state import Position
+
+_KIND = {GpsFix: "g", Vibration: "v", StatusReport: "s"}
+_CLASS: dict[str, type[GpsFix | Vibration | StatusReport]] = {v: k for k, v in _KIND.items()}
+
+
+class RecordError(ValueError):
+    """A record that is not one of ours (a foreign producer, a version we do not read)."""
+
+
+def reading_record(reading: Reading, at_ms: int) -> bytes:
+    """A reading and the runtime clock of its arrival as a `pledgewatch.readings` value."""
+    return orjson.dumps([_KIND[type(reading)], at_ms, *_fields(reading)])
+
+
+def _fields(reading: Reading) -> list[object]:
+    return [getattr(reading, name) for name in type(reading).__slots__]
+
+
+def _reading(doc: Sequence[object]) -> Reading:
+    cls = _CLASS.get(str(doc[0]))
+    if cls is None:
+        msg = f"unknown reading kind {doc[0]!r}"
+        raise RecordError(msg)
+    try:
+        return cls(*doc[2:])  # type: ignore[arg-type]
+    except TypeError as exc:
+        msg = f"a {cls.__name__} record with {len(doc) - 2} fields: {exc}"
+        raise RecordError(msg) from exc
+
+
+def read_reading(value: bytes) -> tuple[Reading, int]:
+    """The reading and its arrival clock back from `reading_record`."""
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        msg = f"not a reading record: {exc}"
+        raise RecordError(msg) from exc
+    if not isinstance(doc, list) or len(doc) < 4 or type(doc[1]) is not int:
+        msg = "not a reading record: expected [kind, at_ms, device_id, ts_ms, ...]"
+        raise RecordError(msg)
+    return _reading(doc), doc[1]
+
+
+def reject_record(reject: Reject) -> bytes:
+    """A refused input as a `pledgewatch.rejects` value."""
+    doc = reject.to_json()
+    doc["raw"] = base64.b64encode(reject.raw).decode()
+    return orjson.dumps(doc)
+
+
+def read_reject(value: bytes) -> Reject:
+    """The reject back from `reject_record`."""
+    try:
+        doc = orjson.loads(value)
+        index = doc.get("index")
+        device_id = doc.get("device_id")
+        return Reject(
+            str(doc["topic"]),
+            RejectReason(doc["reason"]),
+            str(doc["detail"]),
+            base64.b64decode(doc["raw"]),
+            None if device_id is None else str(device_id),
+            None if index is None else int(index),
+        )
+    except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        msg = f"not a reject record: {exc}"
+        raise RecordError(msg) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class LoanEvent:
+    """What the per-loan stage takes, in order: an accepted `reading` (with the `alerts` it
+    raised, the fix that `moved` the car and its record's `src`), or timer `alerts` alone;
+    `at_ms` is the device stage's runtime clock."""
+
+    loan_id: str
+    at_ms: int
+    reading: Reading | None = None
+    alerts: tuple[Alert, ...] = ()
+    moved: Position | None = None
+    src: tuple[int, int] | None = None  # the reading record's partition and offset
+
+
+def loan_event_record(event: LoanEvent) -> bytes:
+    """A `pledgewatch.loan-events` value."""
+    r = event.reading
+    return orjson.dumps(
+        {
+            "loan": event.loan_id,
+            "at": event.at_ms,
+            "r": None if r is None else [_KIND[type(r)], 0, *_fields(r)],
+            "a": [a.to_json() for a in event.alerts],
+            "m": None if event.moved is None else list(event.moved),
+            "src": None if event.src is None else list(event.src),
+        }
+    )
+
+
+def read_loan_event(value: bytes) -> LoanEvent:
+    """The event back from `loan_event_record`."""
+    try:
+        doc = orjson.loads(value)
+        r, m, src = doc["r"], doc["m"], doc["src"]
+        return LoanEvent(
+            str(doc["loan"]),
+            int(doc["at"]),
+            None if r is None else _reading(r),
+            tuple(alert_from_json(a) for a in doc["a"]),
+            None if m is None else Position(int(m[0]), float(m[1]), float(m[2])),
+            None if src is None else (int(src[0]), int(src[1])),
+        )
+    except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, IndexError) as exc:
+        msg = f"not a loan-event record: {exc}"
+        raise RecordError(msg) from exc
+
+
+def alert_record(alert: Alert) -> bytes:
+    """A `pledgewatch.alerts` value: the alert's JSON, as the webhooks carry it."""
+    return orjson.dumps(alert.to_json())
+
+
+def read_alert(value: bytes) -> Alert:
+    """The alert back from `alert_record`."""
+    try:
+        return alert_from_json(orjson.loads(value))
+    except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
+        msg = f"not an alert record: {exc}"
+        raise RecordError(msg) from exc
+
+
+def alert_key(alert: Alert) -> bytes:
+    """The key of an alert record: its loan, else its tracker, else its id."""
+    return (alert.loan_id or alert.device_id or alert.id).encode()
