@@ -5,7 +5,8 @@
     [--step-s 8] [--max-s 10] [--window 2] [--seed 1] [--no-floor] [--no-pin] [--quick]
 ```
 
-Two servers, one after the other, under the same seeded fleet (`benchmarks/jt808_fleet.py`):
+Two servers, one after the other, under the same seeded fleet (`benchmarks/jt808_fleet.py`,
+on `simulator/jt808_terminal.py`):
 `pledgewatch gateway jt808` publishing to a private Mosquitto, and the floor
 (`benchmarks/jt808_floor.py`: framing and answers only). For each: connect, register and
 authenticate `--terminals` terminals (the connections held, and the server's RSS growth per
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS_DIR, log, machine_info, table, write_json
 from benchmarks.common import fmt_value as _fmt
-from benchmarks.jt808_fleet import FleetStats, Terminal, connect_fleet, pace, settle
+from benchmarks.jt808_fleet import FleetStats, WalkingTerminal, connect_fleet, pace, settle
 from engine.cli.gateway import raise_fd_limit
 from simulator.harness.broker import PrivateBroker, free_port, wait_port
 from simulator.harness.gateway_process import GatewayProcess
@@ -79,7 +80,7 @@ def percentile_ms(values: list[float], q: float) -> float | None:
 
 
 async def _measure_phase(
-    terminals: list[Terminal],
+    terminals: list[WalkingTerminal],
     stats: FleetStats,
     pid: int,
     rate: float | None,

@@ -11,12 +11,15 @@ Layers, each pure (a seeded `random.Random`, no clock, no I/O):
 - `car`, `script`, `scenarios`: a scenario car's types, the moves and alert windows every
   script shares, and what each scenario car does and which alerts it must raise;
 - `fleet`: a whole run (cars, merged messages, ground truth); `truth`: checking alerts.
+- `jt808_choice`, `jt808_reports`, `jt808_wire`: which trackers of a fleet are JT/T 808
+  terminals, what they send in place of their MQTT messages, and its bytes.
 
 A lending fleet's multi-day lives (homes, workplaces, time zones with DST, labelled risky
 behaviours) are planned in `life_plan` and `life_places`, lived in `life_days`, reported by
 `life_trackers` and written as a labelled replay dataset by `lives`
 (`python -m simulator lives --loans N --days D --seed S --out DIR`).
 
-I/O lives in `writer` (a run's files), `__main__` (`python -m simulator OUT_DIR`) and
-`golden` (`python -m simulator.golden --regenerate | --demo`).
+I/O lives in `writer` (a run's files), `__main__` (`python -m simulator OUT_DIR`),
+`golden` (`python -m simulator.golden --regenerate | --demo`), `mqtt_publisher` and
+`jt808_terminal` (the simulated JT/T 808 terminals' TCP connections).
 """

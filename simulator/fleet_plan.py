@@ -19,6 +19,11 @@ time with a heap; `schedule()` yields the messages in publish order, each with t
 second it is due, and lets go of each one once yielded. `simulator.mqtt_publisher.publish`
 paces them over a pool of paho connections; `simulator.writer.write_jsonl` writes the same
 stream as `pledgewatch replay` input.
+
+With a `jt808_share`, the trackers `simulator.jt808_choice` picks are JT/T 808 terminals:
+renamed `jt808-…` when the fleet is planned (cars, loans, truth), their messages drawn as
+under their first ids, then turned into what the terminal sends (`simulator.jt808_reports`):
+a scheduled message with a `msg_id` goes over the terminal's TCP connection, not MQTT.
 """
 
 from __future__ import annotations
@@ -37,9 +42,17 @@ from simulator.city import City, build_city, fence_features
 from simulator.commuter import Device, commuter, draw_device
 from simulator.fleet import car_truth, crossings
 from simulator.fleet_spec import FleetError, FleetSpec, fleet_cars, validate_spec
+from simulator.jt808_choice import (
+    Candidate,
+    choose_terminals,
+    rename_car,
+    rename_loan,
+    terminal_ids,
+)
+from simulator.jt808_reports import terminal_messages
 from simulator.scenarios import BUILDERS
 from simulator.script import GRACE_MS, OFFLINE_MS, STILL_GAP_MS
-from simulator.trackers import Silence, merge, messages
+from simulator.trackers import Silence, messages
 from simulator.truth import CarTruth, Expectation, GroundTruth, InputCounts, Role
 from simulator.vehicles import SimulatedVehicle, make_vehicle
 
@@ -49,16 +62,19 @@ OFFLINE_FLOOR_S = 30  # a scaled offline_s stays above a publisher's hiccup
 MAX_SPAN_S = 30 * 86_400
 PILOT_CARS = 150  # commuters built to measure the fleet's natural rate
 TIMER_TYPES = frozenset({"zone.left", "pledge.risk_site_dwell"})
+_JT808_TOPIC = "jt808"  # the topic of a JT/T 808 message: sent over TCP, never published
 
 
 class Scheduled(NamedTuple):
-    """One MQTT publish of the plan: when (wall seconds after the start), where, what."""
+    """One MQTT publish of the plan: when (wall seconds after the start), where, what; or,
+    with a `msg_id`, a JT/T 808 message body its device's terminal sends."""
 
     due_s: float
     topic: str
     payload: bytes
     device_id: str | None
     readings: tuple[tuple[str, int], ...]
+    msg_id: int = 0
 
 
 class _Out(NamedTuple):
@@ -70,6 +86,7 @@ class _Out(NamedTuple):
     device_id: str | None
     readings: tuple[tuple[str, int, int | None], ...]
     rejects: tuple[str, ...] = ()
+    msg_id: int = 0  # a JT/T 808 message id: `body` is its body, `topic` says which
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +137,8 @@ class FleetPlan:
         self.scenario_cars: dict[int, Car] = {}
         self.quiet: dict[int, _Quiet] = {}
         self.skip_reasons: list[str] = []
+        self.terminals: dict[str, str] = {}  # device id -> JT/T 808 terminal number
+        self.first_ids: dict[str, str] = {}  # a terminal's device id -> the id it was planned as
         self._prepared: list[list[_Out] | None] | None = None
 
     @property
@@ -216,6 +235,7 @@ class FleetPlan:
                 out.body,
                 out.device_id,
                 tuple((stream, ts) for stream, ts, _ in out.readings),
+                out.msg_id,
             )
 
     def generated(self) -> Iterator[_Out]:
@@ -249,21 +269,36 @@ class FleetPlan:
     def _car_messages(self, slot: _Slot) -> list[_Out]:
         car = self.car(slot.car_no)
         frame = self.city.frame
-        streams = [
-            messages(t, frame, _rng(self.spec.seed, f"tracker:{t.device_id}")) for t in car.trackers
-        ]
-        # orjson's bytes keep its 4 KiB buffer: a copy of the exact size is 30 times smaller
-        return [
-            _Out(
-                m.ts_ms,
-                sys.intern(m.topic),
-                memoryview(m.body()).tobytes(),
-                m.device_id,
-                m.readings,
-                m.rejects,
+        streams: list[list[_Out]] = []
+        for t in car.trackers:
+            rng = _rng(self.spec.seed, f"tracker:{self.first_ids.get(t.device_id, t.device_id)}")
+            sent = messages(t, frame, rng)
+            if t.device_id in self.terminals:
+                streams.append(
+                    [
+                        _Out(o.ts_ms, _JT808_TOPIC, o.body, t.device_id, o.readings, (), o.msg_id)
+                        for o in terminal_messages(t, frame, sent)
+                    ]
+                )
+                continue
+            # orjson's bytes keep its 4 KiB buffer: a copy of the exact size is 30 times smaller
+            streams.append(
+                [
+                    _Out(
+                        m.ts_ms,
+                        sys.intern(m.topic),
+                        memoryview(m.body()).tobytes(),
+                        m.device_id,
+                        m.readings,
+                        m.rejects,
+                    )
+                    for m in sent
+                ]
             )
-            for m in merge(streams)
-            if m.ts_ms <= self.end_ms  # held up in the network past the end of the run
+        return [
+            out
+            for out in heapq.merge(*streams, key=lambda o: o.ts_ms)
+            if out.ts_ms <= self.end_ms  # held up in the network past the end of the run
         ]
 
     def _car_truths(self) -> Iterator[CarTruth]:
@@ -449,7 +484,32 @@ def plan_fleet(spec: FleetSpec, progress: Callable[[str], None] | None = None) -
         device = draw_device(rng, setup)
         loan = make_loan(rng, slot.vehicle, setup.loan_id, (device.device_id,), setup.zone)
         plan.quiet[slot.car_no] = _Quiet(device, loan, setup)
+    if spec.jt808_share > 0:
+        _speak_jt808(plan)
     return plan
+
+
+def _speak_jt808(plan: FleetPlan) -> None:
+    """Make the trackers `choose_terminals` picks JT/T 808 terminals, renamed everywhere."""
+    candidates: list[Candidate] = []
+    for slot in plan.slots:
+        car = plan.scenario_cars.get(slot.car_no)
+        if car is not None:
+            candidates += [Candidate(t.device_id, t.model, car.scenario) for t in car.trackers]
+        else:
+            device = plan.quiet[slot.car_no].device
+            candidates.append(Candidate(device.device_id, device.model, None))
+    spec = plan.spec
+    numbers = choose_terminals(candidates, spec.jt808_share, spec.seed, spec.id_prefix)
+    ids = terminal_ids(numbers)
+    for car_no, car in plan.scenario_cars.items():
+        plan.scenario_cars[car_no] = rename_car(car, ids)
+    for q in plan.quiet.values():
+        if q.device.device_id in ids:
+            q.device = replace(q.device, device_id=ids[q.device.device_id])
+            q.loan = rename_loan(q.loan, ids)
+    plan.terminals = {ids[old]: number for old, number in numbers.items()}
+    plan.first_ids = {new: old for old, new in ids.items()}
 
 
 def _play(plan: FleetPlan, kind: ScenarioKind, setup: CarSetup) -> tuple[Car | None, str]:

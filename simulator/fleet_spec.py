@@ -41,6 +41,8 @@ class FleetSpec:
     pace; with neither, the speed is 1. `mix` gives the percent of cars per scenario; the
     rest are quiet commuters. `start_wall_ms` 0 means now, at plan time. `id_prefix` starts
     every device, loan and car id (a second run against the same engine wants another).
+    `jt808_share` of the trackers speak JT/T 808 over TCP instead of MQTT
+    (`simulator.jt808_choice` says which can).
     """
 
     devices: int
@@ -52,6 +54,7 @@ class FleetSpec:
     qos: int = 1
     start_wall_ms: int = 0
     id_prefix: str = "sim"
+    jt808_share: float = 0.0
 
 
 def parse_mix(text: str) -> dict[ScenarioKind, float]:
@@ -116,7 +119,8 @@ def fleet_cars(
 
 
 def validate_spec(spec: FleetSpec) -> None:
-    """FleetError naming every problem of `spec` (counts, pace, QoS, id prefix, mix)."""
+    """FleetError naming every problem of `spec` (counts, pace, QoS, id prefix, JT/T 808
+    share, mix)."""
     problems = []
     if spec.devices < 1:
         problems.append(f"devices must be at least 1, got {spec.devices}")
@@ -135,6 +139,8 @@ def validate_spec(spec: FleetSpec) -> None:
         problems.append(f"QoS must be 0 or 1, got {spec.qos}")
     if not spec.id_prefix or not all(c.isalnum() or c in "_.-" for c in spec.id_prefix):
         problems.append(f"the id prefix must be letters, digits, _ . or -, got {spec.id_prefix!r}")
+    if not (math.isfinite(spec.jt808_share) and 0.0 <= spec.jt808_share <= 1.0):
+        problems.append(f"the JT/T 808 share must be from 0 to 1, got {spec.jt808_share:g}")
     if problems:
         raise FleetError("; ".join(problems))
     _check_mix(spec.mix)

@@ -1,8 +1,9 @@
 """A fleet plan published over MQTT: its schedule paced against the wall clock.
 
 `publish` spreads the trackers over a pool of paho connections that the publishing thread
-serves itself (one `select` over their sockets), and reports what it sent and how far it
-fell behind the schedule.
+serves itself (one `select` over their sockets), hands a JT/T 808 terminal's messages to
+whoever sends them (the load test's terminals), and reports what it sent and how far it fell
+behind the schedule.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class PublishStats:
     """What `publish` did: messages sent, wall time taken, achieved rate, lag behind schedule.
 
     `failed` counts publishes paho refused (no connection: QoS 0 is lost, QoS 1 is queued
-    and sent on reconnection); `unacked` the QoS 1 publishes still unacknowledged at the end.
+    and sent on reconnection); `unacked` the QoS 1 publishes still unacknowledged at the end;
+    `jt808` the messages handed to JT/T 808 terminals (counted in `sent` too).
     """
 
     sent: int
@@ -44,6 +46,7 @@ class PublishStats:
     failed: int = 0
     unacked: int = 0
     readings: int = 0
+    jt808: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,7 @@ def publish(
     stop: threading.Event | None,
     limit: int | None = None,
     progress: Callable[[PublishProgress], None] | None = None,
+    terminals: Callable[[Scheduled], None] | None = None,
 ) -> PublishStats:
     """Publish the plan's schedule at its pace over `clients` paho connections.
 
@@ -151,7 +155,8 @@ def publish(
     the spec's. The cars are generated first (`plan.prepare`), then the clock starts: a
     message is published when its `due_s` has passed. `on_sent(msg, wall_s)` is called
     after each publish with `time.time()`; `stop` ends the run early, `limit` after that
-    many messages. Returns counts, the achieved rate and the lag behind schedule.
+    many messages. A JT/T 808 message (with a `msg_id`) goes to `terminals` instead, which
+    must not block. Returns counts, the achieved rate and the lag behind schedule.
     """
     try:
         address = BrokerAddress.parse(mqtt_url)
@@ -162,7 +167,7 @@ def publish(
         raise FleetError(msg)
     pool = _Pool(address, clients, plan.spec.id_prefix)
     qos = plan.spec.qos
-    sent = bytes_sent = failed = readings = unacked = 0
+    sent = bytes_sent = failed = readings = unacked = jt808 = 0
     max_lag = lag = elapsed = 0.0
     stopped = False
     route: dict[str | None, mqtt.Client] = {}
@@ -189,12 +194,19 @@ def publish(
             now = time.monotonic()
             lag = max(0.0, now - started - item.due_s)
             max_lag = max(max_lag, lag)
-            client = route.get(item.device_id)
-            if client is None:
-                k = zlib.crc32((item.device_id or "").encode()) % clients
-                client = route[item.device_id] = pool.clients[k]
-            if client.publish(item.topic, item.payload, qos=qos).rc != mqtt.MQTT_ERR_SUCCESS:
-                failed += 1
+            if item.msg_id:
+                if terminals is None:
+                    msg = "the plan has JT/T 808 trackers: publish needs their terminals"
+                    raise FleetError(msg)
+                terminals(item)
+                jt808 += 1
+            else:
+                client = route.get(item.device_id)
+                if client is None:
+                    k = zlib.crc32((item.device_id or "").encode()) % clients
+                    client = route[item.device_id] = pool.clients[k]
+                if client.publish(item.topic, item.payload, qos=qos).rc != mqtt.MQTT_ERR_SUCCESS:
+                    failed += 1
             sent += 1
             readings += len(item.readings)
             bytes_sent += len(item.payload)
@@ -219,4 +231,5 @@ def publish(
         failed,
         unacked,
         readings,
+        jt808,
     )

@@ -10,6 +10,7 @@ import orjson
 
 from simulator.fleet import InputCounter, Run, fences_doc, loans_doc, reading_lines, truth_doc
 from simulator.fleet_plan import FleetPlan
+from simulator.fleet_spec import FleetError
 
 PRETTY = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 
@@ -73,7 +74,10 @@ def write_jsonl(plan: FleetPlan, directory: Path, limit: int | None = None) -> l
     """Write the stream as replay input (`readings.jsonl`, in publish order, each line with
     its arrival time as `received_at`, the clock its "future" is judged by) plus
     `fences.geojson`, `loans.json` and `ground_truth.json` (replay semantics, with the
-    input counts); the paths."""
+    input counts); the paths. A plan with JT/T 808 trackers has no replay input."""
+    if plan.terminals:
+        msg = "JT/T 808 trackers talk TCP to a gateway: their stream cannot be replay input"
+        raise FleetError(msg)
     counter = InputCounter()
 
     def lines() -> Iterable[bytes]:

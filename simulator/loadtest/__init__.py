@@ -11,6 +11,8 @@ and how accurate it is.
 - `judging`: the ground truth for a live stream, and what an engine's rules leave unjudged;
   pure.
 - `stack`: the broker, the engine (started or attached) with the plan loaded, the receiver.
+- `jt808`: the JT/T 808 gateway started for `--jt808-share` trackers, their terminals, and
+  what both counted.
 - `state`: one load test as it runs: its parts, what it published and received, how far
   it got.
 - `publishing`: the plan published on a thread, the engine watched meanwhile.

@@ -48,6 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser, option: Option, flag: Flag) -
     option(fleet, "--clients", type=int, default=8, help="MQTT connections to publish over")
     option(
         fleet,
+        "--jt808-share",
+        type=float,
+        default=0.0,
+        help="share of the trackers (0 to 1) that speak JT/T 808 over TCP to a gateway the "
+        "load test starts, instead of MQTT (wired units only; default 0)",
+    )
+    option(
+        fleet,
         "--id-prefix",
         default="sim",
         help="prefix of device, loan and car ids (another one to run again on the same engine)",
@@ -116,6 +124,9 @@ def main(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     if args.clients < 1:
         msg = "--clients must be at least 1"
         raise LoadtestUsageError(msg)
+    if not 0.0 <= args.jt808_share <= 1.0:
+        msg = f"--jt808-share must be from 0 to 1, got {args.jt808_share:g}"
+        raise LoadtestUsageError(msg)
     try:
         mix = dict(DEFAULT_MIX) if args.mix in {None, "default"} else parse_mix(args.mix)
     except FleetError as exc:
@@ -132,6 +143,7 @@ def main(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
         mix=mix,
         qos=args.qos,
         id_prefix=args.id_prefix,
+        jt808_share=args.jt808_share,
     )
     opts = Options(
         spec=spec,

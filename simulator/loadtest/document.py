@@ -16,6 +16,7 @@ import orjson
 from engine.core.config import Config
 from simulator.fleet_spec import FleetSpec
 from simulator.harness.prometheus import ALERTS, DELIVERIES, Metrics
+from simulator.jt808_reports import positions
 from simulator.loadtest import report
 from simulator.loadtest.latency import DueKind, summarize, windows
 from simulator.loadtest.sampling import processed_at, resources, series
@@ -80,8 +81,11 @@ def _map_cars(test: Loadtest) -> list[report.CarTrack]:
     for car_id in dict.fromkeys(test.map_devices.values()):
         car = cars[car_id]
         tracks[car_id] = report.CarTrack(car_id, car.scenario or "", car.zone_ids)
-    for device, payload in test.map_messages:
+    for device, msg_id, payload in test.map_messages:
         track = tracks[test.map_devices[device]]
+        if msg_id:
+            track.fixes.setdefault(device, []).extend(positions(msg_id, payload))
+            continue
         with contextlib.suppress(orjson.JSONDecodeError):
             doc = orjson.loads(payload)
             for r in doc if isinstance(doc, list) else [doc]:
@@ -99,9 +103,13 @@ def _map_cars(test: Loadtest) -> list[report.CarTrack]:
 
 
 def document(
-    test: Loadtest, final: Metrics | None, receiver_counts: Mapping[str, int]
+    test: Loadtest,
+    final: Metrics | None,
+    receiver_counts: Mapping[str, int],
+    jt808: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The report document: what the load test was asked, what it measured, how it judged."""
+    """The report document: what the load test was asked, what it measured, how it judged;
+    `jt808` is the JT/T 808 trackers' section, when some spoke it."""
     assert test.sampler is not None
     assert test.target is not None
     pts = test.sampler.points
@@ -192,6 +200,7 @@ def document(
             "deliveries_by_result": final.by_label(DELIVERIES) if final else {},
         },
         "quality": quality,
+        "jt808": jt808,
         "resources": resources(pts, publish_pts, test.target),
         "ramp": test.ramp_result,
         "series": over_time,
@@ -209,6 +218,7 @@ def _spec_json(spec: FleetSpec, clients: int) -> dict[str, object]:
         "mix": {str(k): v for k, v in spec.mix.items()},
         "qos": spec.qos,
         "clients": clients,
+        "jt808_share": spec.jt808_share,
     }
 
 

@@ -1,5 +1,6 @@
 """Publishing a plan into the broker on a thread, so that the main thread stays free for Ctrl-C
-and watches the engine; the first publish starts the clock and the sampler."""
+and watches the engine; the first publish starts the clock and the sampler. The plan's JT/T
+808 trackers get their terminals through the gateway first, and their messages go to them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ from simulator.mqtt_publisher import PublishStats, publish
 
 def publish_plan(test: Loadtest, plan: FleetPlan, mqtt_url: str) -> None:
     """Publish the plan on a thread (the main thread stays free for Ctrl-C)."""
+    side = test.stack.jt808
+    if plan.terminals:
+        assert side is not None
+        started = time.perf_counter()
+        test.progress.say(f"connecting {len(plan.terminals):,} JT/T 808 terminals to the gateway")
+        side.connect(plan.terminals)
+        took = time.perf_counter() - started
+        test.setup["jt808_connect_s"] = round(test.setup.get("jt808_connect_s", 0.0) + took, 2)
     stop = threading.Event()
     result: list[PublishStats] = []
 
@@ -24,7 +33,14 @@ def publish_plan(test: Loadtest, plan: FleetPlan, mqtt_url: str) -> None:
     def work() -> None:
         try:
             result.append(
-                publish(plan, mqtt_url, clients=test.opts.clients, on_sent=test.on_sent, stop=stop)
+                publish(
+                    plan,
+                    mqtt_url,
+                    clients=test.opts.clients,
+                    on_sent=test.on_sent,
+                    stop=stop,
+                    terminals=side.send if side is not None else None,
+                )
             )
         except Exception as exc:  # noqa: BLE001  # reported, and the run stops
             test.publish_error = f"{type(exc).__name__}: {exc}"

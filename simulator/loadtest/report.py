@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from geofence.fence import Fence, FenceError, FenceKind, parse_fence
+from simulator.loadtest.jt808 import markdown as jt808_md
 from simulator.truth import parse_iso_ms
 
 CATEGORY_COLORS = {
@@ -295,6 +296,7 @@ def markdown(doc: Mapping[str, Any]) -> str:
         _ramp_md(doc["ramp"]) if doc.get("ramp") else _fast_md(doc),
         _late_md(doc),
         _quality_md(doc.get("quality")),
+        jt808_md(doc["jt808"]) if doc.get("jt808") else [],
         _resources_md(doc["resources"]),
         _setup_md(doc),
     ]
@@ -544,6 +546,8 @@ def _setup_md(doc: Mapping[str, Any]) -> list[str]:
         f"engine start {_fmt(setup.get('engine_start_s'), ' s', 1)}",
         f"{setup.get('fences', 0):,} fences in {_fmt(setup.get('fences_s'), ' s', 1)}",
     ]
+    if "gateway_start_s" in setup:
+        parts.append(f"JT/T 808 gateway start {_fmt(setup['gateway_start_s'], ' s', 1)}")
     if "loans" in setup:
         parts.append(f"{setup['loans']:,} loans in {_fmt(setup.get('loans_s'), ' s', 1)}")
     if "truth_s" in setup:

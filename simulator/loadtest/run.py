@@ -2,11 +2,13 @@
 
 Phases: plan the fleet; start a private Mosquitto (unless `--mqtt-url`) and `pledgewatch run`
 on SQLite in a temporary directory (unless `--api` names a running engine); load the plan's
-fences and loans through the API; register our own signed-webhook receiver; publish the plan
-at its pace; drain until the engine has processed everything and the alerts stopped coming;
-judge and write the report. A sampler thread scrapes `/metrics` and `/proc/<pid>` once a
-second and keeps a progress line on stderr. Ctrl-C (or SIGTERM) stops publishing and writes
-a partial report. Ramp mode (`--ramp`) publishes steps of rising rate instead (`ramp`).
+fences and loans through the API; register our own signed-webhook receiver; with
+`--jt808-share`, start the JT/T 808 gateway and connect those trackers' terminals through it;
+publish the plan at its pace; drain until the engine has processed everything and the alerts
+stopped coming; judge and write the report. A sampler thread scrapes `/metrics` and
+`/proc/<pid>` once a second and keeps a progress line on stderr. Ctrl-C (or SIGTERM) stops
+publishing and writes a partial report. Ramp mode (`--ramp`) publishes steps of rising rate
+instead (`ramp`).
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def execute(test: Loadtest) -> None:
     test.progress.say(f"loading the plan's fences into {target.url}")
     test.stack.load(target, plan, loans=not opts.ramp)
     test.stack.receive(target, test.collector.on_delivery)
+    if spec.jt808_share > 0:
+        test.stack.start_jt808(mqtt_url)
     time.sleep(1.0)  # the engine takes API changes between batches
     baseline = target.metrics()
     test.sampler = Sampler(target, test.collector, test.progress, baseline, lambda: test.phase)
@@ -94,11 +98,13 @@ def finish(test: Loadtest) -> Path | None:
     test.log.absorb()
     test.collector.take(final=True)
     receiver_counts = dataclasses.asdict(test.stack.receiver.counts) if test.stack.receiver else {}
+    side = test.stack.jt808
+    jt808 = side.summary(test.opts.spec.jt808_share, test.plan) if side is not None else None
     test.stack.close()  # webhook deleted, engine and broker stopped, in reverse order
     if test.sampler is None or not test.sampler.points:
         shutil.rmtree(test.stack.work, ignore_errors=True)
         return None
-    doc = document(test, final_metrics, receiver_counts)
+    doc = document(test, final_metrics, receiver_counts, jt808)
     out = test.opts.report_dir
     out.mkdir(parents=True, exist_ok=True)
     charts(test, doc, out)

@@ -1,7 +1,8 @@
 """The parts a load test runs against: the broker (a private Mosquitto, the one `--mqtt-url`
 names, or with `--api` the local one), the engine (`pledgewatch run` started on SQLite in a
 temporary directory, or attached by `--api`) with its rules, the plan's fences and loans
-loaded into it, and our own signed-webhook receiver registered with it."""
+loaded into it, our own signed-webhook receiver registered with it, and, for JT/T 808
+trackers, the gateway they talk to (`simulator.loadtest.jt808`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from engine.core.config import Config
 from simulator.fleet_plan import FleetPlan
 from simulator.harness.broker import BrokerUnavailable, PrivateBroker, answers
 from simulator.harness.receiver import ReceivedWebhook, WebhookReceiver
+from simulator.loadtest.jt808 import Jt808Side
 from simulator.loadtest.judging import LENDING_TYPES, unjudged
 from simulator.loadtest.options import LoadtestError, Options
 from simulator.loadtest.sampling import Progress
@@ -50,6 +52,7 @@ class Stack:
         self.rules = Config()
         self.unjudged: set[str] = set(LENDING_TYPES)  # and, attached, what the rules change
         self.engine_exit: int | None = None
+        self.jt808: Jt808Side | None = None
 
     def broker(self) -> str:
         """The broker to publish to, started if it is ours; its URL."""
@@ -132,6 +135,24 @@ class Stack:
         target.put_webhook(self.hook_id, receiver.url, secret)
         self.exits.callback(target.delete_webhook, self.hook_id)
 
+    def start_jt808(self, mqtt_url: str) -> Jt808Side:
+        """Start the JT/T 808 gateway, publishing into the broker the engine reads."""
+        side = Jt808Side(mqtt_url, self.work, self.opts.report_dir / "gateway.log")
+        self.exits.callback(self._stop_jt808, side)
+        started = time.perf_counter()
+        self.progress.say("starting pledgewatch gateway jt808 for the JT/T 808 trackers")
+        side.start()
+        self.setup["gateway_start_s"] = round(time.perf_counter() - started, 2)
+        self.jt808 = side
+        return side
+
+    def _stop_jt808(self, side: Jt808Side) -> None:
+        side.close()
+        tail = side.gateway.log_tail(200_000)
+        if side.gateway_exit not in {None, 0} or "Traceback" in tail or " ERROR " in tail:
+            self.notes.append(f"the JT/T 808 gateway logged errors: see {side.gateway.log_path}")
+
     def close(self) -> None:
-        """Delete the webhook and stop the receiver, the engine and the broker."""
+        """Delete the webhook and stop the receiver, the JT/T 808 gateway and its terminals,
+        the engine and the broker."""
         self.exits.close()

@@ -63,7 +63,7 @@ class Loadtest:
         self.stats: PublishStats | None = None
         self.publish_error: str | None = None
         self.map_devices: dict[str, str] = {}  # device id -> car id, for the map
-        self.map_messages: list[tuple[str, bytes]] = []
+        self.map_messages: list[tuple[str, int, bytes]] = []  # device, JT/T 808 msg_id, payload
         self.ramp_steps: list[dict[str, Any]] = []
         self.ramp_result: dict[str, Any] | None = None
 
@@ -88,7 +88,7 @@ class Loadtest:
         """The publisher's hook: note what went out when (its threads; kept cheap)."""
         self.log.record(msg.device_id, msg.readings, at_s)
         if msg.device_id in self.map_devices:
-            self.map_messages.append((msg.device_id or "", msg.payload))
+            self.map_messages.append((msg.device_id or "", msg.msg_id, msg.payload))
 
     def truth(self) -> GroundTruth:
         """The plan's truth for a live engine, its wall-clock windows widened by how late
