@@ -17,8 +17,9 @@ missing `timestamp` is the arrival time, as in Traccar); `speed` is in knots (ti
 `1`/`0`). `valid=false` (or `0`) marks a position without a fix: it yields no reading and
 counts as `unsupported_message`. `altitude`, `accuracy`, `batt` (a percentage), `charge`,
 `cell`, `wifi` and anything else map to nothing (the gps reading of DESIGN §2 has no field
-for them), and `token` is the API token, never data. A number that does not parse is
-handed over as text, so the decoder refuses it as `wrong_type` naming the field.
+for them), and `token` is the API token or the device's token, never data. A number that
+does not parse is handed over as text, so the decoder refuses it as `wrong_type` naming the
+field.
 
 In the JSON body `coords.speed` is in metres per second (times 3.6 → `speed_kmh`) and
 `coords.heading` in degrees; a negative speed or heading means "unknown" (iOS reports -1)
@@ -174,7 +175,7 @@ def _unknown(value: object) -> bool:
 
 
 def _parameters(text: str) -> list[tuple[str, str]]:
-    """The parameters of a query string or form body, without the API token."""
+    """The parameters of a query string or form body, without the token."""
     pairs = parse_qsl(text, keep_blank_values=True)
     return [(key, value) for key, value in pairs if key != TOKEN_PARAMETER]
 

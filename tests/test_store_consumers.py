@@ -209,7 +209,7 @@ def test_schema_version_4_keeps_existing_data(
         with pytest.raises((sqlite3.OperationalError, psycopg.errors.UndefinedTable)):
             store.load_consumer_rows("loans")  # no table before version 4
 
-        store.migrate()
+        store.migrate(target=4)
         assert versions(store) == [1, 2, 3, 4]
         assert store.count_telemetry() == 5
         assert store.list_webhooks() == [HOOK]
@@ -219,7 +219,7 @@ def test_schema_version_4_keeps_existing_data(
         assert store.load_consumer_rows("loans") == []
 
         store.commit_batch(Batch(now_ms=T0 + 1, consumer_rows=rows(("loans", "L-1", {"v": 1}))))
-        store.migrate()  # idempotent
+        store.migrate(target=4)  # idempotent
         assert versions(store) == [1, 2, 3, 4]
         assert store.load_consumer_rows("loans") == [("L-1", {"v": 1})]
         assert store.load_checkpoint() == ([device], [loan_state])

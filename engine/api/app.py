@@ -18,6 +18,7 @@ from alerts.address_policy import AddressPolicy
 from alerts.dispatcher import Dispatcher
 from engine.api.alerts import add_alert_routes
 from engine.api.context import ApiContext
+from engine.api.device_tokens import add_device_token_routes, token_resolver
 from engine.api.devices import add_device_routes
 from engine.api.fences import add_fence_routes
 from engine.api.guard import DEFAULT_BODY_LIMIT, IMPORT_BODY_LIMIT, Guard
@@ -64,10 +65,17 @@ def create_app(
     add_webhook_routes(app, api)
     add_alert_routes(app, api)
     add_device_routes(app, api)
+    add_device_token_routes(app, api)
     add_ingest_routes(app, api, ingest_timeout_s)
     add_operation_routes(app, api)
     add_monitoring_routes(app, api)
-    app.add_middleware(Guard, token=token, body_limit=body_limit, import_limit=import_limit)
+    app.add_middleware(
+        Guard,
+        token=token,
+        body_limit=body_limit,
+        import_limit=import_limit,
+        device_for=token_resolver(store),
+    )
     app.secured = token is not None
     return app
 

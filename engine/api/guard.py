@@ -7,7 +7,13 @@ thrown away (up to `DRAIN_BYTES` within `DRAIN_S`): a client still sending when 
 server answers and closes sees a broken pipe, not the problem that says why.
 
 OsmAnd and Traccar Client cannot send headers: `OSMAND_PATH` also takes the token as the
-`token` query parameter.
+`token` query parameter (the Authorization header wins when there is one).
+
+The API token admits every route. A device token (`engine.api.device_tokens`) admits only
+`DEVICE_TOKEN_PATHS`, the HTTP inputs: the guard finds its device (a store read, in a worker
+thread) and leaves it in the scope under `ADMITTED_DEVICE` for the route, which refuses
+readings of any other device. A device token anywhere else is a 403, an unknown or revoked
+one a 401.
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.api.device_tokens import DEVICE_TOKEN_PREFIX
 from engine.api.problems import Problem, problem_response
+from engine.store.port import StoreError
 
 _log = logging.getLogger(__name__)
 
@@ -40,8 +49,14 @@ FENCE_PATH_PREFIX = "/v1/fences/"  # PUT of one fence: `FENCE_BODY_LIMIT`
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 """The paths that need no bearer token."""
 OSMAND_PATH = "/v1/ingest/osmand"
+TRACCAR_PATH = "/v1/ingest/traccar"
 QUERY_TOKEN_PATHS = frozenset({OSMAND_PATH})
 """The paths that also take the token as `?token=`: their clients cannot send headers."""
+DEVICE_TOKEN_PATHS = frozenset({OSMAND_PATH, TRACCAR_PATH})
+"""The paths a device token admits (for its own device's readings only)."""
+ADMITTED_DEVICE = "pledgewatch.admitted_device"
+"""The scope key of the device whose token admitted the request (absent for the API token)."""
+_CHALLENGE = 'Bearer realm="pledgewatch"'
 
 
 class Guard:
@@ -54,9 +69,13 @@ class Guard:
         body_limit: int,
         import_limit: int,
         fence_limit: int = FENCE_BODY_LIMIT,
+        device_for: Callable[[str], str | None] | None = None,
     ) -> None:
+        """`device_for`: the device whose token a credential is, or None (a blocking read);
+        None: no device tokens."""
         self.app = app
         self.token = None if token is None else token.encode()
+        self.device_for = device_for
         self.body_limit = body_limit
         self.import_limit = import_limit
         self.fence_limit = fence_limit
@@ -86,7 +105,12 @@ class Guard:
         try:
             headers = Headers(scope=scope)
             limit = self._limit(scope.get("method", ""), path)
-            refused = self._refuse(path, headers, limit, scope) or _nul_in_query(scope)
+            refused = (
+                _nul_in_path(path)
+                or await self._authorize(path, headers, scope)
+                or _refuse_length(headers, limit)
+                or _nul_in_query(scope)
+            )
             if refused is not None:
                 if refused.status == 413:
                     await _drain(receive)
@@ -100,50 +124,76 @@ class Guard:
             crash = Problem(500, "internal-error", "an unexpected error occurred; it is logged")
             await problem_response(crash, path)(scope, receive, send)
 
-    def _refuse(self, path: str, headers: Headers, limit: int, scope: Scope) -> Problem | None:
-        if "\x00" in path:
-            return Problem(400, "malformed-request", "the path contains a NUL character (%00)")
-        if self.token is not None and path not in OPEN_PATHS and not self._query_token(scope):
-            problem = self._unauthorized(headers.get("authorization"))
-            if problem is not None:
-                return problem
-        length = headers.get("content-length")
-        if length is not None:
-            if not (length.isascii() and length.isdigit() and len(length) <= 18):
-                return Problem(400, "malformed-request", f"Content-Length {length!r} is not valid")
-            if int(length) > limit:
-                return _too_large(limit)
+    async def _authorize(self, path: str, headers: Headers, scope: Scope) -> Problem | None:
+        """None if the request may go on (a device token's device noted in the scope)."""
+        if self.token is None or path in OPEN_PATHS:
+            return None
+        credential = _credential(path, headers, scope)
+        if isinstance(credential, Problem):
+            return credential
+        if hmac.compare_digest(credential.encode(), self.token):
+            return None
+        device_id = None
+        if self.device_for is not None and credential.startswith(DEVICE_TOKEN_PREFIX):
+            try:
+                device_id = await run_in_threadpool(self.device_for, credential)
+            except StoreError as exc:
+                _log.warning("device token lookup failed on %s: %s", path, exc)
+                detail = "the store did not answer while checking the token; retry shortly"
+                return Problem(503, "store-unavailable", detail, headers={"Retry-After": "1"})
+        if device_id is None:
+            return Problem(
+                401,
+                "unauthorized",
+                "the bearer token is not valid (not the API token, nor a device's current token)",
+                headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'},
+            )
+        if path not in DEVICE_TOKEN_PATHS:
+            inputs = ", ".join(sorted(DEVICE_TOKEN_PATHS))
+            detail = (
+                f"this is the token of device {device_id!r}: it admits only the HTTP inputs "
+                f"({inputs}); use the API token"
+            )
+            challenge = f'{_CHALLENGE}, error="insufficient_scope"'
+            return Problem(403, "forbidden", detail, headers={"WWW-Authenticate": challenge})
+        scope[ADMITTED_DEVICE] = device_id
         return None
 
-    def _query_token(self, scope: Scope) -> bool:
-        """Whether the request is to a `QUERY_TOKEN_PATHS` path and carries the token there."""
-        if scope["path"] not in QUERY_TOKEN_PATHS:
-            return False
-        query: bytes = scope.get("query_string", b"")
-        assert self.token is not None
-        for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-            if key == "token":
-                return hmac.compare_digest(value.encode(), self.token)
-        return False
 
-    def _unauthorized(self, authorization: str | None) -> Problem | None:
-        challenge = 'Bearer realm="pledgewatch"'
-        if authorization is None:
-            detail = "the Authorization header is missing: send 'Authorization: Bearer <token>'"
-            return Problem(401, "unauthorized", detail, headers={"WWW-Authenticate": challenge})
-        scheme, _, credentials = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
-            detail = "the Authorization header must be 'Bearer <token>'"
-            return Problem(401, "unauthorized", detail, headers={"WWW-Authenticate": challenge})
-        assert self.token is not None
-        if hmac.compare_digest(credentials.strip().encode(), self.token):
-            return None
-        return Problem(
-            401,
-            "unauthorized",
-            "the bearer token is not valid",
-            headers={"WWW-Authenticate": f'{challenge}, error="invalid_token"'},
-        )
+def _credential(path: str, headers: Headers, scope: Scope) -> str | Problem:
+    """The bearer token of the Authorization header; without one, on `QUERY_TOKEN_PATHS`,
+    the `token` query parameter; else a 401."""
+    authorization = headers.get("authorization")
+    if authorization is None:
+        if path in QUERY_TOKEN_PATHS:
+            query: bytes = scope.get("query_string", b"")
+            for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+                if key == "token":
+                    return value
+        detail = "the Authorization header is missing: send 'Authorization: Bearer <token>'"
+        return Problem(401, "unauthorized", detail, headers={"WWW-Authenticate": _CHALLENGE})
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        detail = "the Authorization header must be 'Bearer <token>'"
+        return Problem(401, "unauthorized", detail, headers={"WWW-Authenticate": _CHALLENGE})
+    return credentials.strip()
+
+
+def _nul_in_path(path: str) -> Problem | None:
+    if "\x00" in path:
+        return Problem(400, "malformed-request", "the path contains a NUL character (%00)")
+    return None
+
+
+def _refuse_length(headers: Headers, limit: int) -> Problem | None:
+    """A 400 for a Content-Length that is not a number, a 413 for one over `limit`."""
+    length = headers.get("content-length")
+    if length is not None:
+        if not (length.isascii() and length.isdigit() and len(length) <= 18):
+            return Problem(400, "malformed-request", f"Content-Length {length!r} is not valid")
+        if int(length) > limit:
+            return _too_large(limit)
+    return None
 
 
 def _nul_in_query(scope: Scope) -> Problem | None:

@@ -16,6 +16,12 @@ too) in its next batch, and commits; only then does the route answer 200 with
 - The API token guards these routes like any other (Traccar sends it with
   `forward.header`); OsmAnd and Traccar Client cannot send headers, so `/v1/ingest/osmand`
   also takes it as the `token` query parameter (`engine.api.guard`).
+- A device's own token (`engine.api.device_tokens`) is taken the same ways, for readings
+  of that device only: a request in which any document names another device (OsmAnd's
+  `id`, Traccar's `device.uniqueId`, Traccar Client's `device_id`) is refused whole with a
+  403 that names the token's device, before anything reaches the engine. A document that
+  names no device at all (junk: no id, an id that cannot be one, a body that is not JSON)
+  is listed as rejected, counted and kept, as with the API token.
 """
 
 from __future__ import annotations
@@ -24,18 +30,19 @@ import asyncio
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from devices.osmand import map_osmand
 from devices.readings import Reject
+from devices.topics import TopicRoute, parse_topic
 from devices.traccar import map_traccar
 from devices.wire import Mapped
 from engine.api.context import ApiContext
-from engine.api.guard import OSMAND_PATH
+from engine.api.guard import ADMITTED_DEVICE, OSMAND_PATH, TRACCAR_PATH
 from engine.api.openapi import error_responses
 from engine.api.problems import JsonResponse, Problem
 from engine.runtime.submitted import EngineUnavailableError, Outcome
 
-TRACCAR_PATH = "/v1/ingest/traccar"
 INGEST_TIMEOUT_S = 30.0
 RETRY_AFTER_S = 5
 
@@ -164,15 +171,17 @@ _QUERY_TOKEN = {
     "in": "query",
     "required": False,
     "schema": {"type": "string"},
-    "description": "the API token, for clients that cannot send an Authorization header",
+    "description": "the API token or the device's own token, for clients that cannot send "
+    "an Authorization header (the header wins when both are sent)",
 }
 
 
 def add_ingest_routes(app: FastAPI, api: ApiContext, timeout_s: float = INGEST_TIMEOUT_S) -> None:
     """Register the Traccar and OsmAnd input routes."""
 
-    async def ingest(mapped: Mapped) -> Response:
+    async def ingest(mapped: Mapped, scope: Scope) -> Response:
         """Submit a mapped request and answer once its batch is committed."""
+        _admit(mapped, scope.get(ADMITTED_DEVICE))
         messages = [(m.topic, m.payload) for m in mapped.messages]
         future = api.engine.submit(messages, mapped.rejects)
         try:
@@ -193,7 +202,7 @@ def add_ingest_routes(app: FastAPI, api: ApiContext, timeout_s: float = INGEST_T
         TRACCAR_PATH,
         summary="Traccar position and event forwarding (forward.json, event.forward.url)",
         tags=["ingest"],
-        responses={200: _RESULT, **error_responses(413, 503)},
+        responses={200: _RESULT, **error_responses(403, 413, 503)},
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -213,7 +222,7 @@ def add_ingest_routes(app: FastAPI, api: ApiContext, timeout_s: float = INGEST_T
     async def traccar(request: Request) -> Response:
         """Map each document to gps, vib and status readings and commit them; junk is
         listed as rejected (and counted and kept), not refused."""
-        return await ingest(map_traccar(await request.body()))
+        return await ingest(map_traccar(await request.body()), request.scope)
 
     params = [
         {"name": name, "in": "query", "required": False, "schema": schema, "description": text}
@@ -224,7 +233,7 @@ def add_ingest_routes(app: FastAPI, api: ApiContext, timeout_s: float = INGEST_T
         OSMAND_PATH,
         summary="OsmAnd / Traccar Client position as query parameters",
         tags=["ingest"],
-        responses={200: _RESULT, **error_responses(503)},
+        responses={200: _RESULT, **error_responses(403, 503)},
         openapi_extra={"parameters": [*params, _QUERY_TOKEN]},
     )
     async def osmand_get(request: Request) -> Response:
@@ -235,7 +244,7 @@ def add_ingest_routes(app: FastAPI, api: ApiContext, timeout_s: float = INGEST_T
         OSMAND_PATH,
         summary="OsmAnd / Traccar Client position: query, form body, or Traccar Client JSON",
         tags=["ingest"],
-        responses={200: _RESULT, **error_responses(413, 503)},
+        responses={200: _RESULT, **error_responses(403, 413, 503)},
         openapi_extra={
             "parameters": [*params, _QUERY_TOKEN],
             "requestBody": {
@@ -255,7 +264,27 @@ def add_ingest_routes(app: FastAPI, api: ApiContext, timeout_s: float = INGEST_T
         body = await request.body()
         query = request.scope.get("query_string", b"").decode("utf-8", "replace")
         content_type = request.headers.get("content-type")
-        return await ingest(map_osmand(query, body, content_type, api.engine.now_ms()))
+        mapped = map_osmand(query, body, content_type, api.engine.now_ms())
+        return await ingest(mapped, request.scope)
+
+
+def _admit(mapped: Mapped, token_device: str | None) -> None:
+    """A 403 when a device token (of `token_device`) sent readings of other devices."""
+    if token_device is None:
+        return
+    named = {r.device_id for r in mapped.rejects if r.device_id is not None}
+    for message in mapped.messages:
+        route = parse_topic(message.topic)
+        named.add(route.device_id if isinstance(route, TopicRoute) else message.topic)
+    others = sorted(named - {token_device})
+    if others:
+        shown = ", ".join(repr(d) for d in others[:5]) + (", ..." if len(others) > 5 else "")
+        detail = (
+            f"the token is the device token of {token_device!r}, and admits only its readings; "
+            f"this request holds readings of {shown}: nothing was taken. Send each device's "
+            "readings with its own token, or use the API token"
+        )
+        raise Problem(403, "forbidden", detail)
 
 
 def _result(mapped: Mapped, outcome: Outcome) -> dict[str, object]:

@@ -150,6 +150,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
     descriptions = {
         400: "Malformed request or invalid query parameter",
         401: "Missing or invalid bearer token",
+        403: "A device token, on a route or for a device it does not admit",
         404: "Not found",
         413: "Request body too large",
         415: "Unsupported media type",

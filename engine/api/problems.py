@@ -28,6 +28,7 @@ TITLES: dict[str, str] = {
     "malformed-request": "Malformed request",
     "invalid-parameter": "Invalid query parameter",
     "unauthorized": "Missing or invalid bearer token",
+    "forbidden": "The token does not admit this request",
     "not-found": "Not found",
     "method-not-allowed": "Method not allowed",
     "payload-too-large": "Request body too large",

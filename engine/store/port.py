@@ -101,6 +101,15 @@ class StoredReject:
 
 
 @dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """That a device has an ingest token, and since when; the token itself is never stored
+    (only its SHA-256), so it cannot be shown again."""
+
+    device_id: str
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     """One page of a list endpoint: `{"items": [...], "next": cursor or null}`."""
 
@@ -237,3 +246,17 @@ class Store(Protocol):
 
     def count_telemetry(self, device_id: str | None = None) -> int:
         """Stored readings (all, or of one device)."""
+
+    # device tokens of the HTTP inputs: written by the API, read by its guard
+    def put_device_token(self, device_id: str, token_sha256: str, created_ms: int) -> bool:
+        """Store the SHA-256 (hex) of a device's new token, replacing its earlier one; True
+        if one was replaced."""
+
+    def get_device_token(self, device_id: str) -> IssuedToken | None:
+        """Whether a device has a token and since when; None if it has none."""
+
+    def delete_device_token(self, device_id: str) -> bool:
+        """Revoke a device's token; False if it had none."""
+
+    def device_for_token(self, token_sha256: str) -> str | None:
+        """The device whose token has this SHA-256 (hex), or None."""

@@ -4,7 +4,8 @@
 tables, choosing the telemetry layout (hypertable, daily partitions or a plain table) when
 it creates that table; version 2 makes duplicates exact and deliveries claimable (below);
 version 3 seals webhook secrets stored in plaintext (secret_box.py); version 4 adds the
-consumers' durable state (`CONSUMER_STATE_DDL`).
+consumers' durable state (`CONSUMER_STATE_DDL`); version 5 the per-device tokens of the
+HTTP inputs (`DEVICE_TOKENS_DDL`).
 """
 
 from engine.store.rows import TELEMETRY_COLUMNS
@@ -153,3 +154,13 @@ CONSUMER_STATE_DDL = """CREATE TABLE IF NOT EXISTS consumer_state (
     doc json NOT NULL,
     updated_ms bigint NOT NULL,
     PRIMARY KEY (consumer, key))"""
+
+# Version 5. Per-device tokens of the HTTP inputs (DESIGN §9): only each token's SHA-256
+# (hex), looked up by that hash on every request that presents one.
+DEVICE_TOKENS_DDL = (
+    """CREATE TABLE IF NOT EXISTS device_tokens (
+    device_id text COLLATE "C" PRIMARY KEY,
+    token_sha256 text NOT NULL,
+    created_ms bigint NOT NULL)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS device_tokens_hash ON device_tokens (token_sha256)",
+)

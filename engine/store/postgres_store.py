@@ -52,6 +52,7 @@ from engine.store.postgres_schema import (
     DDL_V1,
     DEDUPLICATE_TELEMETRY,
     DELIVERY_CLAIMS,
+    DEVICE_TOKENS_DDL,
     REJECT_TYPES,
     TELEMETRY_DDL,
     TELEMETRY_KEY,
@@ -312,6 +313,7 @@ class PostgresStore(SqlStore[Cursor]):
                 (2, self._migrate_v2),
                 (3, self._migrate_v3),
                 (4, self._migrate_v4),
+                (5, self._migrate_v5),
             )
             for version, step in steps:
                 if version in done or (target is not None and version > target):
@@ -352,6 +354,11 @@ class PostgresStore(SqlStore[Cursor]):
     def _migrate_v4(self, cur: Cursor) -> None:
         """Consumers' durable state."""
         cur.execute(CONSUMER_STATE_DDL)
+
+    def _migrate_v5(self, cur: Cursor) -> None:
+        """Per-device tokens of the HTTP inputs."""
+        for statement in DEVICE_TOKENS_DDL:
+            cur.execute(statement)
 
     def _default_secrets(self) -> SecretBox:
         return load_secret_box(None)

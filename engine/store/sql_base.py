@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from alerts.model import Alert
 from alerts.outbox import Attempt, Delivery, Webhook
-from engine.store.port import AlertQuery, Page, StoredAlert, StoredReject
+from engine.store.port import AlertQuery, IssuedToken, Page, StoredAlert, StoredReject
 from engine.store.rows import (
     DELIVERY_COLUMNS,
     DELIVERY_INSERT_COLUMNS,
@@ -70,6 +70,11 @@ UPSERT_LOAN = (
 )
 SELECT_WEBHOOKS = "SELECT id, url, secret, types{text} FROM webhooks"
 DELETE_DEVICE_STATE = "DELETE FROM device_state WHERE id = ?"
+UPSERT_DEVICE_HASH = (
+    "INSERT INTO device_tokens (device_id, token_sha256, created_ms) VALUES (?, ?, ?) "
+    "ON CONFLICT (device_id) DO UPDATE SET token_sha256 = excluded.token_sha256, "
+    "created_ms = excluded.created_ms"
+)
 DELETE_CONSUMER_STATE = "DELETE FROM consumer_state WHERE consumer = ? AND key = ?"
 # The due heads of one webhook's queues (one per order_key: its oldest pending delivery),
 # unless another dispatcher's claim on them still runs.
@@ -435,3 +440,35 @@ class SqlStore(ABC, Generic[Tx]):
             )
         count: int = rows[0][0]
         return count
+
+    # device tokens of the HTTP inputs: only their SHA-256 is stored
+
+    def put_device_token(self, device_id: str, token_sha256: str, created_ms: int) -> bool:
+        """Store the SHA-256 (hex) of a device's new token, replacing its earlier one; True
+        if one was replaced."""
+        with self._transaction() as tx:
+            found = tx.execute(
+                self._sql("SELECT 1 FROM device_tokens WHERE device_id = ?"), (device_id,)
+            ).fetchall()
+            tx.execute(self._sql(UPSERT_DEVICE_HASH), (device_id, token_sha256, created_ms))
+        return bool(found)
+
+    def get_device_token(self, device_id: str) -> IssuedToken | None:
+        """Whether a device has a token and since when; None if it has none."""
+        rows = self._query(
+            self._sql("SELECT created_ms FROM device_tokens WHERE device_id = ?"), (device_id,)
+        )
+        return IssuedToken(device_id, int(rows[0][0])) if rows else None
+
+    def delete_device_token(self, device_id: str) -> bool:
+        """Revoke a device's token; False if it had none."""
+        return self._execute("DELETE FROM device_tokens WHERE device_id = ?", (device_id,)) > 0
+
+    def device_for_token(self, token_sha256: str) -> str | None:
+        """The device whose token has this SHA-256 (hex), or None: one lookup in the unique
+        index on the hash."""
+        rows = self._query(
+            self._sql("SELECT device_id FROM device_tokens WHERE token_sha256 = ?"),
+            (token_sha256,),
+        )
+        return str(rows[0][0]) if rows else None

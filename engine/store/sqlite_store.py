@@ -190,6 +190,18 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 PRIMARY KEY (consumer, key))""",
         ),
     ),
+    (
+        5,
+        (
+            # Per-device tokens of the HTTP inputs (DESIGN §9): only each token's SHA-256
+            # (hex), looked up by that hash on every request that presents one.
+            """CREATE TABLE device_tokens (
+                device_id TEXT PRIMARY KEY NOT NULL,
+                token_sha256 TEXT NOT NULL,
+                created_ms INTEGER NOT NULL)""",
+            "CREATE UNIQUE INDEX device_tokens_hash ON device_tokens (token_sha256)",
+        ),
+    ),
 )
 _SEAL_SECRETS_VERSION = 3
 
