@@ -103,8 +103,9 @@ def permanent(exc: BaseException) -> bool:
     return isinstance(exc, BrokerResponseError) and not exc.retriable
 
 
-class _Loop:
-    """An asyncio loop on a daemon thread; other threads run coroutines on it."""
+class LoopThread:
+    """An asyncio loop on a daemon thread; other threads run coroutines on it (aiokafka is
+    asyncio-only; the dispatcher's and the API's threads are not)."""
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
@@ -149,7 +150,7 @@ class KafkaEndpoint:
         except ValueError as exc:  # the API refuses such URLs; one in the store fails
             self.address, self.invalid = None, str(exc)
         self._lock = threading.Lock()  # held while connecting: one connect at a time
-        self._loop: _Loop | None = None
+        self._loop: LoopThread | None = None
         self._producer: AIOKafkaProducer | None = None
         self._checked: set[tuple[str, int]] = set()  # brokers the policy allowed
 
@@ -179,12 +180,12 @@ class KafkaEndpoint:
             raise
         return Answer(delivered=True)
 
-    def _connected(self, address: KafkaAddress) -> tuple[_Loop, AIOKafkaProducer]:
+    def _connected(self, address: KafkaAddress) -> tuple[LoopThread, AIOKafkaProducer]:
         """The running producer, starting one if there is none (OSError if that fails;
         AddressRefusedError if the policy refuses the bootstrap address)."""
         with self._lock:
             if self._loop is None:
-                self._loop = _Loop(f"kafka-sink-{self.client_id}")
+                self._loop = LoopThread(f"kafka-sink-{self.client_id}")
             if self._producer is not None:
                 return self._loop, self._producer
             checked = self.policy.resolve(address.host, address.port)

@@ -15,17 +15,23 @@ from typing import IO, cast
 
 import orjson
 
-from alerts.address_policy import AddressPolicy, parse_allow
 from alerts.model import Alert
-from alerts.retry import RetryPolicy
 from devices.readings import Reject
+from engine.cli.distributed import bridge_options, worker_options
 from engine.cli.gateway import gateway_options
-from engine.cli.http_address import HttpAddress, parse_http
 from engine.cli.lending_options import lending_options, load_lending
 from engine.cli.options import CliError
 from engine.cli.options import flag as _flag
 from engine.cli.options import option as _option
-from engine.core.config import Config, ConfigError, parse_config
+from engine.cli.service_options import (
+    api_options,
+    http_address,
+    load_config,
+    mqtt_options,
+    read_json,
+    service_settings,
+)
+from engine.core.config import Config
 from engine.runtime.gc_policy import tune_gc
 from engine.runtime.replay import Replay
 from geofence.fence import FenceError, load_fences, parse_feature_collection
@@ -37,41 +43,6 @@ from simulator.loadtest.command import LoadtestUsageError
 from simulator.loadtest.command import add_arguments as load_options
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def http_address(value: str) -> HttpAddress:
-    """argparse type of `--http`: a bad value is a usage error naming what is wrong."""
-    try:
-        return parse_http(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def webhook_allow(value: str) -> AddressPolicy:
-    """argparse type of `--webhook-allow`: CIDR blocks, or a usage error naming the bad one."""
-    try:
-        return AddressPolicy(parse_allow(value))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def load_config(path: str | None) -> Config:
-    """Rules from a JSON file of `Config` field names (see README), or the defaults."""
-    if not path:
-        return Config()
-    try:
-        return parse_config(_read_json(path))
-    except ConfigError as exc:
-        raise CliError(f"{path}: {exc}") from exc
-
-
-def _read_json(path: str) -> object:
-    try:
-        return orjson.loads(Path(path).read_bytes())
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
-    except orjson.JSONDecodeError as exc:
-        raise CliError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def _lines(path: str) -> Iterator[bytes]:
@@ -97,7 +68,7 @@ def run_replay(
     """Replay a readings file against fences and loans files; returns the finished replay."""
     try:
         index = FenceIndex.build(load_fences(fences) if fences else [])
-        loan_list = parse_loans(_read_json(loans)) if loans else []
+        loan_list = parse_loans(read_json(loans)) if loans else []
     except (FenceError, LoanError) as exc:
         raise CliError(str(exc)) from exc
 
@@ -212,38 +183,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`pledgewatch run`: the engine, the API and the dispatcher until SIGTERM or SIGINT."""
-    from engine.cli.service import Service, ServiceSettings  # noqa: PLC0415  # heavy
-    from engine.runtime.live import EngineSettings  # noqa: PLC0415
+    from engine.cli.service import Service  # noqa: PLC0415  # heavy
     from engine.store.port import LeaseError, StoreConfigError  # noqa: PLC0415
 
-    if not args.api_token and not args.insecure_dev:
-        raise CliError(
-            "refusing to start without an API token: pass --api-token or set "
-            "PLEDGEWATCH_API_TOKEN (or --insecure-dev for a trial on this machine)"
-        )
-    address: HttpAddress = args.http
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = ServiceSettings(
-        mqtt_url=args.mqtt_url,
-        db_url=args.db_url,
-        secret_key_file=args.secret_key_file,
-        http_host=address.host,
-        http_port=address.port,
-        api_token=args.api_token or None,
-        client_id=args.client_id,
-        mqtt_child=not args.mqtt_thread,
-        config=load_config(args.config),
-        lending=load_lending(args),
-        webhook_addresses=args.webhook_allow or AddressPolicy(),
-        engine=EngineSettings(stall_s=args.ready_stall_s),
-        retry=RetryPolicy(
-            base_s=args.webhook_retry_base_s,
-            max_age_s=args.webhook_max_age_s,
-            timeout_s=args.webhook_timeout_s,
-        ),
-    )
+    settings = service_settings(args)
     try:
         service = Service(settings)
     except StoreConfigError as exc:
@@ -270,7 +216,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from simulator.harness.api_client import ImportRefusedError, import_items  # noqa: PLC0415  # httpx
 
     kind = args.kind
-    doc = _read_json(args.file)
+    doc = read_json(args.file)
     try:
         if kind == "fences":
             parse_feature_collection(doc)
@@ -333,7 +279,7 @@ def cmd_broker_acl(args: argparse.Namespace) -> int:
     from devices.broker_acl import BrokerAclError, build_broker_auth, parse_credentials  # noqa: PLC0415
 
     try:
-        loans = parse_loans(_read_json(args.loans))
+        loans = parse_loans(read_json(args.loans))
     except LoanError as exc:
         raise CliError(f"{args.loans}: {exc}") from exc
     out = Path(args.out)
@@ -385,75 +331,6 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
 
 
-def _service_options(parser: argparse.ArgumentParser) -> None:
-    _option(parser, "--mqtt-url", default="mqtt://127.0.0.1:1883", help="the MQTT broker")
-    _option(
-        parser,
-        "--db-url",
-        default="sqlite:///pledgewatch.db",
-        help="sqlite:///PATH (default) or postgresql://...",
-    )
-    _option(
-        parser,
-        "--secret-key-file",
-        help="file holding the key (base64 of 32 bytes) that seals webhook secrets at rest "
-        "(default: PLEDGEWATCH_SECRET_KEY, else DB.key beside a SQLite file, or "
-        "pledgewatch-secret.key in the working directory for PostgreSQL, made if missing)",
-    )
-    _option(
-        parser,
-        "--http",
-        type=http_address,
-        default="127.0.0.1:8080",
-        help="HOST:PORT the API listens on (:PORT for loopback, [::1]:PORT for IPv6)",
-    )
-    _option(parser, "--api-token", help="bearer token the API requires")
-    _option(
-        parser,
-        "--client-id",
-        help="MQTT client id, which names the persistent session (default: pledgewatch- and a "
-        "hash of --db-url: stable across restarts, different per database)",
-    )
-    _option(parser, "--config", help="JSON object of rule settings overriding the defaults")
-    lending_options(parser)
-    _option(parser, "--webhook-timeout-s", type=float, default=5.0, help="per POST")
-    _option(
-        parser,
-        "--webhook-retry-base-s",
-        type=float,
-        default=1.0,
-        help="first retry delay; doubles per attempt, with jitter, up to 300 s",
-    )
-    _option(
-        parser,
-        "--webhook-max-age-s",
-        type=float,
-        default=86400.0,
-        help="give up (dead-letter) a delivery this long after its alert",
-    )
-    _option(
-        parser,
-        "--webhook-allow",
-        type=webhook_allow,
-        help="comma-separated CIDRs webhook URLs may resolve to (default: any address but "
-        "loopback, link-local and unspecified)",
-    )
-    _option(
-        parser,
-        "--ready-stall-s",
-        type=float,
-        default=30.0,
-        help="GET /readyz answers 503 once input has waited this long for its commit",
-    )
-    _flag(parser, "--insecure-dev", "serve the API without a token (local trials only)")
-    _flag(
-        parser,
-        "--mqtt-thread",
-        "run the MQTT client on a thread of the engine's process, not in a child process "
-        "(the child keeps MQTT parsing off the engine's GIL; a thread suits one core)",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="pledgewatch", description=__doc__)
@@ -471,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_replay)
 
     run = sub.add_parser("run", help="the engine, HTTP API and webhook dispatcher")
-    _service_options(run)
+    mqtt_options(run)
+    api_options(run)
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="everything on this machine, with the example city")
@@ -517,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     acl.set_defaults(func=cmd_broker_acl)
 
     gateway_options(sub.add_parser("gateway", help="tracker protocols in, MQTT readings out"))
+    bridge_options(sub.add_parser("bridge", help="distributed runtime: MQTT in, Kafka out"))
+    worker_options(sub.add_parser("worker", help="distributed runtime: a Faust worker"))
     return parser
 
 

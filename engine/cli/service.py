@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -18,6 +19,7 @@ import uvicorn
 
 from alerts.address_policy import AddressPolicy
 from alerts.dispatcher import Dispatcher
+from alerts.model import Alert
 from alerts.retry import RetryPolicy
 from devices.mqtt_process import MqttProcessSource
 from devices.mqtt_source import MqttSource
@@ -80,7 +82,14 @@ class ServiceSettings:
 class Service:
     """The running process."""
 
-    def __init__(self, settings: ServiceSettings, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        store: Store | None = None,
+        make_engine: Callable[[Store, Callable[[Sequence[Alert]], None]], Engine] | None = None,
+    ) -> None:
+        """`make_engine` builds the engine (given the store and what to call after each
+        commit) instead of the MQTT-fed one: the distributed runtime's API worker."""
         self.settings = settings
         self.store = store or open_store(
             settings.db_url, secrets=secret_box_for(settings.db_url, settings.secret_key_file)
@@ -100,20 +109,22 @@ class Service:
         self.dispatcher = Dispatcher(
             self.store, settings.retry, addresses=settings.webhook_addresses
         )
-        source = MqttProcessSource if settings.mqtt_child else MqttSource
-        self.source = source(
-            settings.mqtt_url,
-            settings.client_id or default_client_id(settings.db_url),
-            receive_maximum=max(2 * settings.engine.max_batch, 100),
-        )
-        self.engine = Engine(
-            self.store,
-            self.source,
-            settings.config,
-            settings.engine,
-            on_commit=lambda _alerts: self.dispatcher.wake(),
-            consumer=None if settings.lending is None else LendingConsumer(settings.lending),
-        )
+        if make_engine is not None:
+            self.engine = make_engine(self.store, lambda _alerts: self.dispatcher.wake())
+        else:
+            source = MqttProcessSource if settings.mqtt_child else MqttSource
+            self.engine = Engine(
+                self.store,
+                source(
+                    settings.mqtt_url,
+                    settings.client_id or default_client_id(settings.db_url),
+                    receive_maximum=max(2 * settings.engine.max_batch, 100),
+                ),
+                settings.config,
+                settings.engine,
+                on_commit=lambda _alerts: self.dispatcher.wake(),
+                consumer=None if settings.lending is None else LendingConsumer(settings.lending),
+            )
         self._server: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
 

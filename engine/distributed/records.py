@@ -11,6 +11,8 @@
   car, or timer alerts. `src` is the reading record's (partition, offset): the per-loan stage
   feeds a device's readings once, however often a restarted device stage steps them again.
 - `pledgewatch.alerts`, keyed by loan_id (device_id without a loan): `Alert.to_json`.
+- `pledgewatch.changes` (compacted), keyed `fence:{id}` or `loan:{id}`: the fence's GeoJSON
+  (null: deleted) or the loan's JSON, as the API takes them: how every worker learns them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import orjson
 from alerts.model import Alert, alert_from_json
 from devices.readings import GpsFix, Reading, Reject, RejectReason, StatusReport, Vibration
 from engine.core.state import Position
+from geofence.fence import Fence, fence_to_feature, parse_fence
+from lending.model import Loan, loan_to_json, parse_loan
 
 _KIND = {GpsFix: "g", Vibration: "v", StatusReport: "s"}
 _CLASS: dict[str, type[GpsFix | Vibration | StatusReport]] = {v: k for k, v in _KIND.items()}
@@ -157,3 +161,30 @@ def read_alert(value: bytes) -> Alert:
 def alert_key(alert: Alert) -> bytes:
     """The key of an alert record: its loan, else its tracker, else its id."""
     return (alert.loan_id or alert.device_id or alert.id).encode()
+
+
+def fence_change(fence_id: str, fence: Fence | None) -> tuple[bytes, bytes | None]:
+    """A `pledgewatch.changes` record of a fence: key, and its GeoJSON (None: deleted)."""
+    value = None if fence is None else orjson.dumps(fence_to_feature(fence))
+    return f"fence:{fence_id}".encode(), value
+
+
+def loan_change(loan: Loan) -> tuple[bytes, bytes]:
+    """A `pledgewatch.changes` record of a loan: key, and its JSON as the API shows it."""
+    return f"loan:{loan.loan_id}".encode(), orjson.dumps(loan_to_json(loan))
+
+
+def read_change(key: bytes, value: bytes | None) -> Fence | Loan | str:
+    """A change: the fence or loan put, or the id of the fence deleted (RecordError if it is
+    not one of ours)."""
+    kind, _, ident = key.decode("utf-8", "replace").partition(":")
+    try:
+        if kind == "fence":
+            return ident if value is None else parse_fence(ident, orjson.loads(value))
+        if kind == "loan" and value is not None:
+            return parse_loan(ident, orjson.loads(value))
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        msg = f"not a {kind} change: {exc}"
+        raise RecordError(msg) from exc
+    msg = f"not a change record: key {key[:80]!r}"
+    raise RecordError(msg)

@@ -1,0 +1,437 @@
+"""`pledgewatch worker`: Faust agents run the core and the consumers per partition (DESIGN §9).
+
+- The `devices` agent takes `pledgewatch.readings` in batches and steps each partition's
+  device stage (`engine.distributed.partitions`); the loan events it routes go to
+  `pledgewatch.loan-events` keyed by loan (the repartition), alerts of trackers on no loan
+  straight to `pledgewatch.alerts`.
+- The `loans` agent takes `pledgewatch.loan-events` and runs the per-loan fold and the
+  lending consumers; its alerts go to `pledgewatch.alerts` keyed by loan.
+- With a store, the `outbox` agent drains `pledgewatch.alerts` into the outbox (the same
+  ids: a repeat is found by its id) and `rejected` keeps `pledgewatch.rejects`; the
+  dispatcher of a worker with `--http` sends the webhooks.
+- A timer fires the devices' timers on the wall clock, takes partitions given to this worker
+  once their tables are recovered, and checkpoints.
+- Fences and loans come from the compacted `pledgewatch.changes`, read whole by every worker
+  before its agents start (`engine.distributed.fleet`).
+
+Checkpoints: every `checkpoint_s` the changed state buckets are written to the Faust tables
+(`pledgewatch-devices`, `pledgewatch-loans`) and the accepted readings to the store; only
+then are the records that made them acknowledged, so Faust never commits an offset whose
+effect is not in a table: each record is held (`Message.incref`) from its batch until the
+checkpoint after it. A worker killed between two checkpoints is replaced by one that
+restores the last checkpoint and steps the records since again: the same alerts with the
+same ids, which the outbox keeps once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import faust.streams
+
+from alerts.model import Alert
+from devices.readings import Reading
+from engine.core.config import Config
+from engine.distributed.buckets import parse_table_key
+from engine.distributed.fleet import Fleet
+from engine.distributed.kafka_io import ensure_topics
+from engine.distributed.partitions import Partitions
+from engine.distributed.records import (
+    RecordError,
+    alert_key,
+    alert_record,
+    loan_event_record,
+    read_alert,
+    read_reject,
+)
+from engine.distributed.settings import ALERTS, LOAN_EVENTS, READINGS, REJECTS, KafkaSettings
+from engine.distributed.stages import Routed
+from engine.runtime.metrics import counter_lines, gauge_lines, labelled_gauge_lines
+from engine.store.port import Batch, Store
+from lending.consumer import LendingConsumer
+
+_log = logging.getLogger(__name__)
+Event = Any  # faust.types.EventT: Faust's generics do not help here
+DEVICES_TABLE = "pledgewatch-devices"
+LOANS_TABLE = "pledgewatch-loans"
+
+
+@contextlib.contextmanager
+def as_current(event: Event) -> Iterator[None]:
+    """Make `event` Faust's current event, so that table writes go to its partition.
+
+    Faust finds a table write's partition from the event being processed; a checkpoint runs
+    after its batch, so it names the event itself. This is Faust's private context variable
+    (`faust.streams._current_event`, faust-streaming 0.15.3, pinned); tests/test_distributed
+    fail if it moves.
+    """
+    token = faust.streams._current_event.set(weakref.ref(event))  # noqa: SLF001
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)  # noqa: SLF001
+
+
+@dataclass(slots=True)
+class WorkerCounters:
+    """What a worker did, for `/metrics`."""
+
+    readings: int = 0  # reading records stepped
+    loan_events: int = 0
+    alerts_out: int = 0  # alert records produced
+    drained: int = 0  # alert records written to the outbox
+    rejects: dict[str, int] = field(default_factory=dict)
+    checkpoints: int = 0
+    table_writes: int = 0
+    bad_records: int = 0
+    processed: dict[tuple[str, int], int] = field(default_factory=dict)  # last offset stepped
+
+
+@dataclass(slots=True)
+class _Held:
+    """Records stepped since the last checkpoint, with the last one of each partition."""
+
+    events: list[tuple[Any, Event]] = field(default_factory=list)
+    last: dict[tuple[str, int], Event] = field(default_factory=dict)
+    accepted: list[Reading] = field(default_factory=list)
+
+
+class Worker:
+    """One Faust app: agents, tables, timer and checkpoints around `Partitions`."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        config: Config,
+        store: Store | None = None,
+        lending: Callable[[], LendingConsumer] | None = None,
+        web: tuple[str, int] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.parts = Partitions(config, lending)
+        self.counters = WorkerCounters()
+        self.held = _Held()
+        self.fleet = Fleet(settings, self.parts)
+        self._lock = asyncio.Lock()
+        self._last_checkpoint = time.monotonic()
+        self._settled = False  # True from a rebalance's recovery to the next rebalance
+        self.app = self._app(web)
+
+    def now_ms(self) -> int:
+        """The wall clock, epoch ms: the runtime clock of the devices' timers."""
+        return int(self.clock() * 1000)
+
+    def _app(self, web: tuple[str, int] | None) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            s.app_id,
+            broker=[f"kafka://{host}" for host in s.bootstrap.split(",")],
+            store=s.store,
+            datadir=s.data_dir,
+            key_serializer="raw",
+            value_serializer="raw",
+            topic_partitions=s.partitions,
+            topic_replication_factor=s.replication,
+            producer_max_batch_size=s.producer_batch_bytes,
+            producer_acks=-1,
+            broker_session_timeout=s.session_timeout_s,
+            broker_heartbeat_interval=max(0.5, s.session_timeout_s / 3),
+            broker_rebalance_timeout=s.session_timeout_s,
+            table_standby_replicas=0,
+            consumer_auto_offset_reset="earliest",
+            web_enabled=web is not None,
+            web_host=web[0] if web else "127.0.0.1",
+            web_port=web[1] if web else 6066,
+        )
+        readings = app.topic(READINGS, key_type=bytes, value_type=bytes, partitions=s.partitions)
+        loan_events = app.topic(
+            LOAN_EVENTS, key_type=bytes, value_type=bytes, partitions=s.partitions
+        )
+        alerts = app.topic(ALERTS, key_type=bytes, value_type=bytes, partitions=s.partitions)
+        rejects = app.topic(REJECTS, key_type=bytes, value_type=bytes, partitions=s.partitions)
+        self.devices_table = app.Table(
+            DEVICES_TABLE, key_type=bytes, value_type=bytes, partitions=s.partitions
+        )
+        self.loans_table = app.Table(
+            LOANS_TABLE, key_type=bytes, value_type=bytes, partitions=s.partitions
+        )
+        self.alerts_topic, self.loan_events_topic = alerts, loan_events
+
+        @app.task  # type: ignore[untyped-decorator]  # Faust's decorators are untyped
+        async def follow_changes() -> None:
+            await ensure_topics(s)
+            await self.fleet.follow(self.now_ms)
+
+        @app.agent(readings, name="devices")
+        async def devices(stream: Any) -> None:
+            await self.fleet.ready.wait()
+            async for events in stream.take_events(s.max_batch, within=s.max_wait_s):
+                await self._devices(stream, events)
+
+        @app.agent(loan_events, name="loans")
+        async def loans(stream: Any) -> None:
+            await self.fleet.ready.wait()
+            async for events in stream.take_events(s.max_batch, within=s.max_wait_s):
+                await self._loans(stream, events)
+
+        if self.store is not None:
+
+            @app.agent(alerts, name="outbox")
+            async def outbox(stream: Any) -> None:
+                async for events in stream.take_events(s.max_batch, within=s.max_wait_s):
+                    await self._drain(events)
+
+            @app.agent(rejects, name="rejected")
+            async def rejected(stream: Any) -> None:
+                async for events in stream.take_events(s.max_batch, within=s.max_wait_s):
+                    await self._keep_rejects(events)
+
+        @app.timer(0.5)  # type: ignore[untyped-decorator]
+        async def housekeeping() -> None:
+            if self.fleet.ready.is_set():
+                await self._housekeeping()
+
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+        async def revoked(_app: faust.App, revoked: set[Any], **_: Any) -> None:
+            self._settled = False
+            self._revoke(revoked)
+
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+        async def assigned(_app: faust.App, _tps: set[Any], **_: Any) -> None:
+            self._settled = False  # until the tables of the new partitions are recovered
+
+        @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+        async def rebalanced(_app: faust.App, **_: Any) -> None:
+            self._settled = True
+
+        @app.page("/metrics")
+        async def metrics(web: Any, _request: Any) -> Any:
+            return web.text(
+                "\n".join(self.metric_lines()) + "\n",
+                content_type="text/plain",
+            )
+
+        return app
+
+    # -- the agents' work
+    async def _devices(self, stream: Any, events: Sequence[Event]) -> None:
+        now = self.now_ms()
+        routed = Routed()
+        for partition, batch in _by_partition(events).items():
+            if partition not in self.parts.devices:
+                self._take_devices(partition)
+            self._hold(stream, READINGS, partition, batch)
+            records = [(e.value, e.message.offset) for e in batch]
+            out = self.parts.step_readings(partition, records, now)
+            routed.events += out.events
+            routed.alerts += out.alerts
+            self.held.accepted += out.accepted
+            self.counters.readings += len(batch)
+        await self._send(routed)
+        await self._maybe_checkpoint()
+
+    async def _loans(self, stream: Any, events: Sequence[Event]) -> None:
+        now = self.now_ms()
+        for partition, batch in _by_partition(events).items():
+            if partition not in self.parts.loan_stages:
+                self._take_loans(partition)
+            self._hold(stream, LOAN_EVENTS, partition, batch)
+            records = [(e.value, e.message.offset) for e in batch]
+            alerts = self.parts.feed_loans(partition, records, now)
+            self.counters.loan_events += len(batch)
+            await self._send(Routed(alerts=alerts))
+        await self._maybe_checkpoint()
+
+    def _hold(self, stream: Any, topic: str, partition: int, batch: Sequence[Event]) -> None:
+        """Keep the records unacknowledged until the next checkpoint has written their
+        effect (take_events acks each once; the extra reference is the checkpoint's)."""
+        for event in batch:
+            event.message.incref()
+            self.held.events.append((stream, event))
+        self.held.last[(topic, partition)] = batch[-1]
+        self.counters.processed[(topic, partition)] = batch[-1].message.offset
+
+    async def _send(self, routed: Routed) -> None:
+        for event in routed.events:
+            key, value = event.loan_id.encode(), loan_event_record(event)
+            await self.loan_events_topic.send(key=key, value=value)
+        for alert in routed.alerts:
+            await self.alerts_topic.send(key=alert_key(alert), value=alert_record(alert))
+        self.counters.alerts_out += len(routed.alerts)
+
+    async def _drain(self, events: Sequence[Event]) -> None:
+        alerts: list[Alert] = []
+        for event in events:
+            try:
+                alerts.append(read_alert(event.value))
+            except RecordError as exc:
+                self.counters.bad_records += 1
+                _log.error("alerts record at offset %s: %s", event.message.offset, exc)
+        if alerts and self.store is not None:
+            batch = Batch(self.now_ms(), alerts=alerts)
+            await asyncio.get_running_loop().run_in_executor(None, self.store.commit_batch, batch)
+            self.counters.drained += len(alerts)
+
+    async def _keep_rejects(self, events: Sequence[Event]) -> None:
+        kept = []
+        for event in events:
+            try:
+                reject = read_reject(event.value)
+            except RecordError as exc:
+                self.counters.bad_records += 1
+                _log.error("rejects record at offset %s: %s", event.message.offset, exc)
+                continue
+            kept.append(reject)
+            reason = reject.reason.value
+            self.counters.rejects[reason] = self.counters.rejects.get(reason, 0) + 1
+        if kept and self.store is not None:
+            batch = Batch(self.now_ms(), rejects=kept)
+            await asyncio.get_running_loop().run_in_executor(None, self.store.commit_batch, batch)
+
+    # -- partitions given and taken
+    def _table_values(self, table: Any, partition: int) -> dict[bytes, bytes]:
+        out: dict[bytes, bytes] = {}
+        for key, value in table.data.items():
+            parsed = parse_table_key(key)
+            if parsed is not None and parsed[1] == partition:
+                out[key] = value
+        return out
+
+    def _take_devices(self, partition: int) -> None:
+        n = self.parts.assign_devices(partition, self._table_values(self.devices_table, partition))
+        _log.info("readings partition %d: %d device states restored", partition, n)
+
+    def _take_loans(self, partition: int) -> None:
+        n = self.parts.assign_loans(partition, self._table_values(self.loans_table, partition))
+        _log.info("loan-events partition %d: %d loan folds restored", partition, n)
+
+    def _revoke(self, revoked: set[Any]) -> None:
+        readings = [tp.partition for tp in revoked if tp.topic == READINGS]
+        loans = [tp.partition for tp in revoked if tp.topic == LOAN_EVENTS]
+        self.parts.revoke(readings, loans)
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        self.held.events = [
+            (s, e)
+            for s, e in self.held.events
+            if (e.message.topic, e.message.partition) not in gone
+        ]
+        for key in gone:
+            self.held.last.pop(key, None)
+        if readings or loans:
+            _log.info("partitions taken away: readings %s, loan-events %s", readings, loans)
+
+    async def _housekeeping(self) -> None:
+        if self._settled:  # every assigned partition's table is recovered
+            for tp in self.app.consumer.assignment():
+                if tp.topic == READINGS and tp.partition not in self.parts.devices:
+                    self._take_devices(tp.partition)
+                elif tp.topic == LOAN_EVENTS and tp.partition not in self.parts.loan_stages:
+                    self._take_loans(tp.partition)
+        await self._send(self.parts.tick(self.now_ms()))
+        await self._maybe_checkpoint()
+
+    # -- checkpoints
+    async def _maybe_checkpoint(self) -> None:
+        if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_s:
+            await self.checkpoint()
+
+    async def checkpoint(self) -> None:
+        """Write changed state buckets and the accepted readings, then acknowledge the
+        records whose effect they hold."""
+        async with self._lock:
+            self._last_checkpoint = time.monotonic()
+            held, self.held = self.held, _Held()
+            for (topic, partition), event in held.last.items():
+                if topic == READINGS:
+                    values = self.parts.device_buckets(partition)
+                    table = self.devices_table
+                else:
+                    values = self.parts.loan_buckets(partition)
+                    table = self.loans_table
+                with as_current(event):
+                    for key, value in values.items():
+                        table[key] = value
+                self.counters.table_writes += len(values)
+            if held.accepted and self.store is not None:
+                batch = Batch(self.now_ms(), readings=held.accepted)
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, self.store.commit_batch, batch)
+            for stream, event in held.events:
+                await stream.ack(event)
+            self.counters.checkpoints += 1
+
+    # -- metrics
+    def metric_lines(self) -> list[str]:
+        """This worker's part of `/metrics`: its counters, its stages' and lag per partition."""
+        c = self.counters
+        totals: dict[str, int] = {}
+        for stage in self.parts.devices.values():
+            for stream, n in stage.pipeline.counters.readings.items():
+                totals[str(stream)] = totals.get(str(stream), 0) + n
+        lag: dict[str, int] = {}
+        consumer = self.app.consumer
+        for (topic, partition), offset in c.processed.items():
+            with contextlib.suppress(Exception):  # a partition no longer assigned
+                high = consumer.highwater(_tp(topic, partition))
+                lag[f"{topic}/{partition}"] = max(0, int(high) - offset - 1)
+        return [
+            *counter_lines(
+                "pledgewatch_worker_records_total",
+                "Records stepped.",
+                "topic",
+                {
+                    READINGS: c.readings,
+                    LOAN_EVENTS: c.loan_events,
+                },
+            ),
+            *counter_lines("pledgewatch_readings_total", "Accepted readings.", "stream", totals),
+            *counter_lines(
+                "pledgewatch_rejected_total", "Rejected input kept.", "reason", c.rejects
+            ),
+            *gauge_lines(
+                "pledgewatch_worker_alerts_produced", "Alert records produced.", c.alerts_out
+            ),
+            *gauge_lines(
+                "pledgewatch_worker_alerts_drained", "Alerts written to the outbox.", c.drained
+            ),
+            *gauge_lines("pledgewatch_worker_checkpoints", "Checkpoints.", c.checkpoints),
+            *gauge_lines("pledgewatch_worker_table_writes", "Table bucket writes.", c.table_writes),
+            *gauge_lines(
+                "pledgewatch_worker_bad_records", "Records no stage could read.", c.bad_records
+            ),
+            *gauge_lines(
+                "pledgewatch_devices",
+                "Devices held.",
+                sum(len(s.pipeline.devices) for s in self.parts.devices.values()),
+            ),
+            *labelled_gauge_lines(
+                "pledgewatch_worker_lag",
+                "Records not yet stepped, per partition.",
+                "partition",
+                lag,
+            ),
+        ]
+
+
+def _tp(topic: str, partition: int) -> Any:
+    from faust.types import TP  # noqa: PLC0415
+
+    return TP(topic, partition)
+
+
+def _by_partition(events: Sequence[Event]) -> dict[int, list[Event]]:
+    out: dict[int, list[Event]] = {}
+    for event in events:
+        out.setdefault(event.message.partition, []).append(event)
+    return out
