@@ -10,13 +10,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 
 from simulator.harness.cluster_process import ClusterProcess
 from tests.brokers import REPO, Broker, PrivateKafka, broker, kafka
 from tests.live import TOKEN, Publisher, Receiver, receiver
-from tests.test_e2e import assert_all_signed, fleet_stream, setup_engine
+from tests.test_e2e import HOME, assert_all_signed, fleet_stream, gps, setup_engine
 
 __all__ = ["broker", "kafka", "receiver"]
 
@@ -63,7 +64,7 @@ class Cluster:
         self.workers: list[ClusterProcess] = []
         self.bridges: list[ClusterProcess] = []
 
-    def worker(self) -> ClusterProcess:
+    def worker(self, *extra: str) -> ClusterProcess:
         n = len(self.workers)
         w = ClusterProcess.worker(
             self.kafka.url,
@@ -72,7 +73,7 @@ class Cluster:
             token=TOKEN,
             name=f"worker-{n}",
             http=n == 0,
-            args=[*WORKER_ARGS, "--store", self.store],
+            args=[*WORKER_ARGS, "--store", self.store, *extra],
             cwd=REPO,
         )
         self.workers.append(w)
@@ -169,6 +170,10 @@ def test_bridge_and_two_workers_send_the_replays_alerts(
     for types in order.values():
         assert types.index("geofence.exit") < types.index("zone.left")
         assert types.index("zone.left") < types.index("zone.returned")
+    # the API worker shows a device as the workers last checkpointed it
+    with api.client() as http:
+        device = http.get("/v1/devices/trk-0").json()
+    assert "home" in device["inside"], device
     # both workers stepped readings: the partitions were split between them
     assert records(api) > 0, cluster.logs()
     assert records(other) > 0, cluster.logs()
@@ -238,3 +243,40 @@ def test_a_rebalance_keeps_device_and_loan_state(
     wait_ids(receiver, want, cluster)
     assert set(receiver.ids()) == want
     assert records(other) > 0, cluster.logs()
+
+
+def test_a_silent_car_goes_offline_once_across_a_worker_kill(
+    cluster: Cluster, broker: Broker, receiver: Receiver, tmp_path: Path
+) -> None:
+    """The offline timer is state, not a running clock: the worker holding a silent car is
+    killed before it is due, and the car still goes offline once, with one id."""
+    rules = tmp_path / "rules.json"
+    rules.write_bytes(orjson.dumps({"offline_s": 8}))
+    api = cluster.worker("--config", str(rules))
+    other = cluster.worker("--config", str(rules))
+    cluster.bridge()
+    n_cars = 8
+    setup_engine(api, receiver, n_cars)  # type: ignore[arg-type]
+    messages = [
+        (f"telematics/trk-{car}/gps", gps(k, HOME, seq=k))
+        for car in range(n_cars)
+        for k in range(2)
+    ]
+    publish(broker, messages, 0.005)
+    time.sleep(2.5)  # stepped and checkpointed; offline is due ~8 s after arrival
+    other.kill9()
+    other.start()
+
+    def offline(rs: list) -> dict[str, set[str]]:  # type: ignore[type-arg]
+        found: dict[str, set[str]] = {}
+        for r in rs:
+            if r.alert["type"] == "device.offline":
+                found.setdefault(str(r.alert["device_id"]), set()).add(str(r.alert["id"]))
+        return found
+
+    ok = receiver.wait_for(lambda rs: len(offline(rs)) == n_cars, 90)
+    assert ok, (offline(receiver.received), cluster.logs())
+    time.sleep(3.0)  # a second, different offline alert would have come by now
+    found = offline(receiver.received)
+    assert sorted(found) == sorted(f"trk-{car}" for car in range(n_cars))
+    assert all(len(ids) == 1 for ids in found.values()), found

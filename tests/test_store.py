@@ -414,6 +414,9 @@ def test_checkpoint_survives_reopen(open_store: OpenStore) -> None:
     devices, loans = reopened.load_checkpoint()
     assert devices == [dev, DeviceState("trk-2")]
     assert loans == [loan_state]
+    # one device alone, as the distributed runtime's API reads it
+    assert reopened.get_device_state("trk-1") == dev
+    assert reopened.get_device_state("trk-9") is None
 
 
 def test_evicted_devices_leave_the_checkpoint(open_store: OpenStore) -> None:

@@ -9,7 +9,10 @@ engine holds no devices (the workers do); what the API hands it goes to the clus
   the lending consumer of that loan's partition sees it;
 - readings posted to the HTTP inputs (Traccar, OsmAnd) are decoded and produced to
   `pledgewatch.readings` (rejects to `pledgewatch.rejects`) like the bridge's, and the
-  client's 200 comes after the brokers acknowledged them.
+  client's 200 comes after the brokers acknowledged them;
+- a device's state (`GET /v1/devices/{id}`) is read from the store, where the workers write
+  it at each checkpoint (the last-position searches `?inside=` and `?near=` need an index
+  of every device's position, which this engine does not keep: they find nothing here).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from alerts.model import Alert
 from devices.inputs import decode_message
 from devices.readings import Reject
 from engine.core.config import Config
+from engine.core.state import DeviceState
 from engine.distributed.bridge import input_records
 from engine.distributed.kafka_io import Producer, Record
 from engine.distributed.records import LoanEvent, fence_change, loan_change, loan_event_record
@@ -32,6 +36,7 @@ from engine.runtime.live import Engine, EngineSettings
 from engine.runtime.submitted import EngineUnavailableError, Outcome
 from engine.store.port import Store
 from geofence.fence import Fence
+from geofence.index import FenceIndex
 from lending.model import Loan
 
 _log = logging.getLogger(__name__)
@@ -51,6 +56,13 @@ class ClusterEngine(Engine):
         super().__init__(store, None, config, settings, on_commit=on_commit)
         self.producer = producer
 
+    def load(self) -> None:
+        """Fences and loans only: the device states in the store are the workers' (their
+        timers run there, never here)."""
+        self.pipeline.set_fences(FenceIndex.build(self.store.all_fences()))
+        for loan in self.store.all_loans():
+            self.pipeline.put_loan(loan, 0, 0, check_vin=False)
+
     def start(self) -> None:
         """Start, and write the stored fleet to the changes topic."""
         super().start()
@@ -60,6 +72,10 @@ class ClusterEngine(Engine):
         records += [(CHANGES, *loan_change(loan)) for loan in self.store.all_loans()]
         self.producer.send(records)
         _log.info("published %d fences and loans to %s", len(records), CHANGES)
+
+    def device(self, device_id: str) -> DeviceState | None:
+        """A device's state as the workers last checkpointed it to the store."""
+        return self.store.get_device_state(device_id)
 
     def put_fences(self, fences: Sequence[Fence]) -> None:
         """Take fences here and send them to every worker."""

@@ -18,7 +18,7 @@ import orjson
 from alerts.model import Alert
 from devices.readings import Reading
 from engine.core.config import Config
-from engine.core.state import device_from_json, device_to_json
+from engine.core.state import DeviceState, device_from_json, device_to_json
 from engine.distributed.buckets import BucketMirror
 from engine.distributed.records import LoanEvent, RecordError, read_loan_event, read_reading
 from engine.distributed.stages import DeviceStage, LoanStage, Routed
@@ -164,17 +164,20 @@ class Partitions:
         return self.loan_stages[partition].feed(events, now_ms)
 
     # -- checkpoints
-    def device_buckets(self, partition: int) -> dict[bytes, bytes]:
-        """The partition's changed device buckets, as table key -> value."""
+    def device_buckets(
+        self, partition: int
+    ) -> tuple[dict[bytes, bytes], list[DeviceState], list[str]]:
+        """The partition's changed device buckets (table key -> value), and the states
+        changed and devices forgotten in them (for the store, where the API reads them)."""
         stage, rows = self.devices.get(partition), self.device_rows.get(partition)
         if stage is None or rows is None:
-            return {}
+            return {}, [], []
         states, evicted = stage.take_dirty()
         for state in states:
             rows.put(state.device_id, device_to_json(state))
         for device_id in evicted:
             rows.put(device_id, None)
-        return rows.take_dirty()
+        return rows.take_dirty(), states, evicted
 
     def loan_buckets(self, partition: int) -> dict[bytes, bytes]:
         """The partition's changed loan and consumer buckets, as table key -> value."""

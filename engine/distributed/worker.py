@@ -40,6 +40,7 @@ import faust.streams
 from alerts.model import Alert
 from devices.readings import Reading
 from engine.core.config import Config
+from engine.core.state import DeviceState
 from engine.distributed.buckets import parse_table_key
 from engine.distributed.fleet import Fleet
 from engine.distributed.kafka_io import ensure_topics
@@ -352,9 +353,13 @@ class Worker:
         async with self._lock:
             self._last_checkpoint = time.monotonic()
             held, self.held = self.held, _Held()
+            states: list[DeviceState] = []
+            evicted: list[str] = []
             for (topic, partition), event in held.last.items():
                 if topic == READINGS:
-                    values = self.parts.device_buckets(partition)
+                    values, changed, gone = self.parts.device_buckets(partition)
+                    states += changed
+                    evicted += gone
                     table = self.devices_table
                 else:
                     values = self.parts.loan_buckets(partition)
@@ -363,8 +368,9 @@ class Worker:
                     for key, value in values.items():
                         table[key] = value
                 self.counters.table_writes += len(values)
-            if held.accepted and self.store is not None:
-                batch = Batch(self.now_ms(), readings=held.accepted)
+            if (held.accepted or states or evicted) and self.store is not None:
+                # telemetry, and the device states the API shows (`GET /v1/devices/{id}`)
+                batch = Batch(self.now_ms(), held.accepted, devices=states, evicted=evicted)
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(None, self.store.commit_batch, batch)
             for stream, event in held.events:

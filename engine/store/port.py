@@ -205,6 +205,9 @@ class Store(Protocol):
     def load_checkpoint(self) -> tuple[list[DeviceState], list[LoanState]]:
         """The last committed state of every device and loan."""
 
+    def get_device_state(self, device_id: str) -> DeviceState | None:
+        """One device's last committed state (the distributed runtime's API reads it)."""
+
     def load_consumer_rows(self, consumer: str) -> list[tuple[str, dict[str, object]]]:
         """The last committed state of one consumer: (key, doc) by key."""
 

@@ -17,8 +17,11 @@ from contextlib import AbstractContextManager
 from functools import cache
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+import orjson
+
 from alerts.model import Alert
 from alerts.outbox import Attempt, Delivery, Webhook
+from engine.core.state import DeviceState, device_from_json
 from engine.store.port import AlertQuery, IssuedToken, Page, StoredAlert, StoredReject
 from engine.store.rows import (
     DELIVERY_COLUMNS,
@@ -472,3 +475,11 @@ class SqlStore(ABC, Generic[Tx]):
             (token_sha256,),
         )
         return str(rows[0][0]) if rows else None
+
+    def get_device_state(self, device_id: str) -> DeviceState | None:
+        """One device's last committed state."""
+        rows = self._query(self._sql("SELECT doc FROM device_state WHERE id = ?"), (device_id,))
+        if not rows:
+            return None
+        doc = rows[0][0]
+        return device_from_json(doc if isinstance(doc, dict) else orjson.loads(doc))
