@@ -29,6 +29,8 @@ PG = "postgresql://postgres@127.0.0.1:5432/test"
 WORKER_ARGS = (
     "--partitions",
     "4",
+    "--loan-partitions",
+    "3",
     "--producer-batch-bytes",
     "1",
     "--checkpoint-s",

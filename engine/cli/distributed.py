@@ -44,6 +44,13 @@ def kafka_options(parser: argparse.ArgumentParser) -> None:
         help="partitions of the keyed topics when they are made (default 8; fix it before "
         "production: a table's changelog must keep its topic's count)",
     )
+    option(
+        parser,
+        "--loan-partitions",
+        type=int,
+        help="partitions of pledgewatch.loan-events (default: --partitions). 1 puts every "
+        "loan's per-loan stage on one worker, so risk-site discovery sees every loan",
+    )
     option(parser, "--replication", type=int, default=1, help="replication factor of new topics")
     option(
         parser,
@@ -106,6 +113,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
         settings = KafkaSettings(
             url=args.kafka_url,
             partitions=args.partitions,
+            loan_partitions=args.loan_partitions,
             replication=args.replication,
             producer_batch_bytes=args.producer_batch_bytes,
             **extra,

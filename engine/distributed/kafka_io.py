@@ -40,9 +40,15 @@ async def ensure_topics(settings: KafkaSettings) -> None:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        counts = {
+            READINGS: settings.partitions,
+            LOAN_EVENTS: settings.loan_partition_count,
+            ALERTS: settings.partitions,
+            REJECTS: settings.partitions,
+        }
         wanted = [
-            NewTopic(name, settings.partitions, settings.replication)
-            for name in (READINGS, LOAN_EVENTS, ALERTS, REJECTS)
+            NewTopic(name, n, settings.replication)
+            for name, n in counts.items()
             if name not in existing
         ]
         if CHANGES not in existing:

@@ -40,6 +40,10 @@ class KafkaSettings:
 
     url: str = "kafka://127.0.0.1:9092"
     partitions: int = 8
+    # the per-loan stage's partitions (None: `partitions`). 1 puts every loan on one worker:
+    # risk-site discovery then sees every loan, as in the local engine; with more, each
+    # loan partition discovers sites among its own loans only.
+    loan_partitions: int | None = None
     replication: int = 1
     app_id: str = "pledgewatch"  # the consumer group and the tables' changelog prefix
     store: str = "memory://"  # or rocksdb:// (needs rocksdict) under `data_dir`
@@ -49,6 +53,11 @@ class KafkaSettings:
     checkpoint_s: float = 5.0  # how often changed state is written and offsets committed
     max_batch: int = 1000
     max_wait_s: float = 0.05
+
+    @property
+    def loan_partition_count(self) -> int:
+        """Partitions of `pledgewatch.loan-events` and of the loans table."""
+        return self.loan_partitions or self.partitions
 
     @property
     def bootstrap(self) -> str:

@@ -157,7 +157,7 @@ class Worker:
         )
         readings = app.topic(READINGS, key_type=bytes, value_type=bytes, partitions=s.partitions)
         loan_events = app.topic(
-            LOAN_EVENTS, key_type=bytes, value_type=bytes, partitions=s.partitions
+            LOAN_EVENTS, key_type=bytes, value_type=bytes, partitions=s.loan_partition_count
         )
         alerts = app.topic(ALERTS, key_type=bytes, value_type=bytes, partitions=s.partitions)
         rejects = app.topic(REJECTS, key_type=bytes, value_type=bytes, partitions=s.partitions)
@@ -165,7 +165,7 @@ class Worker:
             DEVICES_TABLE, key_type=bytes, value_type=bytes, partitions=s.partitions
         )
         self.loans_table = app.Table(
-            LOANS_TABLE, key_type=bytes, value_type=bytes, partitions=s.partitions
+            LOANS_TABLE, key_type=bytes, value_type=bytes, partitions=s.loan_partition_count
         )
         self.alerts_topic, self.loan_events_topic = alerts, loan_events
 
