@@ -1,4 +1,5 @@
-"""Routes of `/v1/alerts`: list and get alerts, and the operator's acknowledgement."""
+"""Routes of `/v1/alerts`: the alert queue, filtered and sorted, and one alert with its case
+(the case actions are in `engine.api.cases`)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,26 @@ from typing import Annotated
 from fastapi import FastAPI, Query
 from starlette.responses import Response
 
+from alerts.model import Severity
 from engine.api.context import ApiContext
-from engine.api.openapi import ACK_SCHEMA, BODY_ERRORS, body_doc, error_responses
-from engine.api.problems import JsonResponse, bad_parameter, not_found, validation
+from engine.api.openapi import error_responses
+from engine.api.problems import JsonResponse, bad_parameter, not_found
 from engine.api.schemas import (
     ALERT_TYPES,
-    MAX_NOTE_CHARS,
     CursorParam,
     LimitParam,
-    OptionalJsonBody,
     alert_json,
     page_response,
     paged,
     parse_limit,
     parse_since_ms,
 )
+from engine.store.console_queries import SORTS
+from engine.store.console_types import CaseState
 from engine.store.port import AlertQuery
+
+STATES = tuple(s.value for s in CaseState)
+SEVERITIES = tuple(s.value for s in Severity)
 
 
 def add_alert_routes(app: FastAPI, api: ApiContext) -> None:
@@ -30,7 +35,7 @@ def add_alert_routes(app: FastAPI, api: ApiContext) -> None:
 
     @app.get(
         "/v1/alerts",
-        summary="List alerts, newest first",
+        summary="List alerts, newest first (or most severe first), with their cases",
         tags=["alerts"],
         responses=error_responses(400),
     )
@@ -44,12 +49,30 @@ def add_alert_routes(app: FastAPI, api: ApiContext) -> None:
         ] = None,
         limit: LimitParam = None,
         cursor: CursorParam = None,
+        state: Annotated[
+            str | None, Query(description=f"The case's state: {', '.join(STATES)}.")
+        ] = None,
+        assignee: Annotated[
+            str | None, Query(description="Cases assigned to this operator.")
+        ] = None,
+        severity: Annotated[
+            str | None, Query(description=f"One of {', '.join(SEVERITIES)}.")
+        ] = None,
+        fence_id: Annotated[str | None, Query(description="Alerts about this fence.")] = None,
+        sort: Annotated[
+            str | None,
+            Query(
+                description="`ts` (default): newest first; `severity`: most severe first, "
+                "then newest."
+            ),
+        ] = None,
     ) -> Response:
-        """Alerts filtered by type, loan, device and event time, newest first."""
-        if type_ is not None and type_ not in ALERT_TYPES:
-            raise bad_parameter(
-                "type", f"type {type_!r} is not an alert type; known: {sorted(ALERT_TYPES)}"
-            )
+        """Alerts filtered by type, loan, device, fence, event time, case state, assignee
+        and severity; each with its `case` (without notes: `GET /v1/alerts/{id}` has them)."""
+        _check_choice("type", type_, tuple(sorted(ALERT_TYPES)), "an alert type")
+        _check_choice("state", state, STATES, "a case state")
+        _check_choice("severity", severity, SEVERITIES, "a severity")
+        _check_choice("sort", sort, SORTS, "a sort order")
         query = AlertQuery(
             type=type_,
             loan_id=loan_id,
@@ -57,42 +80,30 @@ def add_alert_routes(app: FastAPI, api: ApiContext) -> None:
             since_ms=parse_since_ms(since),
             limit=parse_limit(limit),
             cursor=cursor,
+            state=state,
+            assignee=assignee,
+            severity=severity,
+            fence_id=fence_id,
+            sort=sort or "ts",
         )
         page = paged(lambda: api.store.list_alerts(query))
         return page_response([alert_json(a) for a in page.items], page.next)
 
     @app.get(
         "/v1/alerts/{alert_id}",
-        summary="Get an alert",
+        summary="Get an alert with its case and the case's notes",
         tags=["alerts"],
         responses=error_responses(404),
     )
     def get_alert(alert_id: str) -> Response:
-        """One alert, with its acknowledgement."""
+        """One alert, with its acknowledgement and its case (notes oldest first)."""
         stored = api.store.get_alert(alert_id)
         if stored is None:
             raise not_found(f"alert {alert_id!r} does not exist")
-        return JsonResponse(alert_json(stored))
+        return JsonResponse(alert_json(stored, notes=True))
 
-    @app.post(
-        "/v1/alerts/{alert_id}/ack",
-        summary="Acknowledge an alert, with an optional note",
-        tags=["alerts"],
-        responses=error_responses(404, *BODY_ERRORS),
-        openapi_extra=body_doc(ACK_SCHEMA, required=False),
-    )
-    def ack_alert(alert_id: str, doc: OptionalJsonBody) -> Response:
-        """Record the operator's acknowledgement; returns the alert."""
-        note: object = None
-        if doc is not None:
-            if not isinstance(doc, dict):
-                raise validation('the body must be a JSON object like {"note": "..."}', None)
-            note = doc.get("note")
-        if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE_CHARS):
-            raise validation(f"note: must be a string of at most {MAX_NOTE_CHARS} chars", "note")
-        if not api.store.ack_alert(alert_id, note, api.engine.now_ms()):
-            raise not_found(f"alert {alert_id!r} does not exist")
-        stored = api.store.get_alert(alert_id)
-        if stored is None:  # deleted in between: nothing to show
-            raise not_found(f"alert {alert_id!r} does not exist")
-        return JsonResponse(alert_json(stored))
+
+def _check_choice(name: str, value: str | None, choices: tuple[str, ...], what: str) -> None:
+    """A 400 naming the parameter when `value` is not one of `choices`."""
+    if value is not None and value not in choices:
+        raise bad_parameter(name, f"{name} {value!r} is not {what}; known: {list(choices)}")

@@ -1,4 +1,5 @@
-"""What the route modules share: the engine, the store, and the webhook dispatcher."""
+"""What the route modules share: the engine, the store, the webhook dispatcher, and the
+count of failed sign-ins."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 
 from alerts.address_policy import AddressPolicy
 from alerts.dispatcher import Dispatcher
+from engine.api.login_throttle import LoginThrottle
 from engine.runtime.live import Engine
 from engine.store.port import Store
 
@@ -21,6 +23,7 @@ class ApiContext:
     webhook_addresses: AddressPolicy = field(default_factory=AddressPolicy)
     # One loan PUT or import at a time: two loans with one VIN must see each other.
     loan_lock: threading.Lock = field(default_factory=threading.Lock)
+    logins: LoginThrottle = field(default_factory=LoginThrottle)
 
     def wake_dispatcher(self) -> None:
         """New outbox rows are committed: let the webhook workers look now."""

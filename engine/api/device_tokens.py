@@ -25,8 +25,6 @@ adds about 0.3 ms to a request, where an OsmAnd request waits about 11 ms for it
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import quote
@@ -37,15 +35,15 @@ from starlette.responses import Response
 from alerts.model import iso_ms
 from devices.topics import DEVICE_ID_RE
 from engine.api.context import ApiContext
+from engine.api.credentials import MAX_TOKEN_CHARS, new_token, token_sha256
 from engine.api.openapi import error_responses
+from engine.api.principals import Caller, audit_entry
 from engine.api.problems import JsonResponse, not_found, validation
 from engine.api.schemas import created
 from engine.store.port import Store
 from geofence.fence import short_repr
 
 DEVICE_TOKEN_PREFIX = "pwd_"  # noqa: S105  # the prefix of a token, not a secret
-TOKEN_BYTES = 32
-MAX_TOKEN_CHARS = 128  # a longer credential is no token of ours: not worth a hash and a read
 
 _TOKEN_PATH = "/v1/devices/{device_id}/token"  # noqa: S105  # a route, not a secret
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -81,12 +79,7 @@ _SHOWN: dict[str, object] = {
 
 def new_device_token() -> str:
     """A new random device token: `pwd_` and 32 random bytes, urlsafe base64."""
-    return DEVICE_TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def token_sha256(token: str) -> str:
-    """What the store keeps of a token: its SHA-256, hex."""
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+    return new_token(DEVICE_TOKEN_PREFIX)
 
 
 def token_resolver(store: Store) -> Callable[[str], str | None]:
@@ -114,13 +107,15 @@ def add_device_token_routes(app: FastAPI, api: ApiContext) -> None:
             **error_responses(422),
         },
     )
-    def put_device_token(device_id: DeviceId) -> Response:
+    def put_device_token(device_id: DeviceId, who: Caller) -> Response:
         """Make a new token for the device, replacing (revoking) any earlier one; the
         answer is the only place the token ever appears."""
         _check(device_id)
         token = new_device_token()
         now_ms = api.engine.now_ms()
-        replaced = api.store.put_device_token(device_id, token_sha256(token), now_ms)
+        target = f"device-token:{device_id}"
+        audit = audit_entry(who, now_ms, "device_token.put", target)
+        replaced = api.store.put_device_token(device_id, token_sha256(token), now_ms, audit)
         body: dict[str, object] = {
             "device_id": device_id,
             "token": token,
@@ -156,10 +151,12 @@ def add_device_token_routes(app: FastAPI, api: ApiContext) -> None:
         response_class=Response,
         responses=error_responses(404, 422),
     )
-    def delete_device_token(device_id: DeviceId) -> Response:
+    def delete_device_token(device_id: DeviceId, who: Caller) -> Response:
         """Revoke the device's token: it is refused (401) from now on."""
         _check(device_id)
-        if not api.store.delete_device_token(device_id):
+        target = f"device-token:{device_id}"
+        audit = audit_entry(who, api.engine.now_ms(), "device_token.delete", target)
+        if not api.store.delete_device_token(device_id, audit):
             raise not_found(f"device {device_id!r} has no token")
         return Response(status_code=204)
 

@@ -16,6 +16,7 @@ from engine.api.openapi import (
     body_doc,
     error_responses,
 )
+from engine.api.principals import Caller, audit_entry
 from engine.api.problems import JsonResponse, not_found
 from engine.api.schemas import (
     CoordSysParam,
@@ -42,14 +43,16 @@ def add_fence_routes(app: FastAPI, api: ApiContext) -> None:
         responses=error_responses(*BODY_ERRORS),
         openapi_extra=body_doc(FEATURE_SCHEMA),
     )
-    def put_fence(fence_id: str, doc: JsonBody) -> Response:
+    def put_fence(fence_id: str, doc: JsonBody, who: Caller) -> Response:
         """Validate the Feature, store it, and hand it to the engine's next batch."""
         try:
             fence = parse_fence(fence_id, doc)
         except FenceError as exc:
             raise fence_problem(exc) from None
         existed = api.store.get_fence(fence_id) is not None
-        api.store.put_fences([fence])
+        detail = {"kind": fence.kind.value, "name": fence.name, "replaced": existed}
+        audit = audit_entry(who, api.engine.now_ms(), "fence.put", f"fence:{fence_id}", **detail)
+        api.store.put_fences([fence], audit)
         api.engine.put_fences([fence])
         return created(fence_to_feature(fence), existed, f"/v1/fences/{quote(fence_id)}")
 
@@ -60,15 +63,18 @@ def add_fence_routes(app: FastAPI, api: ApiContext) -> None:
         responses=error_responses(*BODY_ERRORS),
         openapi_extra=body_doc(COLLECTION_SCHEMA),
     )
-    def import_fences(doc: JsonBody) -> Response:
+    def import_fences(doc: JsonBody, who: Caller) -> Response:
         """Every feature must carry an `id`; one bad feature rejects the whole collection."""
         try:
             fences = parse_feature_collection(doc)
         except FenceError as exc:
             raise fence_problem(exc) from None
-        api.store.put_fences(fences)
+        ids = [f.fence_id for f in fences]
+        audit = audit_entry(
+            who, api.engine.now_ms(), "fence.import", "fences", count=len(ids), fence_ids=ids[:50]
+        )
+        api.store.put_fences(fences, audit)
         api.engine.put_fences(fences)
-        ids: list[object] = [f.fence_id for f in fences]
         return JsonResponse({"imported": len(fences), "fence_ids": ids})
 
     @app.get(
@@ -105,9 +111,10 @@ def add_fence_routes(app: FastAPI, api: ApiContext) -> None:
         response_class=Response,
         responses=error_responses(404),
     )
-    def delete_fence(fence_id: str) -> Response:
+    def delete_fence(fence_id: str, who: Caller) -> Response:
         """Delete from the store, then from the engine's next batch."""
-        if not api.store.delete_fence(fence_id):
+        audit = audit_entry(who, api.engine.now_ms(), "fence.delete", f"fence:{fence_id}")
+        if not api.store.delete_fence(fence_id, audit):
             raise not_found(f"fence {fence_id!r} does not exist")
         api.engine.delete_fence(fence_id)
         return Response(status_code=204)

@@ -1,4 +1,5 @@
-"""The guard in front of every route: bearer auth, body size limits, a 500 problem on a crash.
+"""The guard in front of every route: auth and roles, body size limits, a 500 problem on a
+crash.
 
 A pure ASGI middleware: it checks the bearer token and a declared Content-Length before any
 handler runs, and counts the bytes of a streamed body as they arrive, so an oversized body
@@ -14,6 +15,13 @@ The API token admits every route. A device token (`engine.api.device_tokens`) ad
 thread) and leaves it in the scope under `ADMITTED_DEVICE` for the route, which refuses
 readings of any other device. A device token anywhere else is a 403, an unknown or revoked
 one a 401.
+
+Operators and machines (`engine.api.principals`): a machine token (`pwt_…`) or, without an
+Authorization header, an operator's session cookie names a principal with a role; the
+guard leaves it in the scope under `PRINCIPAL` and answers 403, naming the role needed,
+when the role does not admit the request. A request that rides on the cookie with an
+unsafe method must carry the session's CSRF token in `X-CSRF-Token` (else 403); bearer
+requests need none. `POST /v1/session` (signing in) needs no credential.
 """
 
 from __future__ import annotations
@@ -27,9 +35,22 @@ from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.api.device_tokens import DEVICE_TOKEN_PREFIX
+from engine.api.principals import (
+    ANONYMOUS,
+    API_TOKEN,
+    API_TOKEN_PREFIX,
+    CSRF_HEADER,
+    PRINCIPAL,
+    SAFE_METHODS,
+    SESSION_COOKIE,
+    SESSION_PATH,
+    Principal,
+    required_role,
+)
 from engine.api.problems import Problem, problem_response
 from engine.store.port import StoreError
 
@@ -60,7 +81,7 @@ _CHALLENGE = 'Bearer realm="pledgewatch"'
 
 
 class Guard:
-    """Pure ASGI middleware: bearer auth, body size limits, and a 500 problem for crashes."""
+    """Pure ASGI middleware: auth and roles, body size limits, and a 500 problem for crashes."""
 
     def __init__(
         self,
@@ -70,12 +91,17 @@ class Guard:
         import_limit: int,
         fence_limit: int = FENCE_BODY_LIMIT,
         device_for: Callable[[str], str | None] | None = None,
+        token_for: Callable[[str], Principal | None] | None = None,
+        session_for: Callable[[str], Principal | None] | None = None,
     ) -> None:
         """`device_for`: the device whose token a credential is, or None (a blocking read);
-        None: no device tokens."""
+        None: no device tokens. `token_for` and `session_for`: the principal of a machine
+        token and of a session id, or None (blocking reads); None: no such credentials."""
         self.app = app
         self.token = None if token is None else token.encode()
         self.device_for = device_for
+        self.token_for = token_for
+        self.session_for = session_for
         self.body_limit = body_limit
         self.import_limit = import_limit
         self.fence_limit = fence_limit
@@ -107,7 +133,7 @@ class Guard:
             limit = self._limit(scope.get("method", ""), path)
             refused = (
                 _nul_in_path(path)
-                or await self._authorize(path, headers, scope)
+                or await self._authorize(scope.get("method", ""), path, headers, scope)
                 or _refuse_length(headers, limit)
                 or _nul_in_query(scope)
             )
@@ -124,15 +150,87 @@ class Guard:
             crash = Problem(500, "internal-error", "an unexpected error occurred; it is logged")
             await problem_response(crash, path)(scope, receive, send)
 
-    async def _authorize(self, path: str, headers: Headers, scope: Scope) -> Problem | None:
-        """None if the request may go on (a device token's device noted in the scope)."""
-        if self.token is None or path in OPEN_PATHS:
+    async def _authorize(
+        self, method: str, path: str, headers: Headers, scope: Scope
+    ) -> Problem | None:
+        """None if the request may go on, its principal (or a device token's device) noted
+        in the scope."""
+        if path in OPEN_PATHS or (method == "POST" and path == SESSION_PATH):
             return None
+        principal: Principal | Problem | None = None
+        session_id = _session_cookie(headers)
+        if "authorization" not in headers and session_id is not None:
+            principal = await self._session(method, path, headers, session_id)
+        if principal is None and self.token is None:
+            principal = ANONYMOUS
+        if principal is None:
+            principal = await self._bearer(path, headers, scope)
+        if principal is None or isinstance(principal, Problem):
+            return principal
+        needed = required_role(method, path)
+        if not principal.role.admits(needed):
+            detail = (
+                f"{principal.describe()} has the {principal.role.value} role; "
+                f"{method} {path} needs the {needed.value} role"
+            )
+            extra = {"required_role": needed.value, "role": principal.role.value}
+            return Problem(403, "forbidden", detail, extra=extra)
+        scope[PRINCIPAL] = principal
+        return None
+
+    async def _session(
+        self, method: str, path: str, headers: Headers, session_id: str
+    ) -> Principal | Problem | None:
+        """The principal of a session cookie; a 401 for one that is unknown or ended (None
+        in dev mode: the request goes on anonymously), a 403 for an unsafe request without
+        its CSRF token."""
+        principal = None
+        if self.session_for is not None:
+            found = await self._lookup(self.session_for, session_id, path)
+            if isinstance(found, Problem):
+                return found
+            principal = found
+        if principal is None:
+            if self.token is None:
+                return None
+            detail = "the session has ended or expired: sign in again (POST /v1/session)"
+            return Problem(401, "unauthorized", detail, headers={"WWW-Authenticate": _CHALLENGE})
+        if method not in SAFE_METHODS:
+            sent = headers.get(CSRF_HEADER, "")
+            expected = principal.csrf_token or ""
+            if not (sent and hmac.compare_digest(sent.encode(), expected.encode())):
+                detail = (
+                    f"{method} with the session cookie needs the session's CSRF token in "
+                    "X-CSRF-Token (from POST or GET /v1/session)"
+                )
+                return Problem(403, "forbidden", detail)
+        return principal
+
+    async def _lookup(
+        self, find: Callable[[str], Principal | None], credential: str, path: str
+    ) -> Principal | Problem | None:
+        """A blocking principal lookup in a worker thread; a 503 when the store fails."""
+        try:
+            return await run_in_threadpool(find, credential)
+        except StoreError as exc:
+            _log.warning("credential lookup failed on %s: %s", path, exc)
+            detail = "the store did not answer while checking the credential; retry shortly"
+            return Problem(503, "store-unavailable", detail, headers={"Retry-After": "1"})
+
+    async def _bearer(
+        self, path: str, headers: Headers, scope: Scope
+    ) -> Principal | Problem | None:
+        """The principal of the bearer token (the API token or a machine token); None
+        for a device token admitted to an input (its device noted in the scope)."""
         credential = _credential(path, headers, scope)
         if isinstance(credential, Problem):
             return credential
-        if hmac.compare_digest(credential.encode(), self.token):
-            return None
+        if self.token is not None and hmac.compare_digest(credential.encode(), self.token):
+            return API_TOKEN
+        if self.token_for is not None and credential.startswith(API_TOKEN_PREFIX):
+            found = await self._lookup(self.token_for, credential, path)
+            if found is not None:
+                return found
         device_id = None
         if self.device_for is not None and credential.startswith(DEVICE_TOKEN_PREFIX):
             try:
@@ -145,7 +243,8 @@ class Guard:
             return Problem(
                 401,
                 "unauthorized",
-                "the bearer token is not valid (not the API token, nor a device's current token)",
+                "the bearer token is not valid (not the API token, an API token of /v1/tokens, "
+                "nor a device's current token)",
                 headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'},
             )
         if path not in DEVICE_TOKEN_PATHS:
@@ -177,6 +276,14 @@ def _credential(path: str, headers: Headers, scope: Scope) -> str | Problem:
         detail = "the Authorization header must be 'Bearer <token>'"
         return Problem(401, "unauthorized", detail, headers={"WWW-Authenticate": _CHALLENGE})
     return credentials.strip()
+
+
+def _session_cookie(headers: Headers) -> str | None:
+    """The session id of the request's session cookie, if it has one."""
+    cookie = headers.get("cookie")
+    if not cookie:
+        return None
+    return cookie_parser(cookie).get(SESSION_COOKIE) or None
 
 
 def _nul_in_path(path: str) -> Problem | None:

@@ -24,6 +24,7 @@ from engine.api.openapi import (
     body_doc,
     error_responses,
 )
+from engine.api.principals import Caller, audit_entry
 from engine.api.problems import JsonResponse, Problem, bad_parameter, not_found
 from engine.api.schemas import (
     CursorParam,
@@ -51,7 +52,7 @@ def add_loan_routes(app: FastAPI, api: ApiContext) -> None:
         responses=error_responses(*BODY_ERRORS),
         openapi_extra=body_doc(LOAN_SCHEMA),
     )
-    def put_loan(loan_id: str, doc: JsonBody) -> Response:
+    def put_loan(loan_id: str, doc: JsonBody, who: Caller) -> Response:
         """Store the loan with the VIN-conflict alert it raises, in one transaction."""
         try:
             loan = parse_loan(loan_id, doc)
@@ -65,7 +66,14 @@ def add_loan_routes(app: FastAPI, api: ApiContext) -> None:
             if old is not None and old.vin != loan.vin:
                 stored.append(old)
             alerts = put_conflicts(stored, [loan], now, now)
-            api.store.put_loan(loan, alerts, now)
+            detail = {
+                "vin": loan.vin,
+                "status": loan.status.value,
+                "device_ids": list(loan.device_ids),
+                "replaced": old is not None,
+            }
+            audit = audit_entry(who, now, "loan.put", f"loan:{loan_id}", **detail)
+            api.store.put_loan(loan, alerts, now, audit)
         api.engine.put_loan(loan, alerts)
         if alerts:
             api.wake_dispatcher()
@@ -80,7 +88,7 @@ def add_loan_routes(app: FastAPI, api: ApiContext) -> None:
         responses=error_responses(*BODY_ERRORS),
         openapi_extra=body_doc(LOANS_IMPORT_SCHEMA),
     )
-    def import_loans(doc: JsonBody) -> Response:
+    def import_loans(doc: JsonBody, who: Caller) -> Response:
         """As many PUTs in array order, in one transaction: VIN conflicts are raised against
         the stored loans and the ones before in the array, exactly as the PUTs would."""
         try:
@@ -90,7 +98,9 @@ def add_loan_routes(app: FastAPI, api: ApiContext) -> None:
         with api.loan_lock:
             now = api.engine.now_ms()
             alerts = put_conflicts(api.store.all_loans(), loans, now, now)
-            api.store.put_loans(loans, alerts, now)
+            ids = [loan.loan_id for loan in loans]
+            audit = audit_entry(who, now, "loan.import", "loans", count=len(ids), loan_ids=ids[:50])
+            api.store.put_loans(loans, alerts, now, audit)
         for loan in loans:
             api.engine.put_loan(loan, alerts)
         if alerts:

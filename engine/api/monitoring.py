@@ -116,6 +116,7 @@ def add_monitoring_routes(app: FastAPI, api: ApiContext) -> None:
         },
     )
     def metrics() -> Response:
-        """Readings, rejects, alerts, batch latency, commit age, outbox depth, deliveries."""
-        text = render([engine.metrics, outbox, deliveries])
+        """Readings, rejects, alerts, batch latency, commit age, outbox depth, deliveries,
+        sign-ins."""
+        text = render([engine.metrics, outbox, deliveries, api.logins.metric_lines])
         return Response(text, media_type=PROMETHEUS_MEDIA_TYPE)

@@ -3,7 +3,9 @@ problems each route may answer with."""
 
 from __future__ import annotations
 
+from engine.api.credentials import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
 from engine.api.problems import PROBLEM_MEDIA_TYPE
+from engine.api.roles import NAME_RE, ROLES
 from engine.api.schemas import ALERT_TYPES, MAX_NOTE_CHARS
 from geofence.fence import FENCE_ID_PATTERN, MAX_RADIUS_M
 from lending.model import MAX_AMOUNT, VIN_RE
@@ -133,6 +135,49 @@ ACK_SCHEMA: dict[str, object] = {
     "type": "object",
     "properties": {"note": {"type": "string", "maxLength": MAX_NOTE_CHARS}},
 }
+NOTE_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "required": ["text"],
+    "properties": {"text": {"type": "string", "minLength": 1, "maxLength": MAX_NOTE_CHARS}},
+}
+ASSIGN_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "required": ["assignee"],
+    "properties": {
+        "assignee": {
+            "type": ["string", "null"],
+            "description": "an operator (role operator or admin); null unassigns",
+        }
+    },
+}
+_NAME: dict[str, object] = {"type": "string", "pattern": f"^{NAME_RE.pattern}$"}
+_PASSWORD: dict[str, object] = {
+    "type": "string",
+    "minLength": MIN_PASSWORD_CHARS,
+    "maxLength": MAX_PASSWORD_CHARS,
+}
+OPERATOR_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {
+        "role": {"enum": list(ROLES)},
+        "password": {
+            **_PASSWORD,
+            "description": "required to create an operator; given, it replaces the old one "
+            "and ends the operator's sessions; stored as a scrypt hash, never returned",
+        },
+    },
+}
+LOGIN_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "required": ["name", "password"],
+    "properties": {"name": {"type": "string"}, "password": {"type": "string"}},
+}
+TOKEN_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "required": ["name", "role"],
+    "properties": {"name": _NAME, "role": {"enum": list(ROLES)}},
+}
 
 
 def body_doc(schema: dict[str, object], *, required: bool = True) -> dict[str, object]:
@@ -146,22 +191,25 @@ def body_doc(schema: dict[str, object], *, required: bool = True) -> dict[str, o
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
-    """OpenAPI `responses` for the problems a route may answer (401 and 500 always)."""
+    """OpenAPI `responses` for the problems a route may answer (401, 403 and 500 always)."""
     descriptions = {
         400: "Malformed request or invalid query parameter",
         401: "Missing or invalid bearer token",
-        403: "A device token, on a route or for a device it does not admit",
+        403: "The caller's role does not admit the request (the problem names the role "
+        "needed), a device token where it does not admit, or a session without its CSRF token",
         404: "Not found",
+        409: "Conflict with the resource's state",
         413: "Request body too large",
         415: "Unsupported media type",
         422: "Validation error naming the field",
+        429: "Too many attempts: retry after Retry-After seconds",
         500: "Internal error",
         503: "Unavailable",
     }
     content = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     return {
         code: {"description": descriptions[code], "content": content}
-        for code in sorted({*codes, 401, 500})
+        for code in sorted({*codes, 401, 403, 500})
     }
 
 

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from alerts.model import iso_ms
 from engine.api.context import ApiContext
 from engine.api.openapi import error_responses
+from engine.api.principals import Caller, audit_entry
 from engine.api.problems import JsonResponse, not_found
 from engine.api.schemas import (
     CursorParam,
@@ -49,9 +50,12 @@ def add_operation_routes(app: FastAPI, api: ApiContext) -> None:
         delivery_id: Annotated[
             int, Path(description="From GET /v1/deliveries/dead.", ge=1, le=MAX_ROW_ID)
         ],
+        who: Caller,
     ) -> Response:
         """Move a dead delivery back to pending, due now."""
-        if not api.store.redeliver(delivery_id, api.engine.now_ms()):
+        now_ms = api.engine.now_ms()
+        audit = audit_entry(who, now_ms, "delivery.redeliver", f"delivery:{delivery_id}")
+        if not api.store.redeliver(delivery_id, now_ms, audit):
             raise not_found(f"there is no dead delivery {delivery_id}")
         api.wake_dispatcher()
         return JsonResponse({"delivery_id": delivery_id, "state": "pending"}, status_code=202)

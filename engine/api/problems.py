@@ -27,9 +27,11 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 TITLES: dict[str, str] = {
     "malformed-request": "Malformed request",
     "invalid-parameter": "Invalid query parameter",
-    "unauthorized": "Missing or invalid bearer token",
-    "forbidden": "The token does not admit this request",
+    "unauthorized": "Missing or invalid credentials",
+    "forbidden": "The credentials do not admit this request",
     "not-found": "Not found",
+    "conflict": "Conflict with the resource's state",
+    "too-many-requests": "Too many attempts",
     "method-not-allowed": "Method not allowed",
     "payload-too-large": "Request body too large",
     "unsupported-media-type": "Unsupported media type",

@@ -203,8 +203,9 @@ def parse_limit(value: str | None) -> int:
     return int(value)
 
 
-def parse_since_ms(value: str | None) -> int | None:
-    """`since` as epoch ms: an integer of milliseconds, or ISO-8601 with a UTC offset."""
+def parse_since_ms(value: str | None, name: str = "since") -> int | None:
+    """`since` (or the time parameter `name`) as epoch ms: an integer of milliseconds, or
+    ISO-8601 with a UTC offset."""
     if value is None:
         return None
     if value.isascii() and value.isdigit() and len(value) <= 15:
@@ -218,10 +219,10 @@ def parse_since_ms(value: str | None) -> int | None:
     except (ValueError, OverflowError):
         pass
     detail = (
-        "since must be epoch milliseconds or an ISO-8601 time with a UTC offset "
+        f"{name} must be epoch milliseconds or an ISO-8601 time with a UTC offset "
         f"(e.g. 2026-11-29T08:15:00Z), got {value!r}"
     )
-    raise bad_parameter("since", detail)
+    raise bad_parameter(name, detail)
 
 
 def parse_near(value: str) -> tuple[float, float, float]:
@@ -270,12 +271,30 @@ def webhook_json(hook: Webhook) -> dict[str, object]:
     return {"hook_id": hook.hook_id, "url": hook.url, "types": types}
 
 
-def alert_json(stored: StoredAlert) -> dict[str, object]:
-    """The DESIGN §4 alert plus `ack` ({at, note} or null)."""
+def alert_json(stored: StoredAlert, *, notes: bool = False) -> dict[str, object]:
+    """The DESIGN §4 alert plus `ack` ({at, by, note} or null) and its `case`
+    ({state, assignee, acknowledged_at/by, resolved_at/by}, and `notes` when asked)."""
     ack = None
+    case = stored.case
     if stored.acked_ms is not None:
-        ack = {"at": iso_ms(stored.acked_ms), "note": stored.ack_note}
-    return {**stored.alert, "ack": ack}
+        by = None if case is None else case.acked_by
+        ack = {"at": iso_ms(stored.acked_ms), "by": by, "note": stored.ack_note}
+    body: dict[str, object] = {**stored.alert, "ack": ack}
+    if case is not None:
+        shown: dict[str, object] = {
+            "state": case.state.value,
+            "assignee": case.assignee,
+            "acknowledged_at": None if case.acked_ms is None else iso_ms(case.acked_ms),
+            "acknowledged_by": case.acked_by,
+            "resolved_at": None if case.resolved_ms is None else iso_ms(case.resolved_ms),
+            "resolved_by": case.resolved_by,
+        }
+        if notes:
+            shown["notes"] = [
+                {"by": n.by, "at": iso_ms(n.at_ms), "text": n.text} for n in case.notes
+            ]
+        body["case"] = shown
+    return body
 
 
 def fix_json(state: DeviceState | None) -> dict[str, object] | None:

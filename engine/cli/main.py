@@ -20,6 +20,7 @@ from devices.readings import Reject
 from engine.cli.distributed import bridge_options, worker_options
 from engine.cli.gateway import gateway_options
 from engine.cli.lending_options import lending_options, load_lending
+from engine.cli.operators import operators_options
 from engine.cli.options import CliError
 from engine.cli.options import flag as _flag
 from engine.cli.options import option as _option
@@ -394,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(acl, "--engine-user", default="pledgewatch-engine", help="the engine's username")
     acl.set_defaults(func=cmd_broker_acl)
 
+    operators_options(sub.add_parser("operators", help="the console's operator accounts"))
     gateway_options(sub.add_parser("gateway", help="tracker protocols in, MQTT readings out"))
     bridge_options(sub.add_parser("bridge", help="distributed runtime: MQTT in, Kafka out"))
     worker_options(sub.add_parser("worker", help="distributed runtime: a Faust worker"))

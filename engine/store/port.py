@@ -18,6 +18,18 @@ from alerts.model import Alert
 from alerts.outbox import Attempt, Delivery, OutboxError, Webhook
 from devices.readings import Reading, Reject
 from engine.core.state import DeviceState, LoanState
+from engine.store.console_types import (
+    AlertCase,
+    ApiToken,
+    AuditEntry,
+    AuditQuery,
+    CaseChange,
+    CaseResult,
+    Operator,
+    PutOperator,
+    StoreKpis,
+    Track,
+)
 from geofence.fence import Fence
 from lending.model import Loan
 
@@ -73,7 +85,8 @@ class Committed:
 
 @dataclass(frozen=True, slots=True)
 class AlertQuery:
-    """Filters of `GET /v1/alerts`; results newest first (ts, then id)."""
+    """Filters of `GET /v1/alerts`; results newest first (ts, then id), or with `sort`
+    "severity" most severe first, then newest."""
 
     type: str | None = None
     loan_id: str | None = None
@@ -81,6 +94,11 @@ class AlertQuery:
     since_ms: int | None = None
     limit: int = 100
     cursor: str | None = None  # opaque, from the previous page
+    state: str | None = None  # of the case: open, acknowledged, resolved
+    assignee: str | None = None
+    severity: str | None = None
+    fence_id: str | None = None
+    sort: str = "ts"  # or "severity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +108,7 @@ class StoredAlert:
     alert: dict[str, object]  # the DESIGN §4 JSON
     acked_ms: int | None = None
     ack_note: str | None = None
+    case: AlertCase | None = None  # the operators' case (None: read without it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +161,13 @@ class Store(Protocol):
         store holds one: LeaseError if it was lost to another engine. StoreError when a
         lock was not free in time (the step is retried at the next call)."""
 
-    # fences, loans and webhooks: written by the API, read by the engine
-    def put_fences(self, fences: Sequence[Fence]) -> None:
+    # fences, loans and webhooks: written by the API, read by the engine. A change's
+    # `audit` entry, when given, is written in the change's transaction (and only if
+    # something changed).
+    def put_fences(self, fences: Sequence[Fence], audit: AuditEntry | None = None) -> None:
         """Insert or replace fences, all in one transaction."""
 
-    def delete_fence(self, fence_id: str) -> bool:
+    def delete_fence(self, fence_id: str, audit: AuditEntry | None = None) -> bool:
         """Delete a fence; False if there was none."""
 
     def get_fence(self, fence_id: str) -> Fence | None:
@@ -158,10 +179,18 @@ class Store(Protocol):
     def all_fences(self) -> list[Fence]:
         """Every fence (the engine builds its index from these)."""
 
-    def put_loan(self, loan: Loan, alerts: Sequence[Alert], now_ms: int) -> None:
+    def put_loan(
+        self, loan: Loan, alerts: Sequence[Alert], now_ms: int, audit: AuditEntry | None = None
+    ) -> None:
         """Insert or replace a loan, with the alerts that change raised, in one transaction."""
 
-    def put_loans(self, loans: Sequence[Loan], alerts: Sequence[Alert], now_ms: int) -> None:
+    def put_loans(
+        self,
+        loans: Sequence[Loan],
+        alerts: Sequence[Alert],
+        now_ms: int,
+        audit: AuditEntry | None = None,
+    ) -> None:
         """Insert or replace loans, with the alerts they raised, in one transaction."""
 
     def get_loan(self, loan_id: str) -> Loan | None:
@@ -176,7 +205,7 @@ class Store(Protocol):
     def loans_with_vin(self, vin: str) -> list[Loan]:
         """Loans whose car has this VIN (any status)."""
 
-    def put_webhook(self, hook: Webhook) -> None:
+    def put_webhook(self, hook: Webhook, audit: AuditEntry | None = None) -> None:
         """Insert or replace a webhook."""
 
     def get_webhook(self, hook_id: str) -> Webhook | None:
@@ -185,7 +214,7 @@ class Store(Protocol):
     def list_webhooks(self) -> list[Webhook]:
         """Every webhook."""
 
-    def delete_webhook(self, hook_id: str) -> bool:
+    def delete_webhook(self, hook_id: str, audit: AuditEntry | None = None) -> bool:
         """Delete a webhook and its pending deliveries; False if there was none."""
 
     # the engine
@@ -230,7 +259,7 @@ class Store(Protocol):
     def list_dead(self, cursor: str | None, limit: int) -> Page[Delivery]:
         """Deliveries that gave up, newest first."""
 
-    def redeliver(self, delivery_id: int, now_ms: int) -> bool:
+    def redeliver(self, delivery_id: int, now_ms: int, audit: AuditEntry | None = None) -> bool:
         """Move a DEAD delivery back to PENDING, due now, with a fresh retry window
         (attempts and age start again); False if it is not dead."""
 
@@ -241,8 +270,15 @@ class Store(Protocol):
     def get_alert(self, alert_id: str) -> StoredAlert | None:
         """One alert, or None."""
 
-    def ack_alert(self, alert_id: str, note: str | None, now_ms: int) -> bool:
-        """Record an operator's acknowledgement; False if there is no such alert."""
+    def ack_alert(
+        self, alert_id: str, note: str | None, now_ms: int, audit: AuditEntry | None = None
+    ) -> bool:
+        """Record an operator's acknowledgement (the audit entry's actor acknowledged);
+        False if there is no such alert."""
+
+    def change_case(self, alert_id: str, change: CaseChange, audit: AuditEntry) -> CaseResult:
+        """Apply a case action by `audit.actor` at `audit.at_ms`, with its audit entry, in
+        one transaction."""
 
     def list_rejects(self, cursor: str | None, limit: int) -> Page[StoredReject]:
         """Dead letters (rejected input), newest first."""
@@ -251,15 +287,75 @@ class Store(Protocol):
         """Stored readings (all, or of one device)."""
 
     # device tokens of the HTTP inputs: written by the API, read by its guard
-    def put_device_token(self, device_id: str, token_sha256: str, created_ms: int) -> bool:
+    def put_device_token(
+        self,
+        device_id: str,
+        token_sha256: str,
+        created_ms: int,
+        audit: AuditEntry | None = None,
+    ) -> bool:
         """Store the SHA-256 (hex) of a device's new token, replacing its earlier one; True
         if one was replaced."""
 
     def get_device_token(self, device_id: str) -> IssuedToken | None:
         """Whether a device has a token and since when; None if it has none."""
 
-    def delete_device_token(self, device_id: str) -> bool:
+    def delete_device_token(self, device_id: str, audit: AuditEntry | None = None) -> bool:
         """Revoke a device's token; False if it had none."""
 
     def device_for_token(self, token_sha256: str) -> str | None:
         """The device whose token has this SHA-256 (hex), or None."""
+
+    # the operator console (console_sql.py): accounts, sessions, machine tokens, audit
+    def put_operator(
+        self, name: str, role: str, password_hash: str | None, audit: AuditEntry
+    ) -> PutOperator:
+        """Create an operator or change its role (and password, when given: its sessions
+        end); a new one needs a password."""
+
+    def get_operator(self, name: str) -> Operator | None:
+        """One operator, or None."""
+
+    def list_operators(self) -> list[Operator]:
+        """Every operator, by name."""
+
+    def delete_operator(self, name: str, audit: AuditEntry) -> bool:
+        """Delete an operator and its sessions; False if there was none."""
+
+    def operator_login(self, name: str) -> tuple[str, str] | None:
+        """(role, password hash) of an operator, or None."""
+
+    def create_session(
+        self, session_sha256: str, name: str, expires_ms: int, audit: AuditEntry
+    ) -> bool:
+        """Store a new session of an operator (the SHA-256 of its id); False if the
+        operator no longer exists. Expired sessions are deleted on the way."""
+
+    def session_operator(self, session_sha256: str, now_ms: int) -> tuple[str, str] | None:
+        """(name, role) of the operator of an unexpired session, or None."""
+
+    def delete_session(self, session_sha256: str, audit: AuditEntry) -> bool:
+        """End a session; False if there was none."""
+
+    def create_api_token(self, name: str, role: str, token_sha256: str, audit: AuditEntry) -> bool:
+        """Store a new machine token (its SHA-256); False if the name is taken."""
+
+    def list_api_tokens(self) -> list[ApiToken]:
+        """Every machine token, by name (never the token)."""
+
+    def delete_api_token(self, name: str, audit: AuditEntry) -> bool:
+        """Revoke a machine token; False if there was none."""
+
+    def api_token_role(self, token_sha256: str) -> tuple[str, str] | None:
+        """(name, role) of the machine token with this SHA-256, or None."""
+
+    def list_audit(self, query: AuditQuery) -> Page[AuditEntry]:
+        """Audit entries, newest first."""
+
+    def track(self, device_id: str, since_ms: int, until_ms: int, max_fixes: int) -> Track:
+        """A device's stored gps fixes with `since_ms <= ts_ms < until_ms`, oldest first;
+        thinned to about `max_fixes` when there are more."""
+
+    def kpis(self, since_ms: int, until_ms: int) -> StoreKpis:
+        """Alerts per hour by type, times to acknowledge and resolve, deliveries by state,
+        rejects by reason, over `[since_ms, until_ms)`."""

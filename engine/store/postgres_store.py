@@ -44,6 +44,8 @@ from psycopg.rows import TupleRow
 
 from alerts.model import Alert
 from engine.core.state import DeviceState, LoanState, device_from_json, loan_from_json
+from engine.store.console_schema import POSTGRES_V6
+from engine.store.console_sql import ConsoleSql
 from engine.store.port import Batch, Committed, StoreConfigError, StoreError
 from engine.store.postgres_lease import PostgresLease
 from engine.store.postgres_partitions import CREATE_DEFAULT, drop_before, prepare
@@ -67,7 +69,7 @@ from engine.store.rows import (
     batch_rows,
 )
 from engine.store.secret_box import SecretBox, load_secret_box
-from engine.store.sql_base import INSERT_MIGRATION, SqlStore, clock_ms
+from engine.store.sql_base import INSERT_MIGRATION, clock_ms
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +137,7 @@ def _dsn_schema(dsn: str) -> str | None:
     return None if m is None else m.group(1).strip('"')
 
 
-class PostgresStore(SqlStore[Cursor]):
+class PostgresStore(ConsoleSql[Cursor]):
     """`Store` on PostgreSQL; every table in `schema`."""
 
     PARAM = "%s"
@@ -314,6 +316,7 @@ class PostgresStore(SqlStore[Cursor]):
                 (3, self._migrate_v3),
                 (4, self._migrate_v4),
                 (5, self._migrate_v5),
+                (6, self._migrate_v6),
             )
             for version, step in steps:
                 if version in done or (target is not None and version > target):
@@ -358,6 +361,11 @@ class PostgresStore(SqlStore[Cursor]):
     def _migrate_v5(self, cur: Cursor) -> None:
         """Per-device tokens of the HTTP inputs."""
         for statement in DEVICE_TOKENS_DDL:
+            cur.execute(statement)
+
+    def _migrate_v6(self, cur: Cursor) -> None:
+        """The operator console: accounts, sessions, tokens, audit, alert cases."""
+        for statement in POSTGRES_V6:
             cur.execute(statement)
 
     def _default_secrets(self) -> SecretBox:

@@ -1,10 +1,10 @@
 """The row codecs both store backends share.
 
 Everything here is pure: readings, rejects, alerts, states, consumer rows and whole batches
-become row tuples, rows become `Fence`, `Loan`, `Webhook`, `Delivery`, `Reject`,
-`StoredAlert` values and consumer docs, and page cursors are encoded and checked. The SQL
-both backends run is in `sql_base.py`; each backend keeps its own connections,
-transactions and bulk writes.
+become row tuples, rows become `Fence`, `Loan`, `Webhook`, `Delivery` and `Reject`
+values and consumer docs, and page cursors are encoded and checked. The SQL both backends
+run is in `sql_base.py` (the alert queue's in `console_queries.py`); each backend keeps its
+own connections, transactions and bulk writes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from alerts.model import Alert
 from alerts.outbox import Delivery, DeliveryState, Webhook, order_key
 from devices.readings import GpsFix, Reading, Reject, RejectReason, StatusReport, Vibration
 from engine.core.state import DeviceState, LoanState, device_to_json, loan_to_json
-from engine.store.port import AlertQuery, Batch, ConsumerRow, Page, StoredAlert, StoredReject
+from engine.store.port import Batch, ConsumerRow, Page, StoredReject
 from engine.store.secret_box import SecretBox, SecretBoxError, UnreadableSecret
 from geofence.fence import Fence, fence_to_feature, parse_fence
 from lending.model import Loan, parse_loan
@@ -369,11 +369,6 @@ def delivery_from_row(row: Sequence[Any]) -> Delivery:
     )
 
 
-def stored_alert_from_row(body: str | bytes, acked_ms: int | None, note: str | None) -> StoredAlert:
-    """A stored alert from its JSON body and acknowledgement."""
-    return StoredAlert(alert=_json(body), acked_ms=acked_ms, ack_note=note)
-
-
 def reject_from_row(row: Sequence[Any]) -> StoredReject:
     """A dead letter from a row in `REJECT_COLUMNS` order, then `received_ms`."""
     topic, reason, detail, device_id, index, raw, received_ms = row[:7]
@@ -424,27 +419,3 @@ def make_page(
     """A page from up to `limit + 1` rows: the extra row only says that there is a next page."""
     items = [item(row) for row in rows[:limit]]
     return Page(items, cursor(rows[limit - 1]) if len(rows) > limit else None)
-
-
-def alert_where(query: AlertQuery, placeholder: str) -> tuple[str, list[object]]:
-    """The WHERE clause and parameters of `list_alerts` (`placeholder`: `?` or `%s`),
-    with the page size plus one (to know whether there is a next page) as the last one."""
-    conds: list[str] = []
-    params: list[object] = []
-    for column, value in (
-        ("type", query.type),
-        ("loan_id", query.loan_id),
-        ("device_id", query.device_id),
-    ):
-        if value is not None:
-            conds.append(f"{column} = {placeholder}")
-            params.append(value)
-    if query.since_ms is not None:
-        conds.append(f"ts_ms >= {placeholder}")
-        params.append(query.since_ms)
-    if query.cursor is not None:
-        conds.append(f"(ts_ms, id) < ({placeholder}, {placeholder})")
-        params.extend(decode_cursor("alert", query.cursor, (int, str)))
-    where = f"WHERE {' AND '.join(conds)} " if conds else ""
-    params.append(check_limit(query.limit) + 1)
-    return where, params

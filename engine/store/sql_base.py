@@ -22,11 +22,12 @@ import orjson
 from alerts.model import Alert
 from alerts.outbox import Attempt, Delivery, Webhook
 from engine.core.state import DeviceState, device_from_json
-from engine.store.port import AlertQuery, IssuedToken, Page, StoredAlert, StoredReject
+from engine.store.audit_sql import INSERT_AUDIT, audit_row
+from engine.store.console_types import AuditEntry
+from engine.store.port import IssuedToken, Page, StoredReject
 from engine.store.rows import (
     DELIVERY_COLUMNS,
     DELIVERY_INSERT_COLUMNS,
-    alert_where,
     check_limit,
     consumer_doc_from_row,
     decode_cursor,
@@ -40,7 +41,6 @@ from engine.store.rows import (
     loan_row,
     make_page,
     reject_from_row,
-    stored_alert_from_row,
     webhook_from_row,
     webhook_row,
 )
@@ -168,10 +168,21 @@ class SqlStore(ABC, Generic[Tx]):
     def _sql(self, template: str) -> str:
         return dialect_sql(template, self.PARAM, self.JSON_TEXT, self.JSON_PARAM)
 
-    def _execute(self, template: str, params: Sequence[object]) -> int:
-        """One statement in its own write transaction; the rows it changed."""
+    def _execute(
+        self, template: str, params: Sequence[object], audit: AuditEntry | None = None
+    ) -> int:
+        """One statement in its own write transaction, with `audit` if it changed a row;
+        the rows it changed."""
         with self._transaction() as tx:
-            return tx.execute(self._sql(template), params).rowcount
+            changed = tx.execute(self._sql(template), params).rowcount
+            if changed > 0:
+                self._audit(tx, audit)
+            return changed
+
+    def _audit(self, tx: Tx, audit: AuditEntry | None) -> None:
+        """Write an audit entry in the transaction of its change."""
+        if audit is not None:
+            tx.execute(self._sql(INSERT_AUDIT), audit_row(audit))
 
     def _write_alerts(self, tx: Tx, alerts: Sequence[tuple[Alert, bytes]], now_ms: int) -> None:
         """Insert new alerts and, for those only, one delivery per webhook that wants them."""
@@ -218,11 +229,12 @@ class SqlStore(ABC, Generic[Tx]):
 
     # fences, loans and webhooks
 
-    def put_fences(self, fences: Sequence[Fence]) -> None:
+    def put_fences(self, fences: Sequence[Fence], audit: AuditEntry | None = None) -> None:
         """Insert or replace fences, all in one transaction."""
         now_ms = clock_ms()
         rows = [fence_row(f, now_ms) for f in fences]
         with self._transaction() as tx:
+            self._audit(tx, audit)
             tx.executemany(
                 self._sql(
                     "INSERT INTO fences (id, kind, feature, updated_ms) VALUES (?, ?, ?, ?) "
@@ -232,9 +244,9 @@ class SqlStore(ABC, Generic[Tx]):
                 rows,
             )
 
-    def delete_fence(self, fence_id: str) -> bool:
+    def delete_fence(self, fence_id: str, audit: AuditEntry | None = None) -> bool:
         """Delete a fence; False if there was none."""
-        return self._execute("DELETE FROM fences WHERE id = ?", (fence_id,)) > 0
+        return self._execute("DELETE FROM fences WHERE id = ?", (fence_id,), audit) > 0
 
     def get_fence(self, fence_id: str) -> Fence | None:
         """One fence, or None."""
@@ -260,16 +272,25 @@ class SqlStore(ABC, Generic[Tx]):
         rows = self._query(self._sql("SELECT id, feature{text} FROM fences ORDER BY id"))
         return [fence_from_row(fence_id, feature) for fence_id, feature in rows]
 
-    def put_loan(self, loan: Loan, alerts: Sequence[Alert], now_ms: int) -> None:
+    def put_loan(
+        self, loan: Loan, alerts: Sequence[Alert], now_ms: int, audit: AuditEntry | None = None
+    ) -> None:
         """Insert or replace a loan, with the alerts that change raised, in one transaction."""
-        self.put_loans([loan], alerts, now_ms)
+        self.put_loans([loan], alerts, now_ms, audit)
 
-    def put_loans(self, loans: Sequence[Loan], alerts: Sequence[Alert], now_ms: int) -> None:
+    def put_loans(
+        self,
+        loans: Sequence[Loan],
+        alerts: Sequence[Alert],
+        now_ms: int,
+        audit: AuditEntry | None = None,
+    ) -> None:
         """Insert or replace loans, with the alerts they raised, in one transaction."""
         rows = [loan_row(loan, now_ms) for loan in loans]
         encoded = encode_alerts(alerts)
         with self._transaction() as tx:
             tx.executemany(self._sql(UPSERT_LOAN), rows)
+            self._audit(tx, audit)
             self._write_alerts(tx, encoded, now_ms)
 
     def get_loan(self, loan_id: str) -> Loan | None:
@@ -300,7 +321,7 @@ class SqlStore(ABC, Generic[Tx]):
         )
         return [loan_from_row(loan_id, doc) for loan_id, doc in rows]
 
-    def put_webhook(self, hook: Webhook) -> None:
+    def put_webhook(self, hook: Webhook, audit: AuditEntry | None = None) -> None:
         """Insert or replace a webhook."""
         # An upsert, never INSERT OR REPLACE: replacing deletes the row, and the cascade
         # would take the hook's pending deliveries with it.
@@ -309,6 +330,7 @@ class SqlStore(ABC, Generic[Tx]):
             "ON CONFLICT (id) DO UPDATE SET url = excluded.url, secret = excluded.secret, "
             "types = excluded.types",
             webhook_row(hook, self.secrets),
+            audit,
         )
 
     def get_webhook(self, hook_id: str) -> Webhook | None:
@@ -321,9 +343,9 @@ class SqlStore(ABC, Generic[Tx]):
         rows = self._query(self._sql(SELECT_WEBHOOKS + " ORDER BY id"))
         return [webhook_from_row(r, self.secrets) for r in rows]
 
-    def delete_webhook(self, hook_id: str) -> bool:
+    def delete_webhook(self, hook_id: str, audit: AuditEntry | None = None) -> bool:
         """Delete a webhook and its deliveries (pending ones included); False if none."""
-        return self._execute("DELETE FROM webhooks WHERE id = ?", (hook_id,)) > 0
+        return self._execute("DELETE FROM webhooks WHERE id = ?", (hook_id,), audit) > 0
 
     # the outbox
 
@@ -378,7 +400,7 @@ class SqlStore(ABC, Generic[Tx]):
         )
         return make_page(rows, limit, delivery_from_row, lambda r: encode_cursor("dead", r[0]))
 
-    def redeliver(self, delivery_id: int, now_ms: int) -> bool:
+    def redeliver(self, delivery_id: int, now_ms: int, audit: AuditEntry | None = None) -> bool:
         """Move a DEAD delivery back to PENDING, due now, with a fresh retry window
         (attempts and age start again); False if it is not dead."""
         changed = self._execute(
@@ -386,40 +408,11 @@ class SqlStore(ABC, Generic[Tx]):
             "created_ms = ?, attempts = 0, claimed_until_ms = 0 "
             "WHERE id = ? AND state = 'dead'",
             (now_ms, now_ms, delivery_id),
+            audit,
         )
         return changed > 0
 
     # queries of the API
-
-    def list_alerts(self, query: AlertQuery) -> Page[StoredAlert]:
-        """Alerts, newest first (ts, then id)."""
-        where, params = alert_where(query, self.PARAM)
-        rows = self._query(
-            self._sql("SELECT body{text}, acked_ms, ack_note, ts_ms, id FROM alerts ")
-            + where
-            + self._sql("ORDER BY ts_ms DESC, id DESC LIMIT ?"),
-            params,
-        )
-        return make_page(
-            rows,
-            query.limit,
-            lambda r: stored_alert_from_row(r[0], r[1], r[2]),
-            lambda r: encode_cursor("alert", r[3], r[4]),
-        )
-
-    def get_alert(self, alert_id: str) -> StoredAlert | None:
-        """One alert, or None."""
-        rows = self._query(
-            self._sql("SELECT body{text}, acked_ms, ack_note FROM alerts WHERE id = ?"), (alert_id,)
-        )
-        return stored_alert_from_row(*rows[0]) if rows else None
-
-    def ack_alert(self, alert_id: str, note: str | None, now_ms: int) -> bool:
-        """Record an operator's acknowledgement; False if there is no such alert."""
-        changed = self._execute(
-            "UPDATE alerts SET acked_ms = ?, ack_note = ? WHERE id = ?", (now_ms, note, alert_id)
-        )
-        return changed > 0
 
     def list_rejects(self, cursor: str | None, limit: int) -> Page[StoredReject]:
         """Dead letters (rejected input), newest first."""
@@ -446,7 +439,13 @@ class SqlStore(ABC, Generic[Tx]):
 
     # device tokens of the HTTP inputs: only their SHA-256 is stored
 
-    def put_device_token(self, device_id: str, token_sha256: str, created_ms: int) -> bool:
+    def put_device_token(
+        self,
+        device_id: str,
+        token_sha256: str,
+        created_ms: int,
+        audit: AuditEntry | None = None,
+    ) -> bool:
         """Store the SHA-256 (hex) of a device's new token, replacing its earlier one; True
         if one was replaced."""
         with self._transaction() as tx:
@@ -454,6 +453,7 @@ class SqlStore(ABC, Generic[Tx]):
                 self._sql("SELECT 1 FROM device_tokens WHERE device_id = ?"), (device_id,)
             ).fetchall()
             tx.execute(self._sql(UPSERT_DEVICE_HASH), (device_id, token_sha256, created_ms))
+            self._audit(tx, audit)
         return bool(found)
 
     def get_device_token(self, device_id: str) -> IssuedToken | None:
@@ -463,9 +463,10 @@ class SqlStore(ABC, Generic[Tx]):
         )
         return IssuedToken(device_id, int(rows[0][0])) if rows else None
 
-    def delete_device_token(self, device_id: str) -> bool:
+    def delete_device_token(self, device_id: str, audit: AuditEntry | None = None) -> bool:
         """Revoke a device's token; False if it had none."""
-        return self._execute("DELETE FROM device_tokens WHERE device_id = ?", (device_id,)) > 0
+        sql = "DELETE FROM device_tokens WHERE device_id = ?"
+        return self._execute(sql, (device_id,), audit) > 0
 
     def device_for_token(self, token_sha256: str) -> str | None:
         """The device whose token has this SHA-256 (hex), or None: one lookup in the unique

@@ -28,6 +28,8 @@ import orjson
 
 from alerts.model import Alert
 from engine.core.state import DeviceState, LoanState, device_from_json, loan_from_json
+from engine.store.console_schema import SQLITE_V6
+from engine.store.console_sql import ConsoleSql
 from engine.store.file_lease import FileLease, lock_path
 from engine.store.port import Batch, Committed, StoreConfigError, StoreError
 from engine.store.rows import (
@@ -39,7 +41,7 @@ from engine.store.rows import (
     batch_rows,
 )
 from engine.store.secret_box import SecretBox, key_path, load_secret_box
-from engine.store.sql_base import INSERT_MIGRATION, SqlStore, clock_ms, insert_sql
+from engine.store.sql_base import INSERT_MIGRATION, clock_ms, insert_sql
 
 # Failures of the environment, not of our SQL: the caller may retry the whole operation.
 _RETRYABLE = frozenset(
@@ -202,6 +204,9 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE UNIQUE INDEX device_tokens_hash ON device_tokens (token_sha256)",
         ),
     ),
+    # The operator console (DESIGN §9): operators, sessions, machine tokens, the audit log,
+    # alert cases and their notes (console_schema.py).
+    (6, SQLITE_V6),
 )
 _SEAL_SECRETS_VERSION = 3
 
@@ -212,7 +217,7 @@ def _create_private(path: Path) -> None:
     os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
 
-class SqliteStore(SqlStore[sqlite3.Connection]):
+class SqliteStore(ConsoleSql[sqlite3.Connection]):
     """`Store` on one SQLite file (created with its directory if missing)."""
 
     PARAM = "?"
