@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import psycopg
 import pytest
@@ -144,6 +145,12 @@ def in_background(work: Callable[[], None]) -> threading.Thread:
 def wait_ids(receiver: Receiver, want: set[str], cluster: Cluster, timeout_s: float = 90) -> None:
     ok = receiver.wait_for(lambda rs: {str(r.alert["id"]) for r in rs} >= want, timeout_s)
     got = set(receiver.ids())
+    if not ok:
+        for p in (*cluster.workers, *cluster.bridges):  # shown with the failure
+            print(f"--- {p.log_path}\n{p.log_tail(200_000)}")
+        for w in cluster.workers:
+            if w.running():
+                print(f"--- metrics of {w.log_path.name}\n{httpx.get(w.metrics_url).text}")
     assert ok, (len(got & want), len(want), sorted(got - want)[:5], cluster.logs())
 
 

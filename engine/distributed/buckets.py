@@ -32,6 +32,14 @@ def table_key(space: str, partition: int, bucket: int) -> bytes:
     return f"{space}/{partition}/{bucket}".encode()
 
 
+OFFSET_SPACE = "o"
+
+
+def offset_key(partition: int) -> bytes:
+    """The table key holding the last record offset a partition's checkpoint includes."""
+    return table_key(OFFSET_SPACE, partition, 0)
+
+
 def parse_table_key(key: bytes) -> tuple[str, int, int] | None:
     """(space, partition, bucket) of a table key; None if it is not one of ours."""
     parts = key.decode("utf-8", "replace").split("/")

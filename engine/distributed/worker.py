@@ -41,7 +41,7 @@ from alerts.model import Alert
 from devices.readings import Reading
 from engine.core.config import Config
 from engine.core.state import DeviceState
-from engine.distributed.buckets import parse_table_key
+from engine.distributed.buckets import offset_key, parse_table_key
 from engine.distributed.fleet import Fleet
 from engine.distributed.kafka_io import ensure_topics
 from engine.distributed.partitions import Partitions
@@ -93,6 +93,7 @@ class WorkerCounters:
     checkpoints: int = 0
     table_writes: int = 0
     bad_records: int = 0
+    skipped_ahead: int = 0  # records fetched before a rebalance, left for after its seek
     processed: dict[tuple[str, int], int] = field(default_factory=dict)  # last offset stepped
 
 
@@ -127,6 +128,10 @@ class Worker:
         self._lock = asyncio.Lock()
         self._last_checkpoint = time.monotonic()
         self._settled = False  # True from a rebalance's recovery to the next rebalance
+        self.applied: dict[tuple[str, int], int] = {}  # the last offset each stage stepped
+        self.catching_up: set[tuple[str, int]] = set()  # restored, next offset not seen yet
+        self._rewound: dict[tuple[str, int], int] = {}  # the offset each was last rewound to
+        self._rewinds: list[tuple[str, int, int, int]] = []  # to do: topic, partition, to, seen
         self.app = self._app(web)
 
     def now_ms(self) -> int:
@@ -232,14 +237,15 @@ class Worker:
         for partition, batch in _by_partition(events).items():
             if partition not in self.parts.devices:
                 self._take_devices(partition)
-            self._hold(stream, READINGS, partition, batch)
-            records = [(e.value, e.message.offset) for e in batch]
+            fresh = self._in_order(stream, READINGS, partition, batch)
+            records = [(e.value, e.message.offset) for e in fresh]
             out = self.parts.step_readings(partition, records, now)
             routed.events += out.events
             routed.alerts += out.alerts
             self.held.accepted += out.accepted
-            self.counters.readings += len(batch)
+            self.counters.readings += len(fresh)
         await self._send(routed)
+        await self._rewind()
         await self._maybe_checkpoint()
 
     async def _loans(self, stream: Any, events: Sequence[Event]) -> None:
@@ -247,12 +253,69 @@ class Worker:
         for partition, batch in _by_partition(events).items():
             if partition not in self.parts.loan_stages:
                 self._take_loans(partition)
-            self._hold(stream, LOAN_EVENTS, partition, batch)
-            records = [(e.value, e.message.offset) for e in batch]
+            fresh = self._in_order(stream, LOAN_EVENTS, partition, batch)
+            records = [(e.value, e.message.offset) for e in fresh]
             alerts = self.parts.feed_loans(partition, records, now)
-            self.counters.loan_events += len(batch)
+            self.counters.loan_events += len(fresh)
             await self._send(Routed(alerts=alerts))
+        await self._rewind()
         await self._maybe_checkpoint()
+
+    async def _rewind(self) -> None:
+        """Seek the partitions whose records came ahead of their restored state back to the
+        first record the state lacks."""
+        rewinds, self._rewinds = self._rewinds, []
+        for topic, partition, to, seen in rewinds:
+            _log.warning(
+                "%s/%d: record %d came before %d, the first its restored state lacks: "
+                "rewinding to %d",
+                topic,
+                partition,
+                seen,
+                to,
+                to,
+            )
+            await self.app.consumer.seek(_tp(topic, partition), to)
+
+    def _in_order(
+        self, stream: Any, topic: str, partition: int, batch: Sequence[Event]
+    ) -> list[Event]:
+        """The records of `batch` that come next in the partition's log; holds those it
+        takes and those already in the stage's state.
+
+        A stage steps each record once, in offset order. After a rebalance the stage is
+        restored from the table as of its last checkpoint (offset N) and Faust seeks to the
+        committed offset, normally at most N + 1, so records up to N come again: they are in
+        the state already, held for the next checkpoint but not stepped. A record ahead of
+        N + 1 first (a committed offset past the table, records buffered before the
+        rebalance) would make the stage skip what lies between: it is left, and the
+        partition is rewound to N + 1 (`_rewind`), once per offset."""
+        key = (topic, partition)
+        last = self.applied.get(key, -1)
+        fresh: list[Event] = []
+        kept: list[Event] = []
+        for event in batch:
+            offset = event.message.offset
+            if offset <= last:
+                kept.append(event)  # in the state already
+            elif key in self.catching_up and offset != last + 1:
+                # Never acked: Faust commits the first run of acked offsets of a partition
+                # with no commit yet even if it starts past the first record (and takes a
+                # committed 0 for none), so an ack here could commit what no stage stepped.
+                # The record comes again after the rewind and is acked then, by offset.
+                event.message.incref()
+                self.counters.skipped_ahead += 1
+                if self._rewound.get(key) != last + 1:
+                    self._rewound[key] = last + 1
+                    self._rewinds.append((topic, partition, last + 1, offset))
+            else:
+                self.catching_up.discard(key)
+                fresh.append(event)
+                last = offset
+        self.applied[key] = last
+        if kept or fresh:
+            self._hold(stream, topic, partition, [*kept, *fresh])
+        return fresh
 
     def _hold(self, stream: Any, topic: str, partition: int, batch: Sequence[Event]) -> None:
         """Keep the records unacknowledged until the next checkpoint has written their
@@ -310,12 +373,24 @@ class Worker:
         return out
 
     def _take_devices(self, partition: int) -> None:
-        n = self.parts.assign_devices(partition, self._table_values(self.devices_table, partition))
-        _log.info("readings partition %d: %d device states restored", partition, n)
+        values = self._table_values(self.devices_table, partition)
+        n = self.parts.assign_devices(partition, values)
+        at = self._restored_offset(READINGS, partition, values)
+        _log.info("readings partition %d: %d device states restored (offset %d)", partition, n, at)
 
     def _take_loans(self, partition: int) -> None:
-        n = self.parts.assign_loans(partition, self._table_values(self.loans_table, partition))
-        _log.info("loan-events partition %d: %d loan folds restored", partition, n)
+        values = self._table_values(self.loans_table, partition)
+        n = self.parts.assign_loans(partition, values)
+        at = self._restored_offset(LOAN_EVENTS, partition, values)
+        _log.info("loan-events partition %d: %d loan folds restored (offset %d)", partition, n, at)
+
+    def _restored_offset(self, topic: str, partition: int, values: dict[bytes, bytes]) -> int:
+        """The last record the restored state holds: the stage steps from the next one."""
+        raw = values.get(offset_key(partition))
+        at = int(raw) if raw is not None else -1
+        self.applied[(topic, partition)] = at
+        self.catching_up.add((topic, partition))
+        return at
 
     def _revoke(self, revoked: set[Any]) -> None:
         readings = [tp.partition for tp in revoked if tp.topic == READINGS]
@@ -329,6 +404,9 @@ class Worker:
         ]
         for key in gone:
             self.held.last.pop(key, None)
+            self.applied.pop(key, None)
+            self.catching_up.discard(key)
+            self._rewound.pop(key, None)
         if readings or loans:
             _log.info("partitions taken away: readings %s, loan-events %s", readings, loans)
 
@@ -364,6 +442,7 @@ class Worker:
                 else:
                     values = self.parts.loan_buckets(partition)
                     table = self.loans_table
+                values[offset_key(partition)] = str(self.applied[(topic, partition)]).encode()
                 with as_current(event):
                     for key, value in values.items():
                         table[key] = value
@@ -376,6 +455,12 @@ class Worker:
             for stream, event in held.events:
                 await stream.ack(event)
             self.counters.checkpoints += 1
+            if held.last:
+                done = ", ".join(
+                    f"{t.rsplit('.', 1)[-1]}/{p}@{self.applied.get((t, p), -1)}"
+                    for t, p in sorted(held.last)
+                )
+                _log.info("checkpoint %d: %s", self.counters.checkpoints, done)
 
     # -- metrics
     def metric_lines(self) -> list[str]:

@@ -164,8 +164,13 @@ class ClusterProcess(LoggedProcess):
             base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=timeout_s
         )
 
+    @property
+    def metrics_url(self) -> str:
+        """The worker's `/metrics`."""
+        return f"http://{HOST}:{self.metrics_port}/metrics"
+
     def metrics(self) -> Metrics:
         """Scrape the worker's `/metrics`."""
-        r = httpx.get(f"http://{HOST}:{self.metrics_port}/metrics", timeout=5.0)
+        r = httpx.get(self.metrics_url, timeout=5.0)
         r.raise_for_status()
         return Metrics.parse(r.text)
