@@ -36,6 +36,7 @@ from benchmarks.common import (
     write_json,
 )
 from benchmarks.engine_bare import run_bare, subscribe_worker
+from benchmarks.engine_fold import compare_fold, fold_report, live_batches
 from benchmarks.engine_latency import run_latency
 from benchmarks.engine_memory import run_memory
 from benchmarks.engine_profile import profile_engine
@@ -62,6 +63,11 @@ WORKERS: dict[str, Callable[[Sequence[str]], int]] = {
     "_subscribe": subscribe_worker,
 }
 """The helper processes: `python -m benchmarks.bench_engine _publish|_subscribe ...`."""
+
+
+def fast_path_env(args: argparse.Namespace) -> dict[str, str]:
+    """The engine's environment for `--fast-path`."""
+    return {} if args.fast_path == "on" else {"PLEDGEWATCH_FAST_PATH": "0"}
 
 
 def measure(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], list[ThroughputRun]]:
@@ -107,7 +113,7 @@ def measure(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], list[
     try:
         with (
             database(args, work, "main") as (db_url, count_rows),
-            engine_process(broker, db_url, work, "pw-bench") as engine,
+            engine_process(broker, db_url, work, "pw-bench", fast_path_env(args)) as engine,
         ):
             log("starting pledgewatch run")
             engine.start(START_TIMEOUT_S)
@@ -180,6 +186,12 @@ def measure(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], list[
     finally:
         pool.kill_children()
         broker.stop()
+    if args.fold:
+        log("Engine.process with the batch step and the fold alone, the same messages")
+        doc["fold"] = compare_fold(
+            args, work, fleet, sz.devices, live, arrays, live_batches(runs, arrays)
+        )
+        checks["fold"] = doc["fold"]["check"]
     if args.profile:
         log("profile: Engine.process in this process, the same messages, timed then cProfiled")
         lat = doc["latency"]["counters"]
@@ -213,6 +225,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--mem-fixes", type=int, help="readings per device, first two memory rounds")
     p.add_argument("--mem-more-fixes", type=int, help="readings per device, third round")
     p.add_argument("--no-profile", dest="profile", action="store_false", help="skip cProfile")
+    p.add_argument(
+        "--no-fold", dest="fold", action="store_false", help="skip the batch step vs fold run"
+    )
+    p.add_argument(
+        "--fast-path",
+        choices=("on", "off"),
+        default="on",
+        help="the batch step of the engine under load (off: PLEDGEWATCH_FAST_PATH=0)",
+    )
     p.add_argument("--profile-readings", type=int, help="readings per timed and profiled pass")
     p.add_argument("--work-dir", type=Path, help="keep logs and files here (default: temp)")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
@@ -244,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc["machine"] = info
     doc["mosquitto"] = mosquitto_version()
     text = report(doc, runs, args)
+    if "fold" in doc:
+        text += "\n\n" + "\n".join(fold_report(doc["fold"]))
     print(text)
     out: dict[str, object] = {
         "benchmark": "bench_engine",
@@ -257,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "publishers": args.publishers,
             "quick": args.quick,
             "engine": "pledgewatch run, defaults (max_batch 1000, Receive Maximum 2000)",
+            "fast_path": args.fast_path,
         },
         "setup": doc["setup"],
         "runs": [r.as_json() for r in runs],
@@ -270,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "memory": {"engine_a": doc["memory_a"], "engine_b": doc["memory_b"]},
         "engine_totals": doc["engine_totals"],
         "profile": doc.get("profile"),
+        "fold": doc.get("fold"),
         "checks": checks,
         "table": text,
         "elapsed_s": round(time.perf_counter() - started, 1),

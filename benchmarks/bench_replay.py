@@ -4,9 +4,11 @@
                                       [--seed S]
 
 Generates (seeded, into a temp dir) a readings JSONL in the DESIGN §7 format, a fences
-GeoJSON and a loans JSON, then times (a) the baseline: read, orjson-parse, `decode`, raw
-STRtree lookup in batches; (b) `engine.runtime.replay.Replay` in-process; (c) `pledgewatch replay`
-as a subprocess. Then profiles (b) once. See benchmarks/README.md.
+GeoJSON and a loans JSON, then times (f) the floor: read, orjson-parse, raw STRtree lookup
+in batches; (a) the baseline: the same with the validating `decode`; (b)
+`engine.runtime.replay.Replay` in-process; (c) `pledgewatch replay` as a subprocess; (b-)
+and (c-) the same with the batch step off (the fold alone), whose alerts and states must
+equal (b)'s. Then profiles (b) once. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ from benchmarks.replay_methods import (
     Timing,
     baseline,
     check_replay,
+    floor,
     run_cli,
     run_replay,
     run_replay_preloaded,
+    same_run,
 )
 from benchmarks.replay_report import (
     PROFILE_TOP,
+    TARGET_FLOOR_RATIO,
     TARGET_RATIO,
     profile_text,
     report,
@@ -123,6 +128,8 @@ def measure(
     tree = STRtree(np.array([f.geometry for f in fences], dtype=object))
     tune_gc()  # what `pledgewatch replay` does; every side below runs under it
 
+    log(f"(f) floor over {inputs.lines} lines")
+    low = floor(inputs, tree)
     log(f"(a) baseline over {inputs.lines} lines")
     base = baseline(inputs, tree)
 
@@ -151,10 +158,26 @@ def measure(
         feed.check = f"WRONG: {len(alerts2)} alerts, (b) raised {len(alerts)} (ids or order)"
     feed.extra = {"loan_loading_s": round(loans_s, 4)}
 
-    timings = [base, inproc, feed]
+    log(f"(b-) in-process replay over {inputs.lines} lines, the batch step off")
+    replay3, alerts3, seconds3 = run_replay(inputs, index, config, fast=False)
+    fold = Timing(
+        "replay_fold",
+        seconds3,
+        sum(replay3.pipeline.counters.readings.values()),
+        check_replay(replay3, inputs),
+        note="as (b) with pipeline.fast = replay.columnar = False: the fold, per-line decode",
+    )
+    if fold.ok:
+        fold.check = same_run(replay3, alerts3, replay, alerts)
+    inproc.extra["quiet_readings"] = replay.pipeline.quiet_readings
+    del replay3, alerts3
+
+    timings = [low, base, inproc, feed, fold]
     if not args.no_cli:
         log("(c) pledgewatch replay as a subprocess")
         timings.append(run_cli(inputs, work, alerts))
+        log("(c-) pledgewatch replay as a subprocess, PLEDGEWATCH_FAST_PATH=0")
+        timings.append(run_cli(inputs, work, alerts, fast=False))
     profiles: tuple[str, str] | None = None
     if not args.no_profile:
         log("profiling (b), then the feed of (b'), with cProfile")
@@ -169,6 +192,7 @@ def measure(
             print(f"\nprofile of {label}, top {PROFILE_TOP} by cumulative time (cProfile):")
             print(top_cumulative(prof).strip("\n"))
     base_rps, replay_rps, feed_rps = base.readings_per_s, inproc.readings_per_s, feed.readings_per_s
+    by = {t.method: t.readings_per_s for t in timings}
     return {
         "benchmark": "bench_replay",
         "checks_passed": all(t.ok for t in timings),
@@ -197,6 +221,10 @@ def measure(
         "ratio_replay_time_over_baseline": time_ratio(base_rps, replay_rps),
         "ratio_feed_time_over_baseline": time_ratio(base_rps, feed_rps),
         "target_ratio": TARGET_RATIO,
+        "ratio_cli_time_over_floor": time_ratio(low.readings_per_s, by.get("cli")),
+        "ratio_cli_fold_time_over_floor": time_ratio(low.readings_per_s, by.get("cli_fold")),
+        "ratio_replay_fold_time_over_replay": time_ratio(replay_rps, by.get("replay_fold")),
+        "target_floor_ratio": TARGET_FLOOR_RATIO,
         "alerts_by_type": by_type,
         "table": text,
     }

@@ -9,7 +9,7 @@ import signal
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -37,9 +37,15 @@ START_TIMEOUT_S = 120.0
 API_TIMEOUT_S = 60.0  # the imports of 10k fences or loans take seconds
 
 
-def engine_process(broker: PrivateBroker, db_url: str, work: Path, client_id: str) -> EngineProcess:
+def engine_process(
+    broker: PrivateBroker,
+    db_url: str,
+    work: Path,
+    client_id: str,
+    env: Mapping[str, str] | None = None,
+) -> EngineProcess:
     """`pledgewatch run` (the installed script) on `broker` and `db_url`, not started yet;
-    its log is `<work>/<client_id>.log`."""
+    its log is `<work>/<client_id>.log`; `env` adds to its environment."""
     return EngineProcess(
         broker.url,
         db_url,
@@ -48,6 +54,7 @@ def engine_process(broker: PrivateBroker, db_url: str, work: Path, client_id: st
         client_id=client_id,
         cwd=REPO,
         command=pledgewatch_command(),
+        env=env,
     )
 
 

@@ -1,6 +1,7 @@
-"""The replay benchmark's sides: (a) the decode-and-look-up baseline, (b) the in-process
-`Replay` (and (b'), its loans put beforehand), (c) `pledgewatch replay` as a subprocess;
-each timed and checked."""
+"""The replay benchmark's sides: (f) the floor (orjson and a raw STRtree lookup), (a) the
+decode-and-look-up baseline, (b) the in-process `Replay` (and (b'), its loans put
+beforehand), (c) `pledgewatch replay` as a subprocess; (b) and (c) also with the batch step
+off (the fold alone, as before issue 12); each timed and checked."""
 
 from __future__ import annotations
 
@@ -63,6 +64,39 @@ class Timing:
         }
 
 
+def floor(inputs: Inputs, tree: STRtree) -> Timing:
+    """The floor of issue 12: parse each line with orjson and look every fix up in a raw
+    STRtree (vectorized, one query per `BATCH_LINES` lines); no validation at all."""
+    timing = Timing("floor", note=f"orjson.loads + raw STRtree(within) per {BATCH_LINES} lines")
+    readings = 0
+    pairs = 0
+    lats: list[float] = []
+    lons: list[float] = []
+    loads = orjson.loads
+    start = time.perf_counter()
+    with inputs.readings.open("rb") as f:
+        for n, line in enumerate(f, 1):
+            payload = loads(line)["payload"]
+            readings += 1
+            if "lat" in payload:
+                lats.append(payload["lat"])
+                lons.append(payload["lon"])
+            if n % BATCH_LINES == 0 and lats:
+                pairs += tree.query(shapely.points(lons, lats), predicate="within").shape[1]
+                lats, lons = [], []
+    if lats:
+        pairs += tree.query(shapely.points(lons, lats), predicate="within").shape[1]
+    timing.seconds = time.perf_counter() - start
+    timing.readings = readings
+    timing.extra = {"inside_pairs": pairs}
+    timing.check = (
+        "ok"
+        if readings == inputs.lines
+        else f"WRONG: {readings} lines read, expected {inputs.lines}"
+    )
+    return timing
+
+
 def baseline(inputs: Inputs, tree: STRtree) -> Timing:
     """Read and decode the lines as the replay does (`decode_line`), and look every fix up in
     a raw STRtree (vectorized, one query per `BATCH_LINES` lines)."""
@@ -100,16 +134,35 @@ def baseline(inputs: Inputs, tree: STRtree) -> Timing:
 
 
 def run_replay(
-    inputs: Inputs, index: FenceIndex, config: Config, profiler: cProfile.Profile | None = None
+    inputs: Inputs,
+    index: FenceIndex,
+    config: Config,
+    profiler: cProfile.Profile | None = None,
+    fast: bool = True,
 ) -> tuple[Replay, list[Alert], float]:
     """A fresh in-process replay over the readings file: the replay, its alerts, seconds.
 
-    The replay takes the loans itself, inside its first batch, as `pledgewatch replay` does.
+    The replay takes the loans itself, inside its first batch, as `pledgewatch replay` does;
+    `fast=False`: the fold alone, with the per-line decoder (the batch step off).
     """
     loans = parse_loans(orjson.loads(inputs.loans.read_bytes()))
     alerts: list[Alert] = []
     replay = Replay(index, loans, config, on_alert=alerts.append)
+    replay.pipeline.fast = replay.columnar = fast
     return replay, alerts, feed_all(replay, inputs, profiler)
+
+
+def same_run(fold: Replay, fold_alerts: list[Alert], fast: Replay, alerts: list[Alert]) -> str:
+    """'ok' if the fold and the batch step raised the same alerts (ids, order and contents)
+    and ended with the same states and counters."""
+    problems = []
+    if fold_alerts != alerts:
+        problems.append(f"{len(fold_alerts)} alerts from the fold, {len(alerts)} batched")
+    if fold.pipeline.devices != fast.pipeline.devices:
+        problems.append("device states differ")
+    if fold.pipeline.counters != fast.pipeline.counters:
+        problems.append("counters differ")
+    return "ok" if not problems else "WRONG: " + "; ".join(problems)
 
 
 def run_replay_preloaded(
@@ -167,10 +220,16 @@ def pledgewatch_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "engine.cli"]
 
 
-def run_cli(inputs: Inputs, work: Path, want: list[Alert]) -> Timing:
-    """`pledgewatch replay` as a subprocess, wall time; alerts must equal the in-process ones."""
-    timing = Timing("cli", note="subprocess wall time, start-up and fence/loan parsing included")
-    out_path = work / "alerts.jsonl"
+def run_cli(inputs: Inputs, work: Path, want: list[Alert], fast: bool = True) -> Timing:
+    """`pledgewatch replay` as a subprocess, wall time; alerts must equal the in-process ones.
+
+    `fast=False` runs it with `PLEDGEWATCH_FAST_PATH=0` (the fold alone)."""
+    timing = Timing(
+        "cli" if fast else "cli_fold",
+        note="subprocess wall time, start-up and fence/loan parsing included"
+        + ("" if fast else "; PLEDGEWATCH_FAST_PATH=0"),
+    )
+    out_path = work / ("alerts.jsonl" if fast else "alerts_fold.jsonl")
     cmd = [
         *pledgewatch_command(),
         "replay",
@@ -182,6 +241,8 @@ def run_cli(inputs: Inputs, work: Path, want: list[Alert]) -> Timing:
         "--no-lending",  # the core's replay, as in-process; bench_lending times the consumer
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLEDGEWATCH_")}
+    if not fast:
+        env["PLEDGEWATCH_FAST_PATH"] = "0"
     start = time.perf_counter()
     with out_path.open("wb") as out:
         proc = subprocess.run(  # noqa: S603  # our own command line, no shell

@@ -67,6 +67,8 @@ _log = logging.getLogger(__name__)
 # Topics repeat for every message of a device; memoising the routing saves a split and a
 # regex match per message. Bounded, so a flood of distinct topics cannot grow memory.
 _route = functools.lru_cache(maxsize=16_384)(parse_topic)
+route_of = _route
+"""`parse_topic`, memoised: the route of a topic (the columnar decoder routes with it too)."""
 
 _MISSING: Final = RejectReason.MISSING_FIELD
 _WRONG: Final = RejectReason.WRONG_TYPE

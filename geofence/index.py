@@ -60,6 +60,34 @@ class MarginHits:
         return len(self.point_idx)
 
 
+class HitGroups:
+    """`MarginHits` grouped per point and sorted by fence id: `of(p)` is point `p`'s hits.
+
+    The `FenceHit` tuples are built on demand, per point asked for: a caller that needs the
+    hits of only some points (the slow readings of a batch) pays only for those.
+    """
+
+    __slots__ = ("_ids", "_inside", "_near", "_starts", "found")
+
+    def __init__(self, found: MarginHits, n_points: int, ids: list[str]) -> None:
+        """`found` sorted by (point, fence id); `ids`: its pairs' fence ids, in that order."""
+        self.found = found
+        self._starts: list[int] = np.searchsorted(
+            found.point_idx, np.arange(n_points + 1), side="left"
+        ).tolist()
+        self._ids = ids
+        self._inside: list[bool] = found.inside.tolist()
+        self._near: list[bool] = found.near.tolist()
+
+    def of(self, point: int) -> tuple[FenceHit, ...]:
+        """The hits of one point, sorted by fence id."""
+        start, end = self._starts[point], self._starts[point + 1]
+        if start == end:
+            return ()
+        ids, inside, near = self._ids, self._inside, self._near
+        return tuple(FenceHit(ids[k], inside[k], near[k]) for k in range(start, end))
+
+
 class FenceIndex:
     """An immutable STRtree snapshot over fences with parallel arrays (`ids`, `kinds`).
 
@@ -75,6 +103,7 @@ class FenceIndex:
         "_id_rank",
         "_ids",
         "_kinds",
+        "_positions",
         "_tree",
     )
 
@@ -85,6 +114,7 @@ class FenceIndex:
     _id_rank: NDArray[np.intp]
     _geoms: NDArray[np.object_]
     _boundaries: NDArray[np.object_]
+    _positions: Mapping[str, int]
     _tree: STRtree
 
     def __init__(self, fences: Iterable[Fence] = ()) -> None:
@@ -105,6 +135,7 @@ class FenceIndex:
         init = object.__setattr__
         init(self, "_fences", ordered)
         init(self, "_by_id", MappingProxyType(by_id))
+        init(self, "_positions", MappingProxyType({f.fence_id: i for i, f in enumerate(ordered)}))
         init(self, "_ids", ids)
         init(self, "_kinds", kinds)
         init(self, "_id_rank", id_rank)
@@ -141,6 +172,11 @@ class FenceIndex:
     def by_id(self) -> Mapping[str, Fence]:
         """Read-only map from fence id to fence."""
         return self._by_id
+
+    @property
+    def positions(self) -> Mapping[str, int]:
+        """Read-only map from fence id to its index in `fences` (and in every result)."""
+        return self._positions
 
     @property
     def ids(self) -> NDArray[np.object_]:
@@ -239,29 +275,24 @@ class FenceIndex:
     def hits(self, lats: ArrayLike, lons: ArrayLike, margin_m: float) -> list[tuple[FenceHit, ...]]:
         """Per point, the fences it is inside of or within `margin_m` metres of, by fence id."""
         n_points = len(_points(lats, lons)[0])
-        result: list[tuple[FenceHit, ...]] = [()] * n_points
+        groups = self.hit_groups(lats, lons, margin_m)
+        if not len(groups.found):
+            return [()] * n_points
+        return [groups.of(p) for p in range(n_points)]
+
+    def hit_groups(self, lats: ArrayLike, lons: ArrayLike, margin_m: float) -> HitGroups:
+        """`lookup_margin`, sorted by (point, fence id) and grouped per point (`HitGroups`)."""
+        n_points = len(_points(lats, lons)[0])
         found = self.lookup_margin(lats, lons, margin_m)
-        if not len(found):
-            return result
-        order = np.lexsort((self._id_rank[found.fence_idx], found.point_idx))
-        point_idx = found.point_idx[order]
-        ids = self._ids
-        hit_list = [
-            FenceHit(ids[f], inside, near)
-            for f, inside, near in zip(
-                found.fence_idx[order].tolist(),
-                found.inside[order].tolist(),
-                found.near[order].tolist(),
-                strict=True,
+        if len(found):
+            order = np.lexsort((self._id_rank[found.fence_idx], found.point_idx))
+            found = MarginHits(
+                found.point_idx[order],
+                found.fence_idx[order],
+                found.inside[order],
+                found.near[order],
             )
-        ]
-        starts = np.flatnonzero(np.r_[True, point_idx[1:] != point_idx[:-1]])
-        ends = np.r_[starts[1:], len(point_idx)]
-        for p, start, end in zip(
-            point_idx[starts].tolist(), starts.tolist(), ends.tolist(), strict=True
-        ):
-            result[p] = tuple(hit_list[start:end])
-        return result
+        return HitGroups(found, n_points, self._ids[found.fence_idx].tolist())
 
     def containing(self, lat: float, lon: float) -> list[str]:
         """Ids of the fences whose interior holds the point, sorted."""

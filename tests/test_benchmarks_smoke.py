@@ -72,7 +72,15 @@ def test_bench_replay_tiny(tmp_path: Path, capsys) -> None:
     assert status == 0
     assert doc["checks_passed"] is True
     timings = {t["method"]: t for t in doc["timings"]}
-    assert set(timings) == {"baseline", "replay", "replay_feed", "cli"}
+    assert set(timings) == {
+        "floor",
+        "baseline",
+        "replay",
+        "replay_feed",
+        "replay_fold",
+        "cli",
+        "cli_fold",
+    }
     assert all(t["check"] == "ok" for t in timings.values()), timings
     assert timings["replay"]["readings"] == doc["input"]["lines"] > 2000
     assert sum(doc["alerts_by_type"].values()) == timings["replay"]["alerts"] > 0

@@ -15,6 +15,7 @@ forgotten (`evict_at`) after `evict_after_s` without a reading.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from alerts.model import Alert, AlertType, Detail
@@ -22,7 +23,7 @@ from devices.readings import GpsFix, Reading, StatusReport, Stream, Vibration
 from engine.core.clock import cap_ahead, reanchor
 from engine.core.context import Context, Outcome, make_alert
 from engine.core.state import DeviceState, DwellTimer, Position
-from geofence.fence import FenceKind
+from geofence.fence import Fence, FenceKind
 from geofence.geo import haversine_m
 from geofence.index import FenceHit
 
@@ -148,7 +149,7 @@ def wake_at(state: DeviceState, ctx: Context) -> int | None:
     cfg = ctx.config
     wake = None if state.offline else state.arrived_ms + cfg.offline_s * 1000
     if state.dwell or (state.zone_out_ms is not None and not state.zone_alerted):
-        due = _next_due(state, ctx)
+        due = next_due(state, ctx)
         if due is not None:
             timers = max(due, state.arrived_ms + cfg.zone_grace_s * 1000)
             wake = timers if wake is None else min(wake, timers)
@@ -189,7 +190,8 @@ def _zone_due(s: DeviceState, ctx: Context) -> int | None:
     return s.zone_out_ms + ctx.config.zone_grace_s * 1000
 
 
-def _next_due(s: DeviceState, ctx: Context) -> int | None:
+def next_due(s: DeviceState, ctx: Context) -> int | None:
+    """When, in the device's event time, its next zone-grace or dwell timer falls due."""
     dues = [d.due_ms for d in s.dwell if not d.alerted]
     zone_due = _zone_due(s, ctx)
     if zone_due is not None:
@@ -262,7 +264,8 @@ def _dwell_alert(s: DeviceState, timer: DwellTimer, ctx: Context, now_ms: int) -
     )
 
 
-def _implied_kmh(a: Position, fix: GpsFix) -> float:
+def implied_kmh(a: Position, fix: GpsFix) -> float:
+    """The speed a fix implies from an earlier position (inf if it is not later)."""
     dt_s = (fix.ts_ms - a.ts_ms) / 1000
     dist_m = haversine_m(a.lat, a.lon, fix.lat, fix.lon)
     return math.inf if dt_s <= 0 else dist_m / dt_s * 3.6
@@ -278,7 +281,7 @@ def _believe(s: DeviceState, fix: GpsFix, ctx: Context, now_ms: int, alerts: lis
     cfg = ctx.config
     if s.fix is None:
         return True
-    speed = _implied_kmh(s.fix, fix)
+    speed = implied_kmh(s.fix, fix)
     if speed <= cfg.max_speed_kmh:
         s.spoof = ()
         return True
@@ -304,7 +307,7 @@ def _believe(s: DeviceState, fix: GpsFix, ctx: Context, now_ms: int, alerts: lis
         )
         s.spoof = (pos,)
         return False
-    if _implied_kmh(s.spoof[-1], fix) > cfg.max_speed_kmh:
+    if implied_kmh(s.spoof[-1], fix) > cfg.max_speed_kmh:
         s.spoof = (pos,)  # jumping around: still the same episode, start agreeing afresh
         return False
     s.spoof = (*s.spoof, pos)
@@ -360,11 +363,7 @@ def _update_fences(
         s.inside = frozenset(h.fence_id for h in hits if h.inside and h.fence_id in fences)
         entered = sorted(s.inside)
     else:
-        inside = {
-            h.fence_id
-            for h in hits
-            if (h.fence_id in s.inside if h.near else h.inside) and h.fence_id in fences
-        }
+        inside = inside_after(s.inside, hits, fences)
         if inside == s.inside:
             return  # no crossing: the common case for a car near or in its fences
         # fences in `s.inside` without a hit are far away now: exited (or deleted: forgotten)
@@ -395,24 +394,47 @@ def _update_fences(
     s.dwell = tuple(dwell)
 
 
+def inside_after(
+    inside: frozenset[str], hits: tuple[FenceHit, ...], fences: Mapping[str, Fence]
+) -> set[str]:
+    """The fences a car (not on its first fix) is inside of after a fix with these hits.
+
+    Hysteresis: a hit near a boundary keeps the fence's state; a fence without a hit is
+    far away (or deleted, then forgotten).
+    """
+    return {
+        h.fence_id
+        for h in hits
+        if (h.fence_id in inside if h.near else h.inside) and h.fence_id in fences
+    }
+
+
 def _fence_details(fence_id: str, ctx: Context) -> dict[str, Detail]:
     fence = ctx.fences[fence_id]
     return {"name": fence.name, "kind": fence.kind.value, "category": fence.category}
+
+
+def zone_now(s: DeviceState, ctx: Context) -> tuple[bool, str | None]:
+    """Where the car stands for its loan's zones, from `inside`: (outside all of the active
+    loan's known zones, the first of them it is in). (False, None): nothing to judge."""
+    loan = ctx.loan_for(s.device_id)
+    if loan is None or not loan.active:
+        return False, None
+    # `inside` holds known fences only (fresh from `_update_fences`)
+    zone_id = next((z for z in loan.zone_ids if z in s.inside), None)
+    outside = zone_id is None and any(z in ctx.fences for z in loan.zone_ids)
+    return outside, zone_id
 
 
 def _update_zone(
     s: DeviceState, fix: GpsFix, ctx: Context, now_ms: int, alerts: list[Alert]
 ) -> None:
     """Start or end the zone-grace timer of an active loan's car."""
-    loan = ctx.loan_for(s.device_id)
-    zone_id = None
-    if loan is not None and loan.active:
-        # `inside` holds known fences only (fresh from `_update_fences`)
-        zone_id = next((z for z in loan.zone_ids if z in s.inside), None)
-        if zone_id is None and any(z in ctx.fences for z in loan.zone_ids):
-            if s.zone_out_ms is None:
-                s.zone_out_ms = fix.ts_ms  # outside all its zones: grace starts
-            return
+    outside, zone_id = zone_now(s, ctx)
+    if outside:
+        if s.zone_out_ms is None:
+            s.zone_out_ms = fix.ts_ms  # outside all its zones: grace starts
+        return
     if zone_id is not None:
         if s.zone_alerted:
             alerts.append(

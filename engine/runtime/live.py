@@ -31,11 +31,12 @@ from typing import Protocol
 
 from alerts.model import Alert
 from alerts.retry import backoff_s
-from devices.inputs import decode_message
+from devices.columns import without
 from devices.mqtt_source import Message
 from devices.readings import Reading, Reject
 from engine.core.config import Config
 from engine.core.state import DeviceState
+from engine.runtime.batch_decode import decode_batch
 from engine.runtime.consumers import ConsumerStage
 from engine.runtime.metrics import Histogram, counter_lines, gauge_lines
 from engine.runtime.pipeline import Counters, Pipeline
@@ -288,28 +289,10 @@ class Engine:
     ) -> list[Alert]:
         """Decode, step and commit messages, submitted input (and the timers due now) as one
         batch; resolve the submissions once it is committed."""
-        readings: list[Reading] = []
-        clocks: list[int] = []
-        rejects: list[Reject] = []
-        for m in messages:
-            decoded = decode_message(m.topic, m.payload, m.arrived_ms)
-            readings += decoded.readings
-            clocks += [m.arrived_ms] * len(decoded.readings)
-            rejects += decoded.rejects
-        outcomes: list[Outcome] = []
-        for s in submitted:
-            each = tuple(
-                decode_message(topic, payload, s.arrived_ms) for topic, payload in s.messages
-            )
-            for decoded in each:
-                readings += decoded.readings
-                clocks += [s.arrived_ms] * len(decoded.readings)
-                rejects += decoded.rejects
-            rejects += s.rejects
-            outcomes.append(Outcome(each, s.rejects))
+        readings, clocks, rejects, outcomes = decode_batch(messages, submitted, self.pipeline.fast)
         now = self.now_ms()
-        accepted: list[Reading] = []
-        alerts = self.pipeline.process(readings, clocks, accepted)
+        alerts = self.pipeline.process(readings, clocks)
+        accepted = without(readings, self.pipeline.dropped)  # telemetry: all but duplicates
         alerts += self.pipeline.advance(now)
         consumer_rows: list[ConsumerRow] = []
         if self.stage is not None:

@@ -19,6 +19,7 @@ import orjson
 
 from alerts.model import Alert
 from alerts.outbox import Delivery, DeliveryState, Webhook, order_key
+from devices.columns import ReadingBatch
 from devices.readings import GpsFix, Reading, Reject, RejectReason, StatusReport, Vibration
 from engine.core.state import DeviceState, LoanState, device_to_json, loan_to_json
 from engine.store.port import Batch, ConsumerRow, Page, StoredReject
@@ -77,6 +78,32 @@ DELIVERY_COLUMNS = ("id", *DELIVERY_INSERT_COLUMNS, "last_error", "last_status")
 
 class CursorError(ValueError):
     """A page cursor that this list did not hand out (the API answers 400)."""
+
+
+def telemetry_rows(readings: Sequence[Reading]) -> list[tuple[object, ...]]:
+    """Telemetry rows in `TELEMETRY_COLUMNS` order; a `ReadingBatch`'s gps rows straight
+    from its columns (its fixes are not built for this)."""
+    if not isinstance(readings, ReadingBatch):
+        return [telemetry_row(r) for r in readings]
+    c = readings.columns
+    rows: list[tuple[object, ...]] = [
+        (d, "gps", t, la, lo, sp, h, hd, sa, ig, od, sq, ac, None, None, None, None, None, None)
+        for d, t, la, lo, sp, (h, hd, sa, od, ac), ig, sq in zip(
+            c.device_ids,
+            c.ts_list,
+            c.lat_list,
+            c.lon_list,
+            c.speed_list,
+            c.extra,
+            c.ignition,
+            c.seq,
+            strict=True,
+        )
+    ]
+    for i, r in enumerate(readings.built):
+        if r is not None and type(r) is not GpsFix:
+            rows[i] = telemetry_row(r)
+    return rows
 
 
 def telemetry_row(r: Reading) -> tuple[object, ...]:
@@ -281,7 +308,7 @@ def batch_rows(batch: Batch) -> BatchRows:
     locks only for the writes."""
     consumers, consumer_deletes = consumer_state_rows(batch.consumer_rows, batch.now_ms)
     return BatchRows(
-        readings=[telemetry_row(r) for r in batch.readings],
+        readings=telemetry_rows(batch.readings),
         rejects=[reject_row(r, batch.now_ms) for r in batch.rejects],
         alerts=encode_alerts(batch.alerts),
         devices=device_state_rows(batch.devices, batch.now_ms),
