@@ -266,6 +266,11 @@ class Worker:
         first record the state lacks."""
         rewinds, self._rewinds = self._rewinds, []
         for topic, partition, to, seen in rewinds:
+            if (topic, partition) not in self.applied:
+                continue  # taken away meanwhile
+            if seen < 0:  # a partition just taken: from its checkpoint on
+                await self.app.consumer.seek(_tp(topic, partition), to)
+                continue
             _log.warning(
                 "%s/%d: record %d came before %d, the first its restored state lacks: "
                 "rewinding to %d",
@@ -388,8 +393,13 @@ class Worker:
         """The last record the restored state holds: the stage steps from the next one."""
         raw = values.get(offset_key(partition))
         at = int(raw) if raw is not None else -1
-        self.applied[(topic, partition)] = at
-        self.catching_up.add((topic, partition))
+        key = (topic, partition)
+        self.applied[key] = at
+        self.catching_up.add(key)
+        # Step from the record after the checkpoint, wherever Faust's committed offset is:
+        # it may lie past records no stage checkpointed (see `_in_order`).
+        self._rewound[key] = at + 1
+        self._rewinds.append((topic, partition, at + 1, -1))
         return at
 
     def _revoke(self, revoked: set[Any]) -> None:
@@ -417,6 +427,7 @@ class Worker:
                     self._take_devices(tp.partition)
                 elif tp.topic == LOAN_EVENTS and tp.partition not in self.parts.loan_stages:
                     self._take_loans(tp.partition)
+        await self._rewind()
         await self._send(self.parts.tick(self.now_ms()))
         await self._maybe_checkpoint()
 
