@@ -142,8 +142,11 @@ def test_while_the_cluster_is_away_deliveries_are_retried_then_delivered(
     finally:
         d.stop()
         late.stop()
-    assert sorted(r.alert_id for r in got) == sorted(ids)
-    assert by_loan([(r.alert_id, r.loan_id) for r in got]) == by_loan(raised)
+    # at least once: an attempt that timed out while the cluster came up may have landed
+    # too; each id once, in order per loan, counting first arrivals
+    firsts = list(dict.fromkeys((r.alert_id, r.loan_id) for r in got))
+    assert sorted(i for i, _ in firsts) == sorted(ids)
+    assert by_loan(firsts) == by_loan(raised)
     counts = d.counters.snapshot()
     assert counts["delivered"] == len(ids)
     assert counts["failed"] >= 2
