@@ -122,11 +122,14 @@ class PrivateCluster:
         """initdb, then start the server and wait until it accepts connections."""
         data = str(self.dir / "data")
         self._run("initdb", "-D", data, "-A", "trust", "-U", "postgres", "--locale=C", "-E", "UTF8")
-        # fsync off: a test cluster that is thrown away, never crashed.
+        # fsync off: a test cluster that is thrown away, never crashed. No background
+        # workers: the tests run TimescaleDB's policy jobs themselves (`CALL run_job`), and
+        # the scheduler, which runs a new job soon after it is added and may start one just
+        # after `alter_job(scheduled => false)`, would race them for the same chunks.
         options = (
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
             "-c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off "
-            "-c fsync=off"
+            "-c timescaledb.max_background_workers=0 -c fsync=off"
         )
         log = str(self.dir / "server.log")
         self._run("pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "-o", options, "start")

@@ -71,14 +71,10 @@ def jobs(store: PostgresStore) -> dict[str, tuple[int, dict[str, object]]]:
     return {str(name): (int(job), dict(config)) for name, job, config in rows}
 
 
-def unschedule(store: PostgresStore) -> dict[str, int]:
-    """Take the telemetry policies off TimescaleDB's scheduler (which runs a new job soon
-    after it is added), for the test to run them when it wants; procedure name -> job id."""
-    policies = {name: job for name, (job, _) in jobs(store).items()}
-    with psycopg.connect(store._dsn, autocommit=True) as conn:
-        for job in policies.values():
-            conn.execute("SELECT alter_job(%s, scheduled => false)", [job])
-    return policies
+def policies(store: PostgresStore) -> dict[str, int]:
+    """The telemetry policies: procedure name -> job id. The private cluster runs no
+    scheduler, so a policy does its work only when a test runs it."""
+    return {name: job for name, (job, _) in jobs(store).items()}
 
 
 def run_job(store: PostgresStore, job_id: int) -> None:
@@ -135,29 +131,29 @@ def test_telemetry_is_a_hypertable_with_compression_and_retention(
         store.schema,
     )
     assert settings == [("device_id", 1, None, None), ("ts_ms", None, 1, True)]
-    policies = jobs(store)
-    assert set(policies) == {"policy_compression", "policy_retention"}
-    assert policies["policy_compression"][1]["compress_after"] == 7 * DAY_MS
-    assert policies["policy_retention"][1]["drop_after"] == 400 * DAY_MS
+    configured = jobs(store)
+    assert set(configured) == {"policy_compression", "policy_retention"}
+    assert configured["policy_compression"][1]["compress_after"] == 7 * DAY_MS
+    assert configured["policy_retention"][1]["drop_after"] == 400 * DAY_MS
     store.close()
 
     # Policies follow the settings of the latest start; no retention keeps everything.
     store = open_timescale(compress_after_days=3, retain_days=None)
-    policies = jobs(store)
-    assert set(policies) == {"policy_compression"}
-    assert policies["policy_compression"][1]["compress_after"] == 3 * DAY_MS
+    configured = jobs(store)
+    assert set(configured) == {"policy_compression"}
+    assert configured["policy_compression"][1]["compress_after"] == 3 * DAY_MS
 
 
 def test_compression_keeps_the_rows_and_their_unique_key(open_timescale: OpenTimescale) -> None:
     store = open_timescale(compress_after_days=7, retain_days=None)
-    policies = unschedule(store)
+    policy = policies(store)
     old = fixes(day_start(20), 50) + fixes(day_start(10), 50, device="trk-u")
     recent = [*fixes(day_start(1), 50), Vibration("trk-t", day_start(1) + 500, 0.4)]
     store.commit_batch(Batch(NOW_MS, readings=old + recent))
     assert store.count_telemetry() == 151
     assert [c[3] for c in chunks(store)] == [False, False, False]
 
-    run_job(store, policies["policy_compression"])  # compresses chunks older than 7 days
+    run_job(store, policy["policy_compression"])  # compresses chunks older than 7 days
     assert [c[3] for c in chunks(store)] == [True, True, False]
     assert store.count_telemetry() == 151
     assert store.count_telemetry("trk-u") == 50
@@ -187,20 +183,20 @@ def test_compression_keeps_the_rows_and_their_unique_key(open_timescale: OpenTim
 
 def test_retention_drops_old_chunks(open_timescale: OpenTimescale) -> None:
     store = open_timescale(compress_after_days=1, retain_days=10)
-    policies = unschedule(store)
+    policy = policies(store)
     for days in (30, 20, 5, 0):
         store.commit_batch(Batch(NOW_MS, readings=fixes(day_start(days), 10, f"trk-{days}")))
     assert store.count_telemetry() == 40
     assert len(chunks(store)) == 4
 
-    run_job(store, policies["policy_retention"])  # drops chunks older than 10 days
+    run_job(store, policy["policy_retention"])  # drops chunks older than 10 days
     assert len(chunks(store)) == 2
     assert store.count_telemetry() == 20
     assert store.count_telemetry("trk-5") == 10
     assert store.enforce_retention(NOW_MS) == 0  # TimescaleDB's own job does it
 
     # The store's own method drops whole chunks older than a time, compressed ones too.
-    run_job(store, policies["policy_compression"])  # the 5-day-old chunk
+    run_job(store, policy["policy_compression"])  # the 5-day-old chunk
     assert store.drop_partitions_before(NOW_MS - 3 * DAY_MS) == 1
     assert store.count_telemetry() == 10
     assert store.partitions() == [chunks(store)[0][0]]
