@@ -34,7 +34,6 @@ import contextlib
 import re
 import ssl
 import threading
-import uuid
 from collections.abc import Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import BrokerResponseError, KafkaError
 
 from alerts.address_policy import DEFAULT_PORTS, AddressPolicy, IpAddress
+from alerts.broker_endpoint import BrokerEndpoint
 from alerts.mqtt_sink import SIGNED
 from alerts.sender import Answer
 
@@ -130,7 +130,7 @@ class LoopThread:
             self.loop.close()
 
 
-class KafkaEndpoint:
+class KafkaEndpoint(BrokerEndpoint[KafkaAddress]):
     """Produces one sink's alerts to its topic over one producer; a `Sender`."""
 
     def __init__(
@@ -140,32 +140,22 @@ class KafkaEndpoint:
         policy: AddressPolicy | None = None,
         name: str = "sink",
     ) -> None:
-        self.url = url
-        self.policy = policy or AddressPolicy()
-        self.timeout_s = timeout_s
-        self.client_id = f"pledgewatch-alerts-{name[:40]}-{uuid.uuid4().hex[:12]}"
-        try:
-            self.address: KafkaAddress | None = KafkaAddress.parse(url)
-            self.invalid: str | None = None
-        except ValueError as exc:  # the API refuses such URLs; one in the store fails
-            self.address, self.invalid = None, str(exc)
-        self._lock = threading.Lock()  # held while connecting: one connect at a time
+        super().__init__(url, timeout_s, policy, name, KafkaAddress.parse)
         self._loop: LoopThread | None = None
         self._producer: AIOKafkaProducer | None = None
         self._checked: set[tuple[str, int]] = set()  # brokers the policy allowed
 
     def send(self, body: bytes, sent: dict[str, str]) -> Answer:
         """Produce one alert and wait for its acknowledgement (see the module docstring)."""
-        if self.address is None:
-            raise ValueError(self.invalid)
-        loop, producer = self._connected(self.address)
+        address = self.parsed()
+        loop, producer = self._connected(address)
         headers = [(key, sent[key].encode()) for key in SIGNED]
         headers.append(("content-type", b"application/json"))
         key = record_key(body)
         try:
             self._check_brokers(producer)
             loop.run(
-                producer.send_and_wait(self.address.topic, body, key=key, headers=headers),
+                producer.send_and_wait(address.topic, body, key=key, headers=headers),
                 self.timeout_s + 1.0,  # aiokafka's own request timeout comes first
             )
         except KafkaError as exc:

@@ -32,7 +32,6 @@ import logging
 import socket
 import ssl
 import threading
-import uuid
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -43,6 +42,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from alerts.address_policy import DEFAULT_PORTS, AddressPolicy
+from alerts.broker_endpoint import BrokerEndpoint
 from alerts.sender import Answer
 
 _log = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ class _Session:
         self.client.loop_stop()
 
 
-class MqttEndpoint:
+class MqttEndpoint(BrokerEndpoint[SinkAddress]):
     """Publishes one sink's alerts to its topic over one client; a `Sender`."""
 
     def __init__(
@@ -241,29 +241,19 @@ class MqttEndpoint:
         policy: AddressPolicy | None = None,
         name: str = "sink",
     ) -> None:
-        self.url = url
-        self.policy = policy or AddressPolicy()
-        self.timeout_s = timeout_s
-        self.client_id = f"pledgewatch-alerts-{name[:40]}-{uuid.uuid4().hex[:12]}"
-        try:
-            self.address: SinkAddress | None = SinkAddress.parse(url)
-            self.invalid: str | None = None
-        except ValueError as exc:  # the API refuses such URLs; one in the store fails
-            self.address, self.invalid = None, str(exc)
-        self._lock = threading.Lock()  # held while connecting: one connect at a time
+        super().__init__(url, timeout_s, policy, name, SinkAddress.parse)
         self._session: _Session | None = None
 
     def send(self, body: bytes, sent: dict[str, str]) -> Answer:
         """Publish one alert and wait for its PUBACK (see the module docstring)."""
-        if self.address is None:
-            raise ValueError(self.invalid)
-        session = self._connected(self.address)
+        address = self.parsed()
+        session = self._connected(address)
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho untyped
         props.PayloadFormatIndicator = 1
         props.ContentType = "application/json"
         props.UserProperty = [(key, sent[key]) for key in SIGNED]
         try:
-            reason = session.publish(self.address.topic, body, props, self.timeout_s)
+            reason = session.publish(address.topic, body, props, self.timeout_s)
         except OSError:
             self._discard(session)
             raise
