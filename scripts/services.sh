@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure PostgreSQL (127.0.0.1:5432, database `test`) and Mosquitto (127.0.0.1:1883) answer;
 # start them, or install and start them on a fresh Debian machine; `timescaledb` adds the
-# vendored TimescaleDB to PostgreSQL 15 (ensure_timescaledb says when). Idempotent.
+# vendored TimescaleDB to PostgreSQL 15 (ensure_timescaledb says when); `chromium` and `node`
+# install the console's browser and JavaScript test tools when missing. Idempotent.
 set -uo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -68,6 +69,19 @@ ensure_timescaledb() {
   [ "$missing" = 1 ] || return 0
   as_root bash "$vendor/install.sh" >/dev/null \
     || { echo "installing TimescaleDB from $vendor failed" >&2; return 1; }
+}
+
+# Debian's Chromium and its driver for the console's browser tests (tests/test_console_browser.py
+# drives /usr/bin/chromium through /usr/bin/chromedriver: no browser download), and Node.js for
+# the console's JavaScript unit tests (`node --test web/console/test/`).
+ensure_chromium() {
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    apt_install chromium chromium-driver || return 1
+  fi
+}
+
+ensure_node() {
+  command -v node >/dev/null 2>&1 || apt_install nodejs || return 1
 }
 
 for what in "$@"; do

@@ -962,6 +962,7 @@ def test_openapi_lists_every_route(live: Live) -> None:
         ("DELETE", "/v1/tokens/{name}"),
         ("GET", "/v1/audit"),
         ("GET", "/v1/kpis"),
+        ("GET", "/v1/live"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),

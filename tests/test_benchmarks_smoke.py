@@ -263,3 +263,25 @@ def test_soak_quick(tmp_path: Path, capsys) -> None:
         ).fetchone()
     assert left == (0,)  # the soak's schema is dropped
     assert "NOTHING LOST" in capsys.readouterr().out
+
+
+@pytest.mark.mqtt
+@pytest.mark.slow
+def test_bench_live_feed_tiny(tmp_path: Path, capsys) -> None:
+    from benchmarks import bench_live_feed
+
+    status = bench_live_feed.main(
+        [
+            *("--cars", "100", "--report-s", "1", "--consoles", "2", "--rounds", "1"),
+            *("--window-s", "2", "--warm-s", "0.2", "--interval-ms", "200"),
+            *("--out-dir", str(tmp_path)),
+        ]
+    )
+    doc = _load(tmp_path / "bench_live_feed.json")
+    assert doc["checks_passed"] is True, doc["checks"]
+    assert status == 0
+    for part in ("engine", "feed"):
+        (two,) = doc[part]["summary"]
+        assert two["consoles"] == 2
+        assert two["per_console"]["cars_per_s"] > 0.8 * two["car_updates_per_s"] > 0
+    assert "the feed alone" in capsys.readouterr().out

@@ -419,7 +419,7 @@ def test_schema_version_6_gives_stored_alerts_their_cases(
             store.operator_login("alice")  # no table before version 6
 
         store.migrate()
-        assert versions(store) == [1, 2, 3, 4, 5, 6]
+        assert versions(store) == [1, 2, 3, 4, 5, 6, 7]
         first = store.get_alert("alert-0001")
         assert first is not None
         assert first.case is not None
@@ -438,7 +438,7 @@ def test_schema_version_6_gives_stored_alerts_their_cases(
         assert store.device_for_token("sha") == "trk-1"
         store.put_operator("alice", "admin", HASH, entry("operator.create", "operator:alice"))
         store.migrate()  # idempotent
-        assert versions(store) == [1, 2, 3, 4, 5, 6]
+        assert versions(store) == [1, 2, 3, 4, 5, 6, 7]
         assert store.operator_login("alice") == ("admin", HASH)
         assert len(store.list_alerts(AlertQuery(state="acknowledged")).items) == 2
     finally:

@@ -81,6 +81,8 @@ def test_schemathesis_finds_no_500_and_only_problem_errors(api_url: str, tmp_pat
         "not_a_server_error,problem_json",
         "--mode",
         "all",
+        "--exclude-path",
+        "/v1/live",  # an endless stream (tests/test_live_feed.py tests it)
         "--phases",
         "examples,coverage,fuzzing,stateful",
         "--max-examples",

@@ -446,7 +446,7 @@ def test_migrate_twice_is_a_no_op(store: Store) -> None:
     else:
         assert isinstance(store, PostgresStore)  # on its own server (TimescaleDB's, perhaps)
         versions = store._query("SELECT version FROM schema_migrations ORDER BY version")
-    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,)]
+    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,), (7,)]
 
 
 def test_telemetry_copy_of_many_readings(store: Store) -> None:

@@ -1,6 +1,6 @@
 """The HTTP API of DESIGN §3 and §9: fences, loans, webhooks, alerts and their cases,
 devices and their tracks, the console's operators, sessions, tokens, audit log and KPIs,
-health and metrics.
+its live feed, health and metrics; and the console's page itself under `/console/`.
 
 Handlers are thin: parsing and validation live in `geofence`/`lending`, persistence in the
 `Store`, live state in the `Engine`. A change is written to the store first, then handed
@@ -13,6 +13,7 @@ lists them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -23,6 +24,9 @@ from engine.api.alerts import add_alert_routes
 from engine.api.api_tokens import add_api_token_routes
 from engine.api.audit import add_audit_routes
 from engine.api.cases import add_case_routes
+from engine.api.console import STATIC_DIR
+from engine.api.console_config import ConsoleConfig
+from engine.api.console_files import add_console_routes
 from engine.api.context import ApiContext
 from engine.api.device_tokens import add_device_token_routes, token_resolver
 from engine.api.devices import add_device_routes
@@ -31,6 +35,7 @@ from engine.api.guard import DEFAULT_BODY_LIMIT, IMPORT_BODY_LIMIT, Guard
 from engine.api.ingest import INGEST_TIMEOUT_S, add_ingest_routes
 from engine.api.kpis import add_kpi_routes
 from engine.api.lending import add_lending_routes
+from engine.api.live_feed import add_live_routes
 from engine.api.loans import add_loan_routes
 from engine.api.monitoring import add_monitoring_routes
 from engine.api.openapi import PROBLEM_SCHEMA
@@ -55,11 +60,14 @@ def create_app(
     import_limit: int = IMPORT_BODY_LIMIT,
     webhook_addresses: AddressPolicy | None = None,
     ingest_timeout_s: float = INGEST_TIMEOUT_S,
+    console: ConsoleConfig | None = None,
+    console_dir: Path = STATIC_DIR,
 ) -> FastAPI:
     """The API app; `token` (the admin's API token) None is insecure dev mode (no auth:
     every request is an anonymous admin, unless it carries a session cookie).
     `ingest_timeout_s`: how long the input routes wait for their commit before answering
-    503."""
+    503. `console`: the console's tile layer and live feed limits; `console_dir`: where its
+    page and files are."""
     app = _App(
         title="pledgewatch",
         version="1",
@@ -88,7 +96,9 @@ def create_app(
     add_api_token_routes(app, api)
     add_audit_routes(app, api)
     add_kpi_routes(app, api)
+    add_live_routes(app, api, console or ConsoleConfig())
     add_monitoring_routes(app, api)
+    add_console_routes(app, console or ConsoleConfig(), console_dir)
     app.add_middleware(
         Guard,
         token=token,

@@ -21,7 +21,8 @@ Authorization header, an operator's session cookie names a principal with a role
 guard leaves it in the scope under `PRINCIPAL` and answers 403, naming the role needed,
 when the role does not admit the request. A request that rides on the cookie with an
 unsafe method must carry the session's CSRF token in `X-CSRF-Token` (else 403); bearer
-requests need none. `POST /v1/session` (signing in) needs no credential.
+requests need none. `POST /v1/session` (signing in) needs no credential, nor do the
+console's page and files under `/console`.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ FENCE_PATH_PREFIX = "/v1/fences/"  # PUT of one fence: `FENCE_BODY_LIMIT`
 """The paths whose bodies may reach the import limit rather than the default one."""
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 """The paths that need no bearer token."""
+CONSOLE_PATH = "/console"
+"""The console's page and files (`engine.api.console_files`) under it need no credential:
+the page signs in through the API."""
 OSMAND_PATH = "/v1/ingest/osmand"
 TRACCAR_PATH = "/v1/ingest/traccar"
 QUERY_TOKEN_PATHS = frozenset({OSMAND_PATH})
@@ -155,7 +159,7 @@ class Guard:
     ) -> Problem | None:
         """None if the request may go on, its principal (or a device token's device) noted
         in the scope."""
-        if path in OPEN_PATHS or (method == "POST" and path == SESSION_PATH):
+        if path in OPEN_PATHS or (method == "POST" and path == SESSION_PATH) or _console(path):
             return None
         principal: Principal | Problem | None = None
         session_id = _session_cookie(headers)
@@ -284,6 +288,10 @@ def _session_cookie(headers: Headers) -> str | None:
     if not cookie:
         return None
     return cookie_parser(cookie).get(SESSION_COOKIE) or None
+
+
+def _console(path: str) -> bool:
+    return path == CONSOLE_PATH or path.startswith(CONSOLE_PATH + "/")
 
 
 def _nul_in_path(path: str) -> Problem | None:

@@ -32,6 +32,7 @@ TITLES: dict[str, str] = {
     "not-found": "Not found",
     "conflict": "Conflict with the resource's state",
     "too-many-requests": "Too many attempts",
+    "too-many-streams": "Too many live feeds open",
     "method-not-allowed": "Method not allowed",
     "payload-too-large": "Request body too large",
     "unsupported-media-type": "Unsupported media type",

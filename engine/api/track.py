@@ -7,12 +7,11 @@ first, thinned to at most `max_points` (default 2000, at most 10000) with their 
 by the store to the first fix of each of `MAX_FIXES` equal time buckets (and the last fix),
 so that no answer reads more than that into memory; `thinned` says so.
 
-Telemetry is keyed (ts_ms, device_id, stream), time first for the ingest's sake, and has
-no index by device: one would cost the ingest a quarter of its rate on SQLite and two
-thirds on PostgreSQL (measured on 300k fixes in batches of 5000). A track therefore reads
-its period's rows of every device and keeps its own: measured here, 0.4 s on SQLite and
-0.2 s on PostgreSQL for a period holding 360k fixes (an hour of 1000 cars reporting every
-10 s), 0.6 s and 0.4 s for 1M: it grows with the fleet and the period.
+Telemetry is keyed (ts_ms, device_id, stream), time first for the ingest's sake; since
+schema version 7 its gps rows are also indexed by (device_id, ts_ms), so a track reads its
+own car's rows only (~1 ms for 100 fixes among 1M rows, against 180 ms on SQLite and 80 ms
+on PostgreSQL by the key, which reads every car's rows of the period). The index costs the
+writes 40 % on SQLite and 31 % on PostgreSQL (`engine.store.console_schema`).
 """
 
 from __future__ import annotations

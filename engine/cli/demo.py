@@ -2,7 +2,8 @@
 
 It starts a private Mosquitto when none answers, runs the engine, API and dispatcher on a
 SQLite file, loads the bundled example city through the API, registers a webhook receiver
-of its own, drives the city's simulated cars over MQTT (their recorded day moved to end
+of its own and an admin operator for the console (`/console/`, whose address and sign-in
+it prints), drives the city's simulated cars over MQTT (their recorded day moved to end
 now, played fast), then keeps the reporting cars' heartbeats going, and prints every alert
 the webhook receives, as a table, until Ctrl-C.
 """
@@ -27,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.address_policy import AddressPolicy, parse_allow
 from devices.mqtt_source import BrokerAddress
+from engine.api.console_config import ConsoleConfig
 from engine.cli.http_address import HttpAddress
 from engine.cli.service import Service, ServiceSettings
 from engine.core.config import Config
@@ -36,6 +38,7 @@ from simulator.harness.receiver import ReceivedWebhook, WebhookReceiver
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "city"
 HEARTBEAT_S = 20.0
+DEMO_OPERATOR = "demo"
 HEADER = f"{'event time':<24} {'severity':<8} {'type':<26} {'loan':<8} {'device':<14} fence"
 
 
@@ -183,6 +186,8 @@ def run_demo(
     play_s: float,
     duration_s: float | None,
     example: Path = EXAMPLE,
+    *,
+    console_settings: ConsoleConfig | None = None,
 ) -> int:
     """Run the demo until Ctrl-C (or `duration_s`); returns the exit status. Whatever
     fails, every part it started (broker, service, receiver, clients) is stopped."""
@@ -204,6 +209,7 @@ def run_demo(
             client_id=f"pledgewatch-demo-{os.getpid()}",
             config=Config(offline_s=90),  # the demo is short: a silent car shows in 90 s
             webhook_addresses=AddressPolicy(parse_allow("127.0.0.0/8")),  # its own receiver
+            console=console_settings or ConsoleConfig(),
         )
         # The receiver outlives the service: the dispatcher finishes its requests in flight.
         printer = parts.enter_context(WebhookReceiver(secret, on_delivery=console.show, keep=False))
@@ -218,6 +224,8 @@ def run_demo(
             )
         )
         _load_example(api, example, printer.url, secret)
+        password = _console_operator(api)
+        print(f"console {http.base_url}/console/  sign in: {DEMO_OPERATOR} / {password}")
         print(f"API {http.base_url}  token {token}")
         print(f"MQTT {broker_url}   store {settings.db_url}")
         print(f"playing the example city's recorded day over {play_s:.0f} s; Ctrl-C to stop\n")
@@ -246,6 +254,18 @@ def run_demo(
     printed = console.close()
     print(f"\n{printed} alerts. The demo's database stays at {workdir}/demo.db")
     return 0
+
+
+def _console_operator(api: httpx.Client) -> str:
+    """An admin operator for the console's sign-in page; its new password."""
+    password = secrets.token_urlsafe(12)
+    body = {"role": "admin", "password": password}
+    try:
+        api.put(f"/v1/operators/{DEMO_OPERATOR}", json=body).raise_for_status()
+    except httpx.HTTPStatusError as exc:
+        msg = f"the engine refused the console's operator: {exc.response.text[:500]}"
+        raise DemoError(msg) from exc
+    return password
 
 
 def _load_example(api: httpx.Client, example: Path, hook_url: str, secret: str) -> None:

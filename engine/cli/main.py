@@ -26,6 +26,8 @@ from engine.cli.options import flag as _flag
 from engine.cli.options import option as _option
 from engine.cli.service_options import (
     api_options,
+    console_config,
+    console_options,
     http_address,
     load_config,
     mqtt_options,
@@ -158,7 +160,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from engine.cli.demo import DemoError, run_demo  # noqa: PLC0415  # heavy
 
         try:
-            return run_demo(args.mqtt_url, args.http, args.play_s, args.duration)
+            return run_demo(
+                args.mqtt_url,
+                args.http,
+                args.play_s,
+                args.duration,
+                console_settings=console_config(args),
+            )
         except DemoError as exc:
             raise CliError(str(exc)) from exc
     example = EXAMPLES / "city"
@@ -366,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(demo, "--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
     _option(demo, "--config", help="with --offline: rule settings overriding the defaults")
     lending_options(demo)
+    console_options(demo)
     _flag(demo, "--offline", "replay the example city offline and print its alerts instead")
     demo.set_defaults(func=cmd_demo)
 

@@ -23,6 +23,7 @@ from alerts.model import Alert
 from alerts.retry import RetryPolicy
 from devices.mqtt_process import MqttProcessSource
 from devices.mqtt_source import MqttSource
+from engine.api.console_config import ConsoleConfig
 from engine.core.config import Config
 from engine.runtime.gc_policy import tune_gc
 from engine.runtime.live import Engine, EngineSettings
@@ -77,6 +78,7 @@ class ServiceSettings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     webhook_addresses: AddressPolicy = field(default_factory=AddressPolicy)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
 
 class Service:
@@ -141,6 +143,7 @@ class Service:
             self.dispatcher,
             self.settings.api_token,
             webhook_addresses=self.settings.webhook_addresses,
+            console=self.settings.console,
         )
         config = uvicorn.Config(
             app,

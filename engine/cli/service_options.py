@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,12 +11,22 @@ import orjson
 
 from alerts.address_policy import AddressPolicy, parse_allow
 from alerts.retry import RetryPolicy
+from engine.api.console_config import (
+    DEFAULT_ALERT_BUFFER,
+    DEFAULT_MAX_STREAMS,
+    ConsoleConfig,
+    ConsoleConfigError,
+    TileCoordSys,
+    parse_attribution,
+    parse_tile_url,
+)
 from engine.cli.http_address import HttpAddress, parse_http
 from engine.cli.lending_options import lending_options, load_lending
 from engine.cli.options import CliError
 from engine.cli.options import flag as _flag
 from engine.cli.options import option as _option
 from engine.core.config import Config, ConfigError, parse_config
+from engine.runtime.live_hub import ALERT_LOG
 
 if TYPE_CHECKING:
     from engine.cli.service import ServiceSettings
@@ -35,6 +46,82 @@ def webhook_allow(value: str) -> AddressPolicy:
         return AddressPolicy(parse_allow(value))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _console_type(parse: Callable[[str], str]) -> Callable[[str], str]:
+    """An argparse type of a console flag: a bad value is a usage error saying why."""
+
+    def checked(value: str) -> str:
+        try:
+            return parse(value)
+        except ConsoleConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return checked
+
+
+def _bounded(name: str, low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        text = value.strip()
+        if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
+            msg = f"{name} must be an integer from {low} to {high}, got {value!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return int(text)
+
+    return parse
+
+
+def console_options(parser: argparse.ArgumentParser) -> None:
+    """The console's flags (`run`, a `worker` with `--http`, `demo`): its base map and its
+    live feeds."""
+    _option(
+        parser,
+        "--console-tile-url",
+        type=_console_type(parse_tile_url),
+        help="XYZ tile URL template of the console's base map, http(s) with {z}, {x} and {y} "
+        "(e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png); default: the bundled offline "
+        "map, and no request leaves the engine's origin",
+    )
+    _option(
+        parser,
+        "--console-tile-coord-sys",
+        choices=[c.value for c in TileCoordSys],
+        default=TileCoordSys.WGS84.value,
+        help="the tiles' datum: wgs84 (OpenStreetMap) or gcj02 (AMap and other Chinese maps)",
+    )
+    _option(
+        parser,
+        "--console-tile-attribution",
+        type=_console_type(parse_attribution),
+        help="the tile provider's attribution, shown on the map (e.g. '© OpenStreetMap')",
+    )
+    _option(
+        parser,
+        "--console-max-streams",
+        type=_bounded("--console-max-streams", 1, 10_000),
+        default=str(DEFAULT_MAX_STREAMS),
+        help=f"live feeds (GET /v1/live) open at once; one more is a 503 (default "
+        f"{DEFAULT_MAX_STREAMS})",
+    )
+    _option(
+        parser,
+        "--console-alert-buffer",
+        type=_bounded("--console-alert-buffer", 1, ALERT_LOG),
+        default=str(DEFAULT_ALERT_BUFFER),
+        help=f"alerts a live feed may have unsent (its console not reading) before it is ended "
+        f"as too slow (default {DEFAULT_ALERT_BUFFER})",
+    )
+
+
+def console_config(args: argparse.Namespace) -> ConsoleConfig:
+    """The console's settings from the flags of `console_options`."""
+    return ConsoleConfig(
+        tile_url=args.console_tile_url,
+        tile_coord_sys=TileCoordSys(args.console_tile_coord_sys),
+        tile_attribution=args.console_tile_attribution,
+        max_streams=args.console_max_streams,
+        alert_buffer=args.console_alert_buffer,
+    )
 
 
 def load_config(path: str | None) -> Config:
@@ -130,6 +217,7 @@ def api_options(
         default=30.0,
         help="GET /readyz answers 503 once input has waited this long for its commit",
     )
+    console_options(parser)
     _flag(parser, "--insecure-dev", "serve the API without a token (local trials only)")
 
 
@@ -158,6 +246,7 @@ def service_settings(args: argparse.Namespace) -> ServiceSettings:
         lending=load_lending(args),
         webhook_addresses=args.webhook_allow or AddressPolicy(),
         engine=EngineSettings(stall_s=args.ready_stall_s),
+        console=console_config(args),
         retry=RetryPolicy(
             base_s=args.webhook_retry_base_s,
             max_age_s=args.webhook_max_age_s,

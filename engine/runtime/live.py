@@ -38,6 +38,7 @@ from engine.core.config import Config
 from engine.core.state import DeviceState
 from engine.runtime.batch_decode import decode_batch
 from engine.runtime.consumers import ConsumerStage
+from engine.runtime.live_hub import LiveHub
 from engine.runtime.metrics import Histogram, counter_lines, gauge_lines
 from engine.runtime.pipeline import Counters, Pipeline
 from engine.runtime.submitted import (
@@ -174,6 +175,7 @@ class Engine:
         self._loan_alerts: list[Alert] = []  # PUT alerts for the consumer, at the next batch
         self.positions = PositionIndex()
         self.positions_lock = threading.Lock()
+        self.feed = LiveHub(self.now_ms)  # the consoles' live feed (GET /v1/live)
         self.batch_seconds = Histogram()
         self.batches = 0
         self._changes: queue.Queue[_Change] = queue.Queue()
@@ -208,6 +210,7 @@ class Engine:
             for state in devices:
                 if state.fix is not None:
                     self.positions.update(state.device_id, state.fix.lat, state.fix.lon)
+        self.feed.seed(devices, self.loan_for)
         _log.info(
             "engine loaded %d fences, %d loans, %d device states",
             len(self.pipeline.index),
@@ -232,6 +235,7 @@ class Engine:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish the batch in hand, commit it, ack it, and stop (SIGTERM lands here)."""
         self._stop.set()
+        self.feed.close()
         if self._thread is not None:
             self._thread.join(timeout_s)
         self._submitted.close(EngineUnavailableError("the engine stopped"))
@@ -311,6 +315,7 @@ class Engine:
             if committed.duplicates:
                 self.pipeline.count_stored_duplicates(committed.duplicates)
             self._track_positions(devices, evicted)
+            self.feed.publish(devices, evicted, accepted, alerts, self.loan_for)
             self.batches += 1
         self.published = self.pipeline.counters.copy()
         resolve(submitted, outcomes)
@@ -416,10 +421,12 @@ class Engine:
     def put_fences(self, fences: Sequence[Fence]) -> None:
         """Take added or replaced fences into the next batch's index."""
         self._changes.put(_PutFences(tuple(fences)))
+        self.feed.fences_changed()
 
     def delete_fence(self, fence_id: str) -> None:
         """Drop a fence from the next batch's index."""
         self._changes.put(_DeleteFence(fence_id))
+        self.feed.fences_changed()
 
     def put_loan(self, loan: Loan, alerts: Sequence[Alert] = ()) -> None:
         """Take a new or changed loan, and the alerts its PUT raised, into the next batch."""
@@ -428,6 +435,7 @@ class Engine:
     def _apply_changes(self) -> None:
         index = self.pipeline.index
         changed_index = False
+        loans: list[Loan] = []
         while True:
             try:
                 change = self._changes.get_nowait()
@@ -442,6 +450,9 @@ class Engine:
                 # the API judged the VIN against the store and stored its alert with the loan
                 self.pipeline.put_loan(change.loan, now, now, check_vin=False)
                 self._loan_alerts += change.alerts
+                loans.append(change.loan)
+        if loans:
+            self.feed.relink(loans, self.loan_for)
         if changed_index:
             self.pipeline.set_fences(index)
 
@@ -536,6 +547,7 @@ class Engine:
                 "pledgewatch_ready", "1 when commits keep up (GET /readyz).", int(ready.ready)
             ),
             *self._source_lines(),
+            *self.feed.metric_lines(),
             *([] if self.stage is None else self.stage.metric_lines()),
         ]
 

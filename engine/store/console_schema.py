@@ -1,4 +1,6 @@
-"""Schema version 6, the operator console's (DESIGN §9), in both backends' spelling.
+"""Schema versions 6 and 7, the operator console's (DESIGN §9), in both backends' spelling.
+
+Version 6:
 
 - `operators`: accounts with a role and the scrypt hash of their password;
   `operator_sessions`: the SHA-256 of each session id, with its expiry (deleted with
@@ -9,8 +11,15 @@
   before), `assignee`, `acked_by`, `resolved_ms`, `resolved_by`; `alert_notes` holds the
   notes history (an acknowledgement's note stored before becomes its first note);
 - indexes for the queue's filters (case state, assignee, fence) and for the KPIs' time
-  ranges over deliveries (`created_ms`) and dead letters (`received_ms`). None on
-  telemetry: a track is read by the (ts_ms, device_id, stream) key.
+  ranges over deliveries (`created_ms`) and dead letters (`received_ms`).
+
+Version 7, `TRACK_INDEX`: telemetry's gps rows indexed by (device_id, ts_ms), for a car's
+track (`GET /v1/devices/{id}/track`), which the (ts_ms, device_id, stream) key served only by
+reading every car's rows of the period: 180 ms for a period of 1M rows, so some 15 s for a
+day of 10k cars reporting every 10 s. Measured here on 1M rows of 10k devices (batches of 1000):
+the track of a car takes ~1 ms with the index; the writes take 40 % longer on SQLite and
+31 % on PostgreSQL (117k -> 71k and 134k -> 92k rows/s). Partial (gps rows only): vib and
+status rows do not pay for it. Building it reads the telemetry already stored.
 """
 
 from __future__ import annotations
@@ -130,3 +139,9 @@ POSTGRES_V6: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS dead_letters_received ON dead_letters (received_ms)",
     *_COMMON_TAIL,
 )
+
+TRACK_INDEX = (
+    "CREATE INDEX IF NOT EXISTS telemetry_device_gps ON telemetry (device_id, ts_ms) "
+    "WHERE stream = 'gps'"
+)
+"""Schema version 7 (both backends; on PostgreSQL it reaches every partition or chunk)."""

@@ -5,8 +5,8 @@ tables, choosing the telemetry layout (hypertable, daily partitions or a plain t
 it creates that table; version 2 makes duplicates exact and deliveries claimable (below);
 version 3 seals webhook secrets stored in plaintext (secret_box.py); version 4 adds the
 consumers' durable state (`CONSUMER_STATE_DDL`); version 5 the per-device tokens of the
-HTTP inputs (`DEVICE_TOKENS_DDL`); version 6 the operator console's tables and alert cases
-(`console_schema.py`).
+HTTP inputs (`DEVICE_TOKENS_DDL`); version 6 the operator console's tables and alert cases,
+version 7 the index of tracks (`console_schema.py`).
 """
 
 from engine.store.rows import TELEMETRY_COLUMNS

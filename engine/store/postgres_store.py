@@ -44,7 +44,7 @@ from psycopg.rows import TupleRow
 
 from alerts.model import Alert
 from engine.core.state import DeviceState, LoanState, device_from_json, loan_from_json
-from engine.store.console_schema import POSTGRES_V6
+from engine.store.console_schema import POSTGRES_V6, TRACK_INDEX
 from engine.store.console_sql import ConsoleSql
 from engine.store.port import Batch, Committed, StoreConfigError, StoreError
 from engine.store.postgres_lease import PostgresLease
@@ -317,6 +317,7 @@ class PostgresStore(ConsoleSql[Cursor]):
                 (4, self._migrate_v4),
                 (5, self._migrate_v5),
                 (6, self._migrate_v6),
+                (7, self._migrate_v7),
             )
             for version, step in steps:
                 if version in done or (target is not None and version > target):
@@ -367,6 +368,10 @@ class PostgresStore(ConsoleSql[Cursor]):
         """The operator console: accounts, sessions, tokens, audit, alert cases."""
         for statement in POSTGRES_V6:
             cur.execute(statement)
+
+    def _migrate_v7(self, cur: Cursor) -> None:
+        """A car's track reads its gps rows by device."""
+        cur.execute(TRACK_INDEX)
 
     def _default_secrets(self) -> SecretBox:
         return load_secret_box(None)

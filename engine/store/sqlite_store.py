@@ -28,7 +28,7 @@ import orjson
 
 from alerts.model import Alert
 from engine.core.state import DeviceState, LoanState, device_from_json, loan_from_json
-from engine.store.console_schema import SQLITE_V6
+from engine.store.console_schema import SQLITE_V6, TRACK_INDEX
 from engine.store.console_sql import ConsoleSql
 from engine.store.file_lease import FileLease, lock_path
 from engine.store.port import Batch, Committed, StoreConfigError, StoreError
@@ -207,6 +207,8 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     # The operator console (DESIGN §9): operators, sessions, machine tokens, the audit log,
     # alert cases and their notes (console_schema.py).
     (6, SQLITE_V6),
+    # A car's track reads its gps rows by device (console_schema.py).
+    (7, (TRACK_INDEX,)),
 )
 _SEAL_SECRETS_VERSION = 3
 
