@@ -267,6 +267,57 @@ def test_soak_quick(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.mqtt
 @pytest.mark.slow
+def test_bench_distributed_quick(tmp_path: Path, capsys) -> None:
+    from benchmarks import bench_distributed
+
+    status = bench_distributed.main(["--quick", "--out-dir", str(tmp_path)])
+    doc = _load(tmp_path / "bench_distributed.json")
+    assert doc["checks_passed"] is True, doc["checks"]
+    assert status == 0
+    worker, replay = doc["worker"], doc["replay"]
+    readings = doc["parameters"]["readings"]
+    assert worker["readings"] == replay["readings"] == readings > 0
+    for kind in ("geofence.enter", "geofence.exit"):
+        assert worker["alerts_by_type"][kind] == replay["alerts_by_type"][kind] > 0
+    assert doc["checks"]["worker_reading_alerts_are_the_replays"] == "ok"
+    for side in (
+        worker,
+        replay,
+        doc["local_run"],
+        doc["bare"],
+        doc["bridge"],
+        doc["bridge_batched"],
+    ):
+        assert side["readings_per_s"] > 0, side
+        assert side["seconds"] > 0, side
+    assert worker["readings_phase_per_s"] >= worker["readings_per_s"]
+    assert worker["worker_cpu_us_per_reading"] > 0
+    # a checkpoint writes at most partitions x 64 buckets per space, whatever the rate
+    bound = worker["checkpoints"] * doc["parameters"]["partitions"] * 64 * len(worker["table_rows"])
+    assert 0 < worker["table_writes"] <= bound
+    assert worker["loan_events_per_reading"] == 1.0  # every car is on a loan
+    # loan events go in one record per loan partition per batch, not one per reading
+    assert 0 < worker["loan_event_records"] < worker["loan_events"] / 10
+    # the table buckets are stored compressed
+    spaces = worker["table_rows"].values()
+    assert 0 < sum(s["stored_bytes"] for s in spaces) < sum(s["bytes"] for s in spaces)
+    assert worker["topics"]["pledgewatch.readings"]["mean_record_bytes"] > 0
+    assert doc["bridge"]["readings"] == doc["bare"]["readings"] > 0
+    (latency,) = doc["latency"]
+    assert latency["alerts_received"] == latency["alerts_expected"] > 0
+    assert latency["latency_ms"]["p99"] > 0
+    sizing = doc["sizing"]
+    assert [f["cars"] for f in sizing["fleets"]] == [100_000, 1_000_000, 10_000_000]
+    for fleet in sizing["fleets"]:
+        assert fleet["workers"] > 0
+        assert fleet["partitions"] >= fleet["workers"]
+        assert fleet["broker_mb_in_per_s"] > 0
+        assert set(fleet["topics"]) == {"readings", "loan-events", "alerts", "changelogs"}
+    assert "DERIVED" in capsys.readouterr().out
+
+
+@pytest.mark.mqtt
+@pytest.mark.slow
 def test_bench_live_feed_tiny(tmp_path: Path, capsys) -> None:
     from benchmarks import bench_live_feed
 

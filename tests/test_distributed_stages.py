@@ -20,13 +20,23 @@ from alerts.model import Alert
 from devices.readings import GpsFix, Reading, StatusReport, Vibration
 from engine.core.config import Config
 from engine.core.state import device_from_json, device_to_json
-from engine.distributed.buckets import BUCKETS, BucketMirror, bucket_of, parse_table_key
+from engine.distributed.buckets import (
+    BUCKETS,
+    BucketMirror,
+    bucket_of,
+    checkpoint_value,
+    current_buckets,
+    offset_key,
+    parse_table_key,
+    read_bucket,
+    read_checkpoint,
+)
 from engine.distributed.records import (
     LoanEvent,
     alert_record,
-    loan_event_record,
+    loan_event_records,
     read_alert,
-    read_loan_event,
+    read_loan_events,
     read_reading,
     reading_record,
 )
@@ -97,7 +107,7 @@ class TwoStage:
             watermark = clocks[-1]
             routed = self.devices.step(readings, clocks, sources, None)
             self.emit(routed.alerts)
-            events = [read_loan_event(loan_event_record(e)) for e in routed.events]
+            events = [e for v in loan_event_records(routed.events) for e in read_loan_events(v)]
             self.emit(self.stage.feed(events, watermark))
         return watermark
 
@@ -274,7 +284,7 @@ def test_a_restart_from_a_checkpoint_fed_again_from_earlier_loses_and_adds_nothi
 def test_reading_records_read_back_exactly(reading: Reading, at: int) -> None:
     assert read_reading(reading_record(reading, at)) == (reading, at)
     event = LoanEvent("L-1", at, reading, (), None, (3, at))
-    assert read_loan_event(loan_event_record(event)) == event
+    assert [read_loan_events(v) for v in loan_event_records([event])] == [[event]]
 
 
 def test_bucket_mirrors_write_changed_buckets_and_read_them_back() -> None:
@@ -289,11 +299,47 @@ def test_bucket_mirrors_write_changed_buckets_and_read_them_back() -> None:
     mirror.put("trk-7", None)  # deleting what is gone changes nothing more
     (key, value), *rest = mirror.take_dirty().items()
     assert not rest
-    assert parse_table_key(key) == ("d", 3, bucket_of("trk-7"))
-    assert "trk-7" not in orjson.loads(value)
+    b = bucket_of("trk-7")
+    assert parse_table_key(key) == ("d", 3, b)  # the other slot: the first went to b + 64
+    assert b"d/3/%d" % (b + BUCKETS) in first
+    assert "trk-7" not in read_bucket(value)  # type: ignore[operator]  # a dict
+    assert len(value) < len(orjson.dumps(read_bucket(value)))  # compressed
     back = BucketMirror("d", 3)
-    back.load({**first, key: value, b"d/4/0": b"{}", b"junk": b"x"})  # other partitions ignored
+    junk = {b"d/4/0": b"{}", b"junk": b"x"}  # other partitions and keys are ignored
+    back.load({**first, key: value, **junk}, mirror.slots)
     assert dict(back.rows()) == {f"trk-{n}": {"n": n} for n in range(200) if n != 7}
+    plain = BucketMirror("d", 3)  # a value written before buckets were compressed
+    plain.load({b"d/3/5": b'{"trk-x": {"n": 1}}'})
+    assert dict(plain.rows()) == {"trk-x": {"n": 1}}
+
+
+def test_a_checkpoint_cut_short_restores_the_one_before_it() -> None:
+    """A worker killed while a checkpoint's records go out leaves some of its buckets
+    written and not its checkpoint record: a restore reads the previous checkpoint whole."""
+    mirror = BucketMirror("d", 0)
+    table: dict[bytes, bytes] = {}
+    for n in range(100):
+        mirror.put(f"trk-{n}", {"v": 1})
+    table |= mirror.take_dirty()
+    table[offset_key(0)] = checkpoint_value(41, {"d": mirror.slots})
+    for n in range(100):
+        mirror.put(f"trk-{n}", {"v": 2})
+    second = list(mirror.take_dirty().items())
+    assert len(second) > 2
+    table |= dict(second[: len(second) // 2])  # half of it landed, and not its record
+    offset, slots = read_checkpoint(table[offset_key(0)])
+    back = BucketMirror("d", 0)
+    back.load(table, slots["d"])
+    assert offset == 41
+    assert dict(back.rows()) == {f"trk-{n}": {"v": 1} for n in range(100)}
+    assert len(current_buckets(table)) == len(second)  # one slot per bucket: the first's
+    table[offset_key(0)] = checkpoint_value(97, {"d": mirror.slots})
+    table |= dict(second)  # the whole of it, record last
+    offset, slots = read_checkpoint(table[offset_key(0)])
+    back = BucketMirror("d", 0)
+    back.load(table, slots["d"])
+    assert (offset, dict(back.rows())) == (97, {f"trk-{n}": {"v": 2} for n in range(100)})
+    assert read_checkpoint(b"12") == (12, {})  # a record of the offset alone
 
 
 def test_as_current_names_the_event_faust_writes_tables_for() -> None:

@@ -57,7 +57,10 @@ def kafka_options(parser: argparse.ArgumentParser) -> None:
         "--producer-batch-bytes",
         type=int,
         default=16384,
-        help="aiokafka batch size (default 16384; 1 for tansu, which miscounts batches)",
+        help="aiokafka batch size of the producers whose topics are read to their end offsets: "
+        "the tables' changelogs (table recovery) and pledgewatch.changes (default 16384; 1 "
+        "for tansu, which reports a batch's end offset short). Loan events and alerts are "
+        "batched whatever this says",
     )
 
 
@@ -100,6 +103,13 @@ def worker_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=5.0,
         help="how often changed state is written to the tables and offsets committed",
+    )
+    option(
+        parser,
+        "--fetch-wait-ms",
+        type=int,
+        help="how long the worker's fetches wait for records (default: Faust's 1500; Kafka "
+        "answers as records come, tansu holds a fetch for the whole wait: 100 there)",
     )
     option(parser, "--metrics", type=http_address, help="HOST:PORT serving this worker's /metrics")
     api_options(parser, http_default=None)
@@ -188,6 +198,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         store=args.store,
         data_dir=args.data_dir,
         checkpoint_s=args.checkpoint_s,
+        fetch_wait_ms=args.fetch_wait_ms,
     )
     config = load_config(args.config)
     params = load_lending(args)

@@ -5,8 +5,8 @@ engine holds no devices (the workers do); what the API hands it goes to the clus
 - a fence or loan put or deleted becomes a `pledgewatch.changes` record (the API stored it
   first), and at start every stored fence and loan is written there again, so the topic
   holds the whole fleet even after a store was filled by other means;
-- a PUT's VIN conflict (stored by the API with its outbox row) becomes a loan event, so
-  the lending consumer of that loan's partition sees it;
+- a PUT's VIN conflict (stored by the API with its outbox row) becomes a loan-events
+  record of its own, so the lending consumer of that loan's partition sees it;
 - readings posted to the HTTP inputs (Traccar, OsmAnd) are decoded and produced to
   `pledgewatch.readings` (rejects to `pledgewatch.rejects`) like the bridge's, and the
   client's 200 comes after the brokers acknowledged them;
@@ -30,7 +30,7 @@ from engine.core.config import Config
 from engine.core.state import DeviceState
 from engine.distributed.bridge import input_records
 from engine.distributed.kafka_io import Producer, Record
-from engine.distributed.records import LoanEvent, fence_change, loan_change, loan_event_record
+from engine.distributed.records import LoanEvent, fence_change, loan_change, loan_event_records
 from engine.distributed.settings import CHANGES, LOAN_EVENTS
 from engine.runtime.live import Engine, EngineSettings
 from engine.runtime.submitted import EngineUnavailableError, Outcome
@@ -93,7 +93,9 @@ class ClusterEngine(Engine):
         records: list[Record] = [(CHANGES, *loan_change(loan))]
         if alerts:
             event = LoanEvent(loan.loan_id, self.now_ms(), alerts=tuple(alerts))
-            records.append((LOAN_EVENTS, loan.loan_id.encode(), loan_event_record(event)))
+            # keyed by the loan: the default partitioner puts it where `loan_partition` says
+            key = loan.loan_id.encode()
+            records += [(LOAN_EVENTS, key, value) for value in loan_event_records([event])]
         self.producer.send(records)
 
     def submit(

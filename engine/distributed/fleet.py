@@ -56,6 +56,7 @@ class Fleet:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.settings.fetch_wait_ms or 500,  # aiokafka's default
         )
         await consumer.start()
         try:

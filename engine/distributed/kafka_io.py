@@ -83,8 +83,8 @@ class Producer:
                 acks="all",
                 enable_idempotence=False,
                 linger_ms=5,
-                # tansu miscounts the offsets of a batch of several records, and Faust
-                # takes the gap for records it may commit: `--producer-batch-bytes 1` there
+                # tansu reports the end offset of a batch of several records short, and the
+                # workers read `pledgewatch.changes` up to its end at start: 1 there
                 max_batch_size=self.settings.producer_batch_bytes,
             )
             try:

@@ -19,10 +19,11 @@ from alerts.model import Alert
 from devices.readings import Reading
 from engine.core.config import Config
 from engine.core.state import DeviceState, device_from_json, device_to_json
-from engine.distributed.buckets import BucketMirror
-from engine.distributed.records import LoanEvent, RecordError, read_loan_event, read_reading
+from engine.distributed.buckets import BucketMirror, offset_key, read_checkpoint
+from engine.distributed.records import LoanEvent, RecordError, read_loan_events, read_reading
 from engine.distributed.stages import DeviceStage, LoanStage, Routed
 from geofence.fence import Fence
+from geofence.index import FenceIndex
 from lending.consumer import LOANS, SITES, LendingConsumer
 from lending.model import Loan
 
@@ -50,6 +51,7 @@ class Partitions:
         self.config = config
         self.lending = lending
         self.fences: dict[str, Fence] = {}
+        self._index: FenceIndex | None = None
         self.loans: dict[str, Loan] = {}
         self.devices: dict[int, DeviceStage] = {}
         self.device_rows: dict[int, BucketMirror] = {}
@@ -58,17 +60,31 @@ class Partitions:
         self.bad: list[Bad] = []
 
     # -- the fleet, from the changes topic
+    def fence_index(self) -> FenceIndex:
+        """The index of every fence, built once per change and shared by every stage (an
+        index is an immutable snapshot)."""
+        if self._index is None:
+            self._index = FenceIndex.build(self.fences.values())
+        return self._index
+
+    def _share_fences(self) -> None:
+        stages = (*self.devices.values(), *self.loan_stages.values())
+        if stages:
+            index = self.fence_index()
+            for stage in stages:
+                stage.pipeline.set_fences(index)
+
     def put_fence(self, fence: Fence) -> None:
         """Add or replace a fence in every stage."""
         self.fences[fence.fence_id] = fence
-        for stage in (*self.devices.values(), *self.loan_stages.values()):
-            stage.put_fences([fence])
+        self._index = None
+        self._share_fences()
 
     def delete_fence(self, fence_id: str) -> None:
         """Drop a fence from every stage."""
         if self.fences.pop(fence_id, None) is not None:
-            for stage in (*self.devices.values(), *self.loan_stages.values()):
-                stage.delete_fence(fence_id)
+            self._index = None
+            self._share_fences()
 
     def put_loan(self, loan: Loan, now_ms: int) -> None:
         """Add or replace a loan in every stage."""
@@ -77,7 +93,7 @@ class Partitions:
             stage.put_loan(loan, now_ms)
 
     def _fleet(self, stage: DeviceStage | LoanStage) -> None:
-        stage.put_fences(list(self.fences.values()))
+        stage.pipeline.set_fences(self.fence_index())
         for loan in self.loans.values():
             stage.put_loan(loan, 0)
 
@@ -87,8 +103,9 @@ class Partitions:
         how many device states were restored."""
         stage = DeviceStage(self.config)
         self._fleet(stage)
+        _, slots = read_checkpoint(values.get(offset_key(partition)))
         rows = BucketMirror(DEVICES_SPACE, partition)
-        rows.load(values)
+        rows.load(values, slots.get(DEVICES_SPACE, 0))
         stage.restore(device_from_json(doc) for _, doc in rows.rows())
         self.devices[partition], self.device_rows[partition] = stage, rows
         return len(stage.pipeline.devices)
@@ -103,8 +120,9 @@ class Partitions:
             space: BucketMirror(space, partition)
             for space in (LOANS_SPACE, *CONSUMER_SPACE.values())
         }
-        for mirror in mirrors.values():
-            mirror.load(values)
+        _, slots = read_checkpoint(values.get(offset_key(partition)))
+        for space, mirror in mirrors.items():
+            mirror.load(values, slots.get(space, 0))
         books = [(k, _doc(v)) for k, v in mirrors[CONSUMER_SPACE[LOANS]].rows()]
         cells = [(k, _doc(v)) for k, v in mirrors[CONSUMER_SPACE[SITES]].rows()]
         folds = {k: _doc(v) for k, v in mirrors[LOANS_SPACE].rows()}
@@ -153,15 +171,16 @@ class Partitions:
 
     def feed_loans(
         self, partition: int, records: Sequence[tuple[bytes, int]], now_ms: int
-    ) -> list[Alert]:
-        """Fold one partition's loan-event records in order; the alerts to produce."""
+    ) -> tuple[list[Alert], int]:
+        """Fold one partition's loan-event records in order; the alerts to produce, and how
+        many events the records held."""
         events: list[LoanEvent] = []
         for value, offset in records:
             try:
-                events.append(read_loan_event(value))
+                events += read_loan_events(value)
             except RecordError as exc:
                 self.bad.append(Bad("loan-events", partition, offset, str(exc)))
-        return self.loan_stages[partition].feed(events, now_ms)
+        return self.loan_stages[partition].feed(events, now_ms), len(events)
 
     # -- checkpoints
     def device_buckets(
@@ -178,6 +197,14 @@ class Partitions:
         for device_id in evicted:
             rows.put(device_id, None)
         return rows.take_dirty(), states, evicted
+
+    def slots(self, loans: bool, partition: int) -> dict[str, int]:
+        """The bucket slots of a partition's spaces, for its checkpoint record (written after
+        its changed buckets)."""
+        if loans:
+            return {space: m.slots for space, m in self.loan_rows.get(partition, {}).items()}
+        rows = self.device_rows.get(partition)
+        return {} if rows is None else {DEVICES_SPACE: rows.slots}
 
     def loan_buckets(self, partition: int) -> dict[bytes, bytes]:
         """The partition's changed loan and consumer buckets, as table key -> value."""

@@ -6,10 +6,13 @@
   reading's fields in declaration order (orjson writes floats that read back exactly).
 - `pledgewatch.rejects`, keyed by device_id (or the topic): a refused input, `Reject.to_json`
   with `raw` in base64 so that any bytes survive.
-- `pledgewatch.loan-events`, keyed by loan_id: what the device stage hands the per-loan
-  stage, in order: an accepted reading with the alerts it raised and the fix that moved the
-  car, or timer alerts. `src` is the reading record's (partition, offset): the per-loan stage
-  feeds a device's readings once, however often a restarted device stage steps them again.
+- `pledgewatch.loan-events`, partitioned by loan_id (`loan_partition`): what the device
+  stage hands the per-loan stage, in order: an accepted reading with the alerts it raised
+  and the fix that moved the car, or timer alerts. A record holds the events of one batch for
+  one partition (a JSON array, at most `LOAN_EVENTS_PER_RECORD`): one produce and one
+  consume per batch, not per reading. `src` is the reading record's (partition, offset): the
+  per-loan stage feeds a device's readings once, however often a restarted device stage
+  steps them again.
 - `pledgewatch.alerts`, keyed by loan_id (device_id without a loan): `Alert.to_json`.
 - `pledgewatch.changes` (compacted), keyed `fence:{id}` or `loan:{id}`: the fence's GeoJSON
   (null: deleted) or the loan's JSON, as the API takes them: how every worker learns them.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -111,36 +115,52 @@ class LoanEvent:
     src: tuple[int, int] | None = None  # the reading record's partition and offset
 
 
-def loan_event_record(event: LoanEvent) -> bytes:
-    """A `pledgewatch.loan-events` value."""
+LOAN_EVENTS_PER_RECORD = 500
+"""Events per `pledgewatch.loan-events` record at most (~150 KB: under Kafka's 1 MB)."""
+
+
+def _event_doc(event: LoanEvent) -> dict[str, object]:
     r = event.reading
-    return orjson.dumps(
-        {
-            "loan": event.loan_id,
-            "at": event.at_ms,
-            "r": None if r is None else [_KIND[type(r)], 0, *_fields(r)],
-            "a": [a.to_json() for a in event.alerts],
-            "m": None if event.moved is None else list(event.moved),
-            "src": None if event.src is None else list(event.src),
-        }
+    return {
+        "loan": event.loan_id,
+        "at": event.at_ms,
+        "r": None if r is None else [_KIND[type(r)], 0, *_fields(r)],
+        "a": [a.to_json() for a in event.alerts],
+        "m": None if event.moved is None else list(event.moved),
+        "src": None if event.src is None else list(event.src),
+    }
+
+
+def loan_event_records(events: Sequence[LoanEvent]) -> list[bytes]:
+    """`pledgewatch.loan-events` values holding `events` in order (none for none)."""
+    n = LOAN_EVENTS_PER_RECORD
+    return [
+        orjson.dumps([_event_doc(e) for e in events[i : i + n]]) for i in range(0, len(events), n)
+    ]
+
+
+def _event(doc: Any) -> LoanEvent:  # parsed JSON: the caller turns errors into RecordError
+    r, m, src = doc["r"], doc["m"], doc["src"]
+    return LoanEvent(
+        str(doc["loan"]),
+        int(doc["at"]),
+        None if r is None else _reading(r),
+        tuple(alert_from_json(a) for a in doc["a"]),
+        None if m is None else Position(int(m[0]), float(m[1]), float(m[2])),
+        None if src is None else (int(src[0]), int(src[1])),
     )
 
 
-def read_loan_event(value: bytes) -> LoanEvent:
-    """The event back from `loan_event_record`."""
+def read_loan_events(value: bytes) -> list[LoanEvent]:
+    """The events back from a `loan_event_records` value."""
     try:
-        doc = orjson.loads(value)
-        r, m, src = doc["r"], doc["m"], doc["src"]
-        return LoanEvent(
-            str(doc["loan"]),
-            int(doc["at"]),
-            None if r is None else _reading(r),
-            tuple(alert_from_json(a) for a in doc["a"]),
-            None if m is None else Position(int(m[0]), float(m[1]), float(m[2])),
-            None if src is None else (int(src[0]), int(src[1])),
-        )
+        docs = orjson.loads(value)
+        if not isinstance(docs, list):
+            msg = "expected a JSON array of events"
+            raise TypeError(msg)  # noqa: TRY301  # one message for every malformed record
+        return [_event(doc) for doc in docs]
     except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, IndexError) as exc:
-        msg = f"not a loan-event record: {exc}"
+        msg = f"not a loan-events record: {exc}"
         raise RecordError(msg) from exc
 
 

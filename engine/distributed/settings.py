@@ -5,11 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from aiokafka.partitioner import murmur2
+
 READINGS = "pledgewatch.readings"  # keyed by device_id (DESIGN §9)
 ALERTS = "pledgewatch.alerts"  # keyed by loan_id (DESIGN §9)
 REJECTS = "pledgewatch.rejects"  # keyed by device_id, or the topic when it names none
-LOAN_EVENTS = "pledgewatch.loan-events"  # keyed by loan_id: the repartition by loan
+LOAN_EVENTS = "pledgewatch.loan-events"  # partitioned by loan_id: the repartition by loan
 CHANGES = "pledgewatch.changes"  # compacted: fences and loans, keyed fence:/loan: + id
+
+
+def loan_partition(loan_id: str, partitions: int) -> int:
+    """The `pledgewatch.loan-events` partition of a loan: Kafka's default partitioner on the
+    loan id (murmur2), as a record keyed by it would land."""
+    hashed: int = murmur2(loan_id.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 def bootstrap_servers(url: str) -> str:
@@ -33,9 +42,12 @@ def bootstrap_servers(url: str) -> str:
 class KafkaSettings:
     """The cluster, the topics' shape and the workers' tables.
 
-    `producer_batch_bytes`: aiokafka's batch size. Apache Kafka and Redpanda want the
-    default; tansu (the tests' broker) needs 1, since it reports a batch's end offset wrongly
-    and table recovery then stops short (../shared/MEASUREMENTS.md).
+    `producer_batch_bytes`: aiokafka's batch size for the topics read up to their end offsets
+    (the tables' changelogs, by Faust's recovery; `pledgewatch.changes`, by every worker at
+    start). Apache Kafka and Redpanda want the default; tansu (the tests' broker) needs 1,
+    since it reports the end offset of a batch of several records short and the reader then
+    stops early (../shared/MEASUREMENTS.md). Loan events and alerts are always batched
+    (`engine.distributed.outputs`): nothing reads their end offsets.
     """
 
     url: str = "kafka://127.0.0.1:9092"
@@ -53,6 +65,9 @@ class KafkaSettings:
     checkpoint_s: float = 5.0  # how often changed state is written and offsets committed
     max_batch: int = 1000
     max_wait_s: float = 0.05
+    # how long a fetch may wait for records (None: Faust's 1500 ms). Apache Kafka answers a
+    # fetch when records come; tansu holds it for the whole wait, a delay on every hop.
+    fetch_wait_ms: int | None = None
 
     @property
     def loan_partition_count(self) -> int:

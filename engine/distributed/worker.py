@@ -2,8 +2,9 @@
 
 - The `devices` agent takes `pledgewatch.readings` in batches and steps each partition's
   device stage (`engine.distributed.partitions`); the loan events it routes go to
-  `pledgewatch.loan-events` keyed by loan (the repartition), alerts of trackers on no loan
-  straight to `pledgewatch.alerts`.
+  `pledgewatch.loan-events` by loan, a record per loan partition per batch (the
+  repartition), alerts of trackers on no loan straight to `pledgewatch.alerts`; both through
+  `engine.distributed.outputs`.
 - The `loans` agent takes `pledgewatch.loan-events` and runs the per-loan fold and the
   lending consumers; its alerts go to `pledgewatch.alerts` keyed by loan.
 - With a store, the `outbox` agent drains `pledgewatch.alerts` into the outbox (the same
@@ -14,13 +15,16 @@
 - Fences and loans come from the compacted `pledgewatch.changes`, read whole by every worker
   before its agents start (`engine.distributed.fleet`).
 
-Checkpoints: every `checkpoint_s` the changed state buckets are written to the Faust tables
-(`pledgewatch-devices`, `pledgewatch-loans`) and the accepted readings to the store; only
-then are the records that made them acknowledged, so Faust never commits an offset whose
-effect is not in a table: each record is held (`Message.incref`) from its batch until the
-checkpoint after it. A worker killed between two checkpoints is replaced by one that
-restores the last checkpoint and steps the records since again: the same alerts with the
-same ids, which the outbox keeps once.
+Checkpoints: every `checkpoint_s`, with no stage stepping meanwhile, the loan events and
+alerts produced so far are flushed (acknowledged by the brokers), then the changed state
+buckets are written to the Faust tables (`pledgewatch-devices`, `pledgewatch-loans`), each
+partition's checkpoint record last (atomic per partition: `engine.distributed.buckets`), and
+the accepted readings to the store; only then are the records that made them acknowledged:
+each record is held (`Message.incref`) from its batch until the checkpoint after it. A
+partition given to a worker is restored from its last whole checkpoint and read from the
+record after it, wherever Faust's committed offset lies: a worker killed between two
+checkpoints is replaced by one that steps the records since again, with the same alerts and
+ids, which the outbox keeps once.
 """
 
 from __future__ import annotations
@@ -41,18 +45,17 @@ from alerts.model import Alert
 from devices.readings import Reading
 from engine.core.config import Config
 from engine.core.state import DeviceState
-from engine.distributed.buckets import offset_key, parse_table_key
+from engine.distributed.buckets import (
+    checkpoint_value,
+    offset_key,
+    parse_table_key,
+    read_checkpoint,
+)
 from engine.distributed.fleet import Fleet
 from engine.distributed.kafka_io import ensure_topics
+from engine.distributed.outputs import Outputs
 from engine.distributed.partitions import Partitions
-from engine.distributed.records import (
-    RecordError,
-    alert_key,
-    alert_record,
-    loan_event_record,
-    read_alert,
-    read_reject,
-)
+from engine.distributed.records import RecordError, read_alert, read_reject
 from engine.distributed.settings import ALERTS, LOAN_EVENTS, READINGS, REJECTS, KafkaSettings
 from engine.distributed.stages import Routed
 from engine.runtime.metrics import counter_lines, gauge_lines, labelled_gauge_lines
@@ -86,8 +89,8 @@ class WorkerCounters:
     """What a worker did, for `/metrics`."""
 
     readings: int = 0  # reading records stepped
-    loan_events: int = 0
-    alerts_out: int = 0  # alert records produced
+    loan_event_records: int = 0
+    loan_events: int = 0  # in those records
     drained: int = 0  # alert records written to the outbox
     rejects: dict[str, int] = field(default_factory=dict)
     checkpoints: int = 0
@@ -125,7 +128,9 @@ class Worker:
         self.counters = WorkerCounters()
         self.held = _Held()
         self.fleet = Fleet(settings, self.parts)
-        self._lock = asyncio.Lock()
+        self.outputs = Outputs(settings)
+        self._checkpointing = asyncio.Lock()  # one checkpoint at a time
+        self._stepping = asyncio.Lock()  # stages step, or a checkpoint reads them
         self._last_checkpoint = time.monotonic()
         self._settled = False  # True from a rebalance's recovery to the next rebalance
         self.applied: dict[tuple[str, int], int] = {}  # the last offset each stage stepped
@@ -172,12 +177,15 @@ class Worker:
         self.loans_table = app.Table(
             LOANS_TABLE, key_type=bytes, value_type=bytes, partitions=s.loan_partition_count
         )
-        self.alerts_topic, self.loan_events_topic = alerts, loan_events
 
         @app.task  # type: ignore[untyped-decorator]  # Faust's decorators are untyped
         async def follow_changes() -> None:
             await ensure_topics(s)
-            await self.fleet.follow(self.now_ms)
+            await self.outputs.start()
+            try:
+                await self.fleet.follow(self.now_ms)
+            finally:
+                await self.outputs.stop()
 
         @app.agent(readings, name="devices")
         async def devices(stream: Any) -> None:
@@ -232,32 +240,35 @@ class Worker:
 
     # -- the agents' work
     async def _devices(self, stream: Any, events: Sequence[Event]) -> None:
-        now = self.now_ms()
-        routed = Routed()
-        for partition, batch in _by_partition(events).items():
-            if partition not in self.parts.devices:
-                self._take_devices(partition)
-            fresh = self._in_order(stream, READINGS, partition, batch)
-            records = [(e.value, e.message.offset) for e in fresh]
-            out = self.parts.step_readings(partition, records, now)
-            routed.events += out.events
-            routed.alerts += out.alerts
-            self.held.accepted += out.accepted
-            self.counters.readings += len(fresh)
-        await self._send(routed)
+        async with self._stepping:
+            now = self.now_ms()
+            routed = Routed()
+            for partition, batch in _by_partition(events).items():
+                if partition not in self.parts.devices:
+                    self._take_devices(partition)
+                fresh = self._in_order(stream, READINGS, partition, batch)
+                records = [(e.value, e.message.offset) for e in fresh]
+                out = self.parts.step_readings(partition, records, now)
+                routed.events += out.events
+                routed.alerts += out.alerts
+                self.held.accepted += out.accepted
+                self.counters.readings += len(fresh)
+            await self._send(routed)
         await self._rewind()
         await self._maybe_checkpoint()
 
     async def _loans(self, stream: Any, events: Sequence[Event]) -> None:
-        now = self.now_ms()
-        for partition, batch in _by_partition(events).items():
-            if partition not in self.parts.loan_stages:
-                self._take_loans(partition)
-            fresh = self._in_order(stream, LOAN_EVENTS, partition, batch)
-            records = [(e.value, e.message.offset) for e in fresh]
-            alerts = self.parts.feed_loans(partition, records, now)
-            self.counters.loan_events += len(fresh)
-            await self._send(Routed(alerts=alerts))
+        async with self._stepping:
+            now = self.now_ms()
+            for partition, batch in _by_partition(events).items():
+                if partition not in self.parts.loan_stages:
+                    self._take_loans(partition)
+                fresh = self._in_order(stream, LOAN_EVENTS, partition, batch)
+                records = [(e.value, e.message.offset) for e in fresh]
+                alerts, fed = self.parts.feed_loans(partition, records, now)
+                self.counters.loan_event_records += len(fresh)
+                self.counters.loan_events += fed
+                await self._send(Routed(alerts=alerts))
         await self._rewind()
         await self._maybe_checkpoint()
 
@@ -332,12 +343,7 @@ class Worker:
         self.counters.processed[(topic, partition)] = batch[-1].message.offset
 
     async def _send(self, routed: Routed) -> None:
-        for event in routed.events:
-            key, value = event.loan_id.encode(), loan_event_record(event)
-            await self.loan_events_topic.send(key=key, value=value)
-        for alert in routed.alerts:
-            await self.alerts_topic.send(key=alert_key(alert), value=alert_record(alert))
-        self.counters.alerts_out += len(routed.alerts)
+        await self.outputs.send(routed)
 
     async def _drain(self, events: Sequence[Event]) -> None:
         alerts: list[Alert] = []
@@ -391,8 +397,7 @@ class Worker:
 
     def _restored_offset(self, topic: str, partition: int, values: dict[bytes, bytes]) -> int:
         """The last record the restored state holds: the stage steps from the next one."""
-        raw = values.get(offset_key(partition))
-        at = int(raw) if raw is not None else -1
+        at, _ = read_checkpoint(values.get(offset_key(partition)))
         key = (topic, partition)
         self.applied[key] = at
         self.catching_up.add(key)
@@ -420,7 +425,23 @@ class Worker:
         if readings or loans:
             _log.info("partitions taken away: readings %s, loan-events %s", readings, loans)
 
+    def fetch_wait_ms(self) -> int | None:
+        """Set the consumer's fetch wait (`settings.fetch_wait_ms`) and return it as it is;
+        None before the consumer runs. Faust 0.15.3 hard-codes 1500 ms when it makes the
+        aiokafka consumer; its fetcher reads the attribute at every fetch. Private attributes
+        of both (pinned): tests/test_distributed reads this back from `/metrics`."""
+        consumer: Any = self.app.consumer
+        fetcher: Any = getattr(
+            getattr(getattr(consumer, "_thread", None), "_consumer", None), "_fetcher", None
+        )
+        if not hasattr(fetcher, "_fetch_max_wait_ms"):  # not started yet
+            return None
+        if self.settings.fetch_wait_ms is not None:
+            fetcher._fetch_max_wait_ms = self.settings.fetch_wait_ms  # noqa: SLF001
+        return int(fetcher._fetch_max_wait_ms)  # noqa: SLF001
+
     async def _housekeeping(self) -> None:
+        self.fetch_wait_ms()
         if self._settled:  # every assigned partition's table is recovered
             for tp in self.app.consumer.assignment():
                 if tp.topic == READINGS and tp.partition not in self.parts.devices:
@@ -428,36 +449,29 @@ class Worker:
                 elif tp.topic == LOAN_EVENTS and tp.partition not in self.parts.loan_stages:
                     self._take_loans(tp.partition)
         await self._rewind()
-        await self._send(self.parts.tick(self.now_ms()))
+        async with self._stepping:
+            await self._send(self.parts.tick(self.now_ms()))
         await self._maybe_checkpoint()
 
     # -- checkpoints
     async def _maybe_checkpoint(self) -> None:
-        if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_s:
+        due = time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_s
+        if due and not self._checkpointing.locked():
             await self.checkpoint()
 
     async def checkpoint(self) -> None:
         """Write changed state buckets and the accepted readings, then acknowledge the
         records whose effect they hold."""
-        async with self._lock:
-            self._last_checkpoint = time.monotonic()
-            held, self.held = self.held, _Held()
-            states: list[DeviceState] = []
-            evicted: list[str] = []
-            for (topic, partition), event in held.last.items():
-                if topic == READINGS:
-                    values, changed, gone = self.parts.device_buckets(partition)
-                    states += changed
-                    evicted += gone
-                    table = self.devices_table
-                else:
-                    values = self.parts.loan_buckets(partition)
-                    table = self.loans_table
-                values[offset_key(partition)] = str(self.applied[(topic, partition)]).encode()
-                with as_current(event):
-                    for key, value in values.items():
-                        table[key] = value
-                self.counters.table_writes += len(values)
+        async with self._checkpointing:
+            async with self._stepping:  # no stage steps until their state is written
+                self._last_checkpoint = time.monotonic()
+                # What the stepped records produced (loan events, alerts) must be on the
+                # brokers before a table says they were stepped: the changelog goes out per
+                # partition, ahead of records queued earlier on busier partitions, and a
+                # worker killed in between would restore a state whose alerts never left.
+                await self.outputs.flush()
+                held, self.held = self.held, _Held()
+                states, evicted = self._write_tables(held)
             if (held.accepted or states or evicted) and self.store is not None:
                 # telemetry, and the device states the API shows (`GET /v1/devices/{id}`)
                 batch = Batch(self.now_ms(), held.accepted, devices=states, evicted=evicted)
@@ -473,6 +487,31 @@ class Worker:
                 )
                 _log.info("checkpoint %d: %s", self.counters.checkpoints, done)
 
+    def _write_tables(self, held: _Held) -> tuple[list[DeviceState], list[str]]:
+        """Write the changed rows of the partitions `held` stepped, with the offset each
+        stepped last; the device states changed and forgotten, for the store."""
+        states: list[DeviceState] = []
+        evicted: list[str] = []
+        for (topic, partition), event in held.last.items():
+            if topic == READINGS:
+                values, changed, gone = self.parts.device_buckets(partition)
+                states += changed
+                evicted += gone
+                table = self.devices_table
+            else:
+                values = self.parts.loan_buckets(partition)
+                table = self.loans_table
+            # last: the checkpoint is whole once this record is in (engine.distributed.buckets)
+            slots = self.parts.slots(topic == LOAN_EVENTS, partition)
+            values[offset_key(partition)] = checkpoint_value(
+                self.applied[(topic, partition)], slots
+            )
+            with as_current(event):
+                for key, value in values.items():
+                    table[key] = value
+            self.counters.table_writes += len(values)
+        return states, evicted
+
     # -- metrics
     def metric_lines(self) -> list[str]:
         """This worker's part of `/metrics`: its counters, its stages' and lag per partition."""
@@ -481,6 +520,9 @@ class Worker:
         for stage in self.parts.devices.values():
             for stream, n in stage.pipeline.counters.readings.items():
                 totals[str(stream)] = totals.get(str(stream), 0) + n
+        wait = self.fetch_wait_ms()
+        if wait is None:
+            wait = -1
         lag: dict[str, int] = {}
         consumer = self.app.consumer
         for (topic, partition), offset in c.processed.items():
@@ -494,15 +536,21 @@ class Worker:
                 "topic",
                 {
                     READINGS: c.readings,
-                    LOAN_EVENTS: c.loan_events,
+                    LOAN_EVENTS: c.loan_event_records,
                 },
+            ),
+            *counter_lines(
+                "pledgewatch_worker_loan_events_total",
+                "Loan events sent to the per-loan stage, and stepped by it.",
+                "way",
+                {"sent": self.outputs.loan_events, "stepped": c.loan_events},
             ),
             *counter_lines("pledgewatch_readings_total", "Accepted readings.", "stream", totals),
             *counter_lines(
                 "pledgewatch_rejected_total", "Rejected input kept.", "reason", c.rejects
             ),
             *gauge_lines(
-                "pledgewatch_worker_alerts_produced", "Alert records produced.", c.alerts_out
+                "pledgewatch_worker_alerts_produced", "Alert records produced.", self.outputs.alerts
             ),
             *gauge_lines(
                 "pledgewatch_worker_alerts_drained", "Alerts written to the outbox.", c.drained
@@ -517,6 +565,9 @@ class Worker:
                 "Devices held.",
                 sum(len(s.pipeline.devices) for s in self.parts.devices.values()),
             ),
+            *gauge_lines("pledgewatch_worker_fetch_wait_ms", "Fetch wait (-1: unknown).", wait),
+            *gauge_lines("pledgewatch_worker_fences", "Fences known.", len(self.parts.fences)),
+            *gauge_lines("pledgewatch_worker_loans", "Loans known.", len(self.parts.loans)),
             *labelled_gauge_lines(
                 "pledgewatch_worker_lag",
                 "Records not yet stepped, per partition.",

@@ -49,6 +49,7 @@ class ClusterProcess(LoggedProcess):
         self.metrics_port = metrics_port
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
+        self._offset = 0  # the log's size at the last spawn: readiness is looked for past it
 
     @classmethod
     def worker(
@@ -96,11 +97,17 @@ class ClusterProcess(LoggedProcess):
 
     def start(self, timeout_s: float = 60.0) -> None:
         """Start and block until ready; EngineStartError with the log's end if not."""
+        self.spawn()
+        self.wait_ready(timeout_s)
+
+    def spawn(self) -> None:
+        """Start the process and return at once (`wait_ready` waits for it): several can then
+        start side by side."""
         if self.running():
             msg = f"pledgewatch {self.command} is already running"
             raise EngineStartError(msg)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(  # noqa: S603  # our own interpreter and flags
                 [*engine_command(), self.command, *self.args],
@@ -110,9 +117,17 @@ class ClusterProcess(LoggedProcess):
                 stderr=subprocess.STDOUT,
                 process_group=0,
             )
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Block until the spawned process is ready; EngineStartError with the log's end if
+        it exits or is not ready in time."""
+        proc = self.proc
+        if proc is None:
+            msg = f"pledgewatch {self.command} was not started"
+            raise EngineStartError(msg)
         deadline = time.monotonic() + timeout_s
-        while not self._ready(offset):
-            code = self.proc.poll()
+        while not self._ready(self._offset):
+            code = proc.poll()
             if code is not None or time.monotonic() > deadline:
                 why = f"exited with status {code}" if code is not None else "timed out"
                 self.kill9()
