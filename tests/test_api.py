@@ -12,7 +12,9 @@ import random
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +26,7 @@ import orjson
 import psycopg
 import pytest
 import uvicorn
+from psycopg import sql
 
 from alerts.address_policy import AddressPolicy, parse_allow
 from alerts.dispatcher import Dispatcher, RetryPolicy
@@ -169,6 +172,47 @@ def run_live(directory: Path, consumer: LendingConsumer | None = None) -> Iterat
     dispatcher.stop()
     engine.stop()
     store.close()
+
+
+@dataclass
+class Api:
+    store: SqliteStore | PostgresStore
+    engine: Engine
+    url: str
+    admin: httpx.Client  # with the API token
+
+
+@contextmanager
+def api_on_store(kind: str, directory: Path, **app_options: Any) -> Iterator[Api]:
+    """An engine on a SQLite file in `directory` (`kind` "sqlite") or in a fresh PostgreSQL
+    schema ("postgres", dropped afterwards), fed by an idle queue, with the API (no
+    dispatcher; `app_options` go to `create_app`) on a loopback port."""
+    store: SqliteStore | PostgresStore
+    schema = None
+    if kind == "sqlite":
+        store = SqliteStore(directory / "pledgewatch.db")
+    else:
+        schema = f"pw_test_{uuid.uuid4().hex[:12]}"
+        store = PostgresStore(PG_DSN, schema=schema, max_size=4)
+    store.migrate()
+    engine = Engine(store, QueueSource(), settings=EngineSettings(max_wait_s=0.01))
+    engine.start()
+    app = create_app(engine, store, None, TOKEN, **app_options)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        with (
+            Server(app) as server,
+            httpx.Client(base_url=server.url, headers=auth, timeout=10) as admin,
+        ):
+            yield Api(store, engine, server.url, admin)
+    finally:
+        engine.stop()
+        store.close()
+        if schema is not None:
+            with psycopg.connect(PG_DSN, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+                )
 
 
 def square(center: tuple[float, float], half_m: float) -> list[list[float]]:

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from psycopg import sql
 from starlette.requests import Request
 
 from alerts.model import iso_ms
@@ -23,18 +21,16 @@ from devices.readings import GpsFix, Reject, RejectReason
 from engine.api.app import create_app
 from engine.api.credentials import verify_password
 from engine.api.sessions import _plain_loopback
-from engine.runtime.live import Engine, EngineSettings
+from engine.runtime.live import Engine
 from engine.store.port import Batch
-from engine.store.postgres_store import PostgresStore
 from engine.store.sqlite_store import SqliteStore
 from lending.consumer import LendingConsumer
 from simulator.vehicles import make_vin
-from tests.conftest import PG_DSN
 from tests.test_api import (
     LOOPBACK,
-    TOKEN,
-    QueueSource,
+    Api,
     Server,
+    api_on_store,
     assert_problem,
     loan_doc,
     run_live,
@@ -45,48 +41,17 @@ PASSWORD = "correct horse battery staple"
 PEOPLE = {"alice": "admin", "olga": "operator", "otto": "operator", "victor": "viewer"}
 
 
-@dataclass
-class Api:
-    store: SqliteStore | PostgresStore
-    engine: Engine
-    url: str
-    admin: httpx.Client  # with the API token
-
-
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
 def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """An engine with the API on a loopback port, and the operators of `PEOPLE`."""
-    store: SqliteStore | PostgresStore
-    schema = None
-    if request.param == "sqlite":
-        store = SqliteStore(tmp_path_factory.mktemp("console") / "pledgewatch.db")
-    else:
-        schema = f"pw_test_{uuid.uuid4().hex[:12]}"
-        store = PostgresStore(PG_DSN, schema=schema, max_size=4)
-    store.migrate()
-    engine = Engine(store, QueueSource(), settings=EngineSettings(max_wait_s=0.01))
-    engine.start()
-    app = create_app(engine, store, None, TOKEN, webhook_addresses=LOOPBACK)
-    auth = {"Authorization": f"Bearer {TOKEN}"}
-    try:
-        with (
-            Server(app) as server,
-            httpx.Client(base_url=server.url, headers=auth, timeout=10) as admin,
-        ):
-            for name, role in PEOPLE.items():
-                made = admin.put(f"/v1/operators/{name}", json={"role": role, "password": PASSWORD})
-                assert made.status_code == 201, made.text
-            yield Api(store, engine, server.url, admin)
-    finally:
-        engine.stop()
-        store.close()
-        if schema is not None:
-            with psycopg.connect(PG_DSN, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-                )
+    directory = tmp_path_factory.mktemp("console")
+    with api_on_store(request.param, directory, webhook_addresses=LOOPBACK) as api:
+        for name, role in PEOPLE.items():
+            made = api.admin.put(f"/v1/operators/{name}", json={"role": role, "password": PASSWORD})
+            assert made.status_code == 201, made.text
+        yield api
 
 
 @dataclass

@@ -8,24 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
-from psycopg import sql
 
 from engine.api.app import create_app
-from engine.runtime.live import Engine, EngineSettings
+from engine.runtime.live import Engine
 from engine.store.port import IssuedToken, Store, StoreError
 from engine.store.postgres_store import PostgresStore
 from engine.store.sqlite_store import SqliteStore
 from tests.conftest import PG_DSN, OpenStore
 from tests.factories import T0
-from tests.test_api import TOKEN, QueueSource, Server, assert_problem
+from tests.test_api import TOKEN, Api, Server, api_on_store, assert_problem
 from tests.test_ingest_api import counter, iso, now_ms, traccar
 from tests.test_store_consumers import versions
 
@@ -90,45 +87,13 @@ def test_schema_version_5_adds_the_table_to_a_version_4_store(
 # -- the API and the inputs, on both stores
 
 
-@dataclass
-class Api:
-    store: SqliteStore | PostgresStore
-    engine: Engine
-    url: str
-    admin: httpx.Client  # with the API token
-
-
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
 def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """An engine fed by the HTTP inputs (and an idle queue), with the API on a loopback port."""
-    store: SqliteStore | PostgresStore
-    schema = None
-    if request.param == "sqlite":
-        store = SqliteStore(tmp_path_factory.mktemp("tokens") / "pledgewatch.db")
-    else:
-        schema = f"pw_test_{uuid.uuid4().hex[:12]}"
-        store = PostgresStore(PG_DSN, schema=schema, max_size=4)
-    store.migrate()
-    engine = Engine(store, QueueSource(), settings=EngineSettings(max_wait_s=0.01))
-    engine.start()
-    app = create_app(engine, store, None, TOKEN)
-    auth = {"Authorization": f"Bearer {TOKEN}"}
-    try:
-        with (
-            Server(app) as server,
-            httpx.Client(base_url=server.url, headers=auth, timeout=10) as admin,
-        ):
-            yield Api(store, engine, server.url, admin)
-    finally:
-        engine.stop()
-        store.close()
-        if schema is not None:
-            with psycopg.connect(PG_DSN, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-                )
+    with api_on_store(request.param, tmp_path_factory.mktemp("tokens")) as api:
+        yield api
 
 
 def issue(api: Api, device_id: str) -> str:
