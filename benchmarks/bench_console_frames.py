@@ -44,7 +44,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks.common import RESULTS_DIR, log, machine_info, table, write_json
+from benchmarks.common import RESULTS_DIR, exit_status, log, machine_info, table, write_json
 from benchmarks.common import fmt_value as _fmt
 from benchmarks.engine_publishers import HelperPool
 from benchmarks.engine_workload import Msg
@@ -331,10 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
     write_json(args.out_dir / "bench_console_frames.json", doc)
-    if not doc["checks_passed"]:
-        print("SOME CHECKS FAILED: see 'checks' in the JSON", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(doc["checks_passed"])
 
 
 if __name__ == "__main__":

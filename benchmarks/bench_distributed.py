@@ -27,7 +27,14 @@ from typing import Any
 
 import orjson
 
-from benchmarks.common import RESULTS_DIR, log, machine_info, mosquitto_version, write_json
+from benchmarks.common import (
+    RESULTS_DIR,
+    exit_status,
+    log,
+    machine_info,
+    mosquitto_version,
+    write_json,
+)
 from benchmarks.distributed_cluster import (
     TANSU_BATCH_BYTES,
     TANSU_FETCH_WAIT_MS,
@@ -327,10 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
     write_json(args.out_dir / "bench_distributed.json", out)
-    if not out["checks_passed"]:
-        print("SOME CHECKS FAILED: see 'checks' in the JSON", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(out["checks_passed"])
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from typing import Any
 
 from benchmarks.common import (
     RESULTS_DIR,
+    exit_status,
     fmt_rate,
     log,
     machine_info,
@@ -300,10 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
     write_json(args.out_dir / "bench_engine.json", out)
-    if not doc["checks_passed"]:
-        print("SOME CHECKS FAILED: see 'checks' in the JSON", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(doc["checks_passed"])
 
 
 if __name__ == "__main__":

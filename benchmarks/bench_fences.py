@@ -20,7 +20,7 @@ import shapely
 from numpy.typing import NDArray
 from shapely import STRtree
 
-from benchmarks.common import RESULTS_DIR, log, machine_info, random_fences, write_json
+from benchmarks.common import RESULTS_DIR, exit_status, log, machine_info, random_fences, write_json
 from benchmarks.fences_methods import (
     MethodResult,
     Pairs,
@@ -239,10 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "table": text,
     }
     write_json(args.out_dir / "bench_fences.json", doc)
-    if not checks_passed:
-        print("SOME CHECKS FAILED: see 'check' in the JSON", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(checks_passed, "check")
 
 
 if __name__ == "__main__":

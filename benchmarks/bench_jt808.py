@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks.common import RESULTS_DIR, log, machine_info, table, write_json
+from benchmarks.common import RESULTS_DIR, exit_status, log, machine_info, table, write_json
 from benchmarks.common import fmt_value as _fmt
 from benchmarks.jt808_fleet import FleetStats, WalkingTerminal, connect_fleet, pace, settle
 from engine.cli.gateway import raise_fd_limit
@@ -343,10 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(args.out_dir / "bench_jt808.json", doc)
     for note in notes:
         print(note, file=sys.stderr)
-    if not doc["checks_passed"]:
-        print("SOME CHECKS FAILED: see 'checks' in the JSON", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(doc["checks_passed"])
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import bench_replay
-from benchmarks.common import RESULTS_DIR, log, machine_info, write_json
+from benchmarks.common import RESULTS_DIR, exit_status, log, machine_info, write_json
 from benchmarks.lending_eval import TARGET_AUC, evaluate, make_lives, replay_lives
 from benchmarks.lending_report import checks_text, evaluation_text, size_text, speed_text
 from benchmarks.lending_size import memory_per_loan, site_scaling
@@ -160,10 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc["table"] = text
     doc["elapsed_s"] = round(time.perf_counter() - started, 1)
     write_json(args.out_dir / "bench_lending.json", doc)
-    if not doc["checks_passed"]:
-        print("SOME CHECKS FAILED: see 'checks' in the JSON", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(doc["checks_passed"])
 
 
 def parameters(args: argparse.Namespace) -> dict[str, Any]:

@@ -47,6 +47,7 @@ import orjson
 
 from benchmarks.common import (
     RESULTS_DIR,
+    exit_status,
     fmt_ratio,
     fmt_value,
     log,
@@ -536,10 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
     write_json(args.out_dir / "bench_live_feed.json", out)
-    if not passed:
-        print("SOME CHECKS FAILED: see 'checks' in the JSON", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(passed)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import numpy as np
 from shapely import STRtree
 
 from alerts.model import Alert
-from benchmarks.common import RESULTS_DIR, log, machine_info, write_json
+from benchmarks.common import RESULTS_DIR, exit_status, log, machine_info, write_json
 from benchmarks.replay_methods import (
     Timing,
     baseline,
@@ -107,10 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         doc = measure(args, inputs, work, info)
     doc["elapsed_s"] = round(time.perf_counter() - started, 1)
     write_json(args.out_dir / "bench_replay.json", doc)
-    if not doc["checks_passed"]:
-        print("SOME CHECKS FAILED: see 'check' in the JSON", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(doc["checks_passed"], "check")
 
 
 def measure(

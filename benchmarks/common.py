@@ -94,6 +94,15 @@ def write_json(path: Path, doc: dict[str, object]) -> None:
     log(f"wrote {path}")
 
 
+def exit_status(passed: object, key: str = "checks") -> int:
+    """A benchmark's exit status: 0 when its checks passed (`passed` truthy, as its JSON
+    holds it), else 1 after saying on stderr which key of the JSON holds the checks."""
+    if passed:
+        return 0
+    print(f"SOME CHECKS FAILED: see '{key}' in the JSON", file=sys.stderr)
+    return 1
+
+
 def rate(count: int, seconds: float) -> float:
     """Items per second (0 when nothing was timed)."""
     return count / seconds if seconds > 0 else 0.0

@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from alerts.retry import RetryPolicy
-from benchmarks.common import RESULTS_DIR, log, machine_info, mosquitto_version, write_json
+from benchmarks.common import (
+    RESULTS_DIR,
+    exit_status,
+    log,
+    machine_info,
+    mosquitto_version,
+    write_json,
+)
 from benchmarks.soak_chaos import Chaos, Editor, Flapper, Timing, timetable
 from benchmarks.soak_checks import alert_checks, counter_delta, engine_checks, input_checks
 from benchmarks.soak_report import charts, episodes, series_summary, summary_text
@@ -363,10 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc["table"] = text
     print(text)
     write_json(args.out_dir / "soak.json", doc)
-    if not doc["checks_passed"]:
-        print("SOME CHECKS FAILED: see 'checks' in the JSON", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(doc["checks_passed"])
 
 
 if __name__ == "__main__":
