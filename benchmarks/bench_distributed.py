@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -33,6 +32,7 @@ from benchmarks.common import (
     log,
     machine_info,
     mosquitto_version,
+    work_dir,
     write_json,
 )
 from benchmarks.distributed_cluster import (
@@ -285,11 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     info = machine_info()
     with ExitStack() as stack:
-        if args.work_dir is not None:
-            work = args.work_dir
-            work.mkdir(parents=True, exist_ok=True)
-        else:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pw-dist-")))
+        work = work_dir(stack, args.work_dir, "pw-dist-")
         doc = measure(args, work)
     fleets = [int(x) for x in args.fleets.split(",") if x]
     assumptions = Assumptions(headroom=args.headroom, replication=args.replication)

@@ -19,7 +19,6 @@ import dataclasses
 import math
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -34,6 +33,7 @@ from benchmarks.common import (
     machine_info,
     mosquitto_version,
     rate,
+    work_dir,
     write_json,
 )
 from benchmarks.engine_bare import run_bare, subscribe_worker
@@ -250,11 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     info = machine_info()
     with ExitStack() as stack:
-        if args.work_dir is not None:
-            work = args.work_dir
-            work.mkdir(parents=True, exist_ok=True)
-        else:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pw-bench-")))
+        work = work_dir(stack, args.work_dir, "pw-bench-")
         doc, runs = measure(args, work)
     sz: Sizes = doc["sizes"]
     checks: dict[str, str] = {f"{r.workload}/{r.consumer}": r.check for r in runs}

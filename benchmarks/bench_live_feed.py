@@ -33,7 +33,6 @@ import math
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -54,6 +53,7 @@ from benchmarks.common import (
     machine_info,
     mosquitto_version,
     table,
+    work_dir,
     write_json,
 )
 from benchmarks.engine_publishers import HelperPool
@@ -493,11 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     info = machine_info()
     with ExitStack() as stack:
-        if args.work_dir is not None:
-            work = args.work_dir
-            work.mkdir(parents=True, exist_ok=True)
-        else:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pw-live-")))
+        work = work_dir(stack, args.work_dir, "pw-live-")
         doc = measure(args, work)
     checks = {
         f"{part} window {i + 1}: {w['consoles']} consoles": w["check"]

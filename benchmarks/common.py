@@ -7,8 +7,10 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -101,6 +103,15 @@ def exit_status(passed: object, key: str = "checks") -> int:
         return 0
     print(f"SOME CHECKS FAILED: see '{key}' in the JSON", file=sys.stderr)
     return 1
+
+
+def work_dir(stack: ExitStack, kept: Path | None, prefix: str) -> Path:
+    """Where a run keeps its files: `kept` (`--work-dir`, made if missing), else a temporary
+    folder removed when `stack` closes."""
+    if kept is not None:
+        kept.mkdir(parents=True, exist_ok=True)
+        return kept
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
 
 
 def rate(count: int, seconds: float) -> float:

@@ -23,7 +23,6 @@ import random
 import secrets
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from benchmarks.common import (
     log,
     machine_info,
     mosquitto_version,
+    work_dir,
     write_json,
 )
 from benchmarks.soak_chaos import Chaos, Editor, Flapper, Timing, timetable
@@ -344,11 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     info = machine_info()
     with ExitStack() as stack:
-        if args.work_dir is not None:
-            work = args.work_dir
-            work.mkdir(parents=True, exist_ok=True)
-        else:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pw-soak-")))
+        work = work_dir(stack, args.work_dir, "pw-soak-")
         doc, samples = soak(args, work)
     doc = {
         "benchmark": "soak",
