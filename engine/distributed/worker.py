@@ -58,7 +58,7 @@ from engine.distributed.partitions import Partitions
 from engine.distributed.records import RecordError, read_alert, read_reject
 from engine.distributed.settings import ALERTS, LOAN_EVENTS, READINGS, REJECTS, KafkaSettings
 from engine.distributed.stages import Routed
-from engine.runtime.metrics import counter_lines, gauge_lines, labelled_gauge_lines
+from engine.distributed.worker_metrics import WorkerCounters, worker_metric_lines
 from engine.store.port import Batch, Store
 from lending.consumer import LendingConsumer
 
@@ -82,22 +82,6 @@ def as_current(event: Event) -> Iterator[None]:
         yield
     finally:
         faust.streams._current_event.reset(token)  # noqa: SLF001
-
-
-@dataclass(slots=True)
-class WorkerCounters:
-    """What a worker did, for `/metrics`."""
-
-    readings: int = 0  # reading records stepped
-    loan_event_records: int = 0
-    loan_events: int = 0  # in those records
-    drained: int = 0  # alert records written to the outbox
-    rejects: dict[str, int] = field(default_factory=dict)
-    checkpoints: int = 0
-    table_writes: int = 0
-    bad_records: int = 0
-    skipped_ahead: int = 0  # records fetched before a rebalance, left for after its seek
-    processed: dict[tuple[str, int], int] = field(default_factory=dict)  # last offset stepped
 
 
 @dataclass(slots=True)
@@ -515,66 +499,16 @@ class Worker:
     # -- metrics
     def metric_lines(self) -> list[str]:
         """This worker's part of `/metrics`: its counters, its stages' and lag per partition."""
-        c = self.counters
-        totals: dict[str, int] = {}
-        for stage in self.parts.devices.values():
-            for stream, n in stage.pipeline.counters.readings.items():
-                totals[str(stream)] = totals.get(str(stream), 0) + n
         wait = self.fetch_wait_ms()
-        if wait is None:
-            wait = -1
         lag: dict[str, int] = {}
         consumer = self.app.consumer
-        for (topic, partition), offset in c.processed.items():
+        for (topic, partition), offset in self.counters.processed.items():
             with contextlib.suppress(Exception):  # a partition no longer assigned
                 high = consumer.highwater(_tp(topic, partition))
                 lag[f"{topic}/{partition}"] = max(0, int(high) - offset - 1)
-        return [
-            *counter_lines(
-                "pledgewatch_worker_records_total",
-                "Records stepped.",
-                "topic",
-                {
-                    READINGS: c.readings,
-                    LOAN_EVENTS: c.loan_event_records,
-                },
-            ),
-            *counter_lines(
-                "pledgewatch_worker_loan_events_total",
-                "Loan events sent to the per-loan stage, and stepped by it.",
-                "way",
-                {"sent": self.outputs.loan_events, "stepped": c.loan_events},
-            ),
-            *counter_lines("pledgewatch_readings_total", "Accepted readings.", "stream", totals),
-            *counter_lines(
-                "pledgewatch_rejected_total", "Rejected input kept.", "reason", c.rejects
-            ),
-            *gauge_lines(
-                "pledgewatch_worker_alerts_produced", "Alert records produced.", self.outputs.alerts
-            ),
-            *gauge_lines(
-                "pledgewatch_worker_alerts_drained", "Alerts written to the outbox.", c.drained
-            ),
-            *gauge_lines("pledgewatch_worker_checkpoints", "Checkpoints.", c.checkpoints),
-            *gauge_lines("pledgewatch_worker_table_writes", "Table bucket writes.", c.table_writes),
-            *gauge_lines(
-                "pledgewatch_worker_bad_records", "Records no stage could read.", c.bad_records
-            ),
-            *gauge_lines(
-                "pledgewatch_devices",
-                "Devices held.",
-                sum(len(s.pipeline.devices) for s in self.parts.devices.values()),
-            ),
-            *gauge_lines("pledgewatch_worker_fetch_wait_ms", "Fetch wait (-1: unknown).", wait),
-            *gauge_lines("pledgewatch_worker_fences", "Fences known.", len(self.parts.fences)),
-            *gauge_lines("pledgewatch_worker_loans", "Loans known.", len(self.parts.loans)),
-            *labelled_gauge_lines(
-                "pledgewatch_worker_lag",
-                "Records not yet stepped, per partition.",
-                "partition",
-                lag,
-            ),
-        ]
+        return worker_metric_lines(
+            self.counters, self.parts, self.outputs, -1 if wait is None else wait, lag
+        )
 
 
 def _tp(topic: str, partition: int) -> Any:
