@@ -4,11 +4,12 @@
                                            [--quick] [--latency-rate 500] [--no-profile]
 
 On private brokers (tansu for Kafka, Mosquitto for MQTT): (1) one `pledgewatch worker`
-draining reading records written straight into `pledgewatch.readings`, against
-`pledgewatch replay` of the same lines and `pledgewatch run` draining the same readings as
-arrays; the bridge alone against a bare paho subscriber; (2) publish-to-webhook latency
-through bridge + worker + dispatcher at a paced rate; (3) a sizing table for 100k, 1M and
-10M cars derived from those per-unit figures. See benchmarks/README.md.
+draining reading records written straight into `pledgewatch.readings`, against a trivial
+Faust agent counting the same records (what Faust alone costs), `pledgewatch replay` of the
+same lines and `pledgewatch run` draining the same readings as arrays; the bridge alone
+against a bare paho subscriber; (2) publish-to-webhook latency through bridge + worker +
+dispatcher at a paced rate; (3) a sizing table for 100k, 1M and 10M cars derived from those
+per-unit figures. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ from benchmarks.distributed_cluster import (
     fleet_changes,
     reading_records,
 )
+from benchmarks.distributed_floor import run_floor
 from benchmarks.distributed_latency import FAUST_FETCH_MAX_WAIT_MS, broker_hop, run_latency
 from benchmarks.distributed_profile import py_spy_binary
-from benchmarks.distributed_report import local_run, measured_for_sizing, report
+from benchmarks.distributed_report import local_run, measured_for_sizing, report, worker_bound
 from benchmarks.distributed_sizing import Assumptions, sizing
 from benchmarks.distributed_throughput import run_bridge, run_replay_cli, run_worker, same_alerts
 from benchmarks.engine_publishers import HelperPool
@@ -157,6 +159,10 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     checks["worker_reading_alerts_are_the_replays"] = same_alerts(
         doc["worker"]["alert_ids"], doc["replay"]["alert_ids"]
     )
+
+    log(f"faust floor: a trivial Faust agent counts the same {len(records)} reading records")
+    doc["faust_floor"] = run_floor(work, records, args)
+    checks["faust_floor"] = doc["faust_floor"]["check"]
 
     spy = py_spy_binary(args.py_spy) if sz.profile_readings else None
     if sz.profile_readings and spy is None:
@@ -317,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fleet": doc["fleet"],
         "worker": worker,
         "replay": replay,
+        "faust_floor": doc["faust_floor"],
+        "worker_bound": worker_bound(doc),
         "local_run": doc["local_run"],
         "bare": doc["bare"],
         "bridge": doc["bridge"],

@@ -93,10 +93,31 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def worker_bound(doc: dict[str, Any]) -> dict[str, float] | None:
+    """The best a worker could reach here, an estimate from this run's numbers: Faust's CPU
+    per record (the floor) for each reading and each alert record the outbox agent drains,
+    plus the local engine's own CPU per reading (replay's, which also decodes the lines and
+    starts up: a little more work than the worker's, so the bound is a little low). None if
+    a figure is missing."""
+    floor, w, rp = doc.get("faust_floor"), doc["worker"], doc["replay"]
+    if not floor or floor.get("cpu_us_per_record") is None or rp["cpu_us_per_reading"] is None:
+        return None
+    faust_us = float(floor["cpu_us_per_record"])
+    alerts = float(w["alerts_per_reading"] or 0.0)
+    us = faust_us * (1 + alerts) + float(rp["cpu_us_per_reading"])
+    return {
+        "faust_cpu_us_per_record": faust_us,
+        "alert_records_per_reading": alerts,
+        "replay_cpu_us_per_reading": float(rp["cpu_us_per_reading"]),
+        "cpu_us_per_reading": round(us, 1),
+        "readings_per_s": round(1e6 / us, 1) if us > 0 else 0.0,
+    }
+
+
 def throughput_lines(doc: dict[str, Any]) -> list[str]:
     """The throughput table: the worker against the local engine, the bridge against paho."""
     w, rp, run = doc["worker"], doc["replay"], doc["local_run"]
-    bridge, bare = doc["bridge"], doc["bare"]
+    bridge, bare, floor = doc["bridge"], doc["bare"], doc["faust_floor"]
     replay_rate = rp["readings_per_s"]
 
     def row(
@@ -121,6 +142,14 @@ def throughput_lines(doc: dict[str, Any]) -> list[str]:
             w["readings_phase_per_s"],
             None,
             w["cpu_readings_phase"]["others_cpu_s"],
+        ),
+        row(
+            "Faust alone: trivial agent, same records",
+            floor["readings"],
+            floor["seconds"],
+            floor["readings_per_s"],
+            floor["cpu_us_per_record"],
+            "-",
         ),
         row(
             "pledgewatch replay (CLI, whole process)",
@@ -198,6 +227,7 @@ def throughput_lines(doc: dict[str, Any]) -> list[str]:
             f"({w['readings_per_s']:,.0f}/s; "
             f"{w['readings_per_worker_cpu_s']:,.0f} per worker-CPU-second)"
         ),
+        bound_line(doc),
         (
             f"during the worker's run: worker {cpu['process_cpu_s']} s CPU, "
             f"tansu {cpu['kafka_cpu_s']} s, machine busy {cpu['machine_busy_s']} s "
@@ -220,6 +250,23 @@ def throughput_lines(doc: dict[str, Any]) -> list[str]:
         ),
         *alert_type_lines(doc),
     ]
+
+
+def bound_line(doc: dict[str, Any]) -> str:
+    """The best a worker could reach here, with its formula and figures."""
+    b = worker_bound(doc)
+    if b is None:
+        return "best a worker could reach here: - (a figure is missing)"
+    side = "under" if b["readings_per_s"] < TARGET_PER_WORKER else "at or over"
+    return (
+        f"best a worker could reach here (an estimate): {b['readings_per_s']:,.0f} readings/s "
+        f"with a core to itself, {side} the target; = 1e6 / "
+        f"({b['faust_cpu_us_per_record']:,.1f} us Faust alone per record x (1 + "
+        f"{b['alert_records_per_reading']} alert records per reading) + "
+        f"{b['replay_cpu_us_per_reading']:,.1f} us of replay's CPU per reading). Replay also "
+        "decodes its lines and starts up, which the worker does not: this slightly overstates "
+        "the work"
+    )
 
 
 def alert_type_lines(doc: dict[str, Any]) -> list[str]:

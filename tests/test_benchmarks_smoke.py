@@ -280,9 +280,15 @@ def test_bench_distributed_quick(tmp_path: Path, capsys) -> None:
     for kind in ("geofence.enter", "geofence.exit"):
         assert worker["alerts_by_type"][kind] == replay["alerts_by_type"][kind] > 0
     assert doc["checks"]["worker_reading_alerts_are_the_replays"] == "ok"
+    floor = doc["faust_floor"]
+    assert floor["check"] == doc["checks"]["faust_floor"] == "ok"
+    assert floor["readings"] == readings
+    assert floor["cpu_us_per_record"] > 0
+    assert 0 < doc["worker_bound"]["readings_per_s"] < 1e6 / floor["cpu_us_per_record"]
     for side in (
         worker,
         replay,
+        floor,
         doc["local_run"],
         doc["bare"],
         doc["bridge"],
@@ -313,7 +319,10 @@ def test_bench_distributed_quick(tmp_path: Path, capsys) -> None:
         assert fleet["partitions"] >= fleet["workers"]
         assert fleet["broker_mb_in_per_s"] > 0
         assert set(fleet["topics"]) == {"readings", "loan-events", "alerts", "changelogs"}
-    assert "DERIVED" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "DERIVED" in out
+    assert "Faust alone" in out
+    assert "best a worker could reach here" in out
 
 
 @pytest.mark.mqtt
