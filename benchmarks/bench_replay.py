@@ -85,6 +85,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--readings", type=int, default=200_000, help="gps fixes in all")
     p.add_argument("--seed", type=int, default=20261130)
     p.add_argument("--interval-s", type=int, default=30, help="seconds between a car's fixes")
+    p.add_argument(
+        "--standing",
+        type=float,
+        default=0.2,
+        help="share of cars that stand all along (pledged cars mostly do: try 0.95)",
+    )
     p.add_argument("--coverage", type=float, default=0.6, help="expected fences per point")
     p.add_argument("--vib-share", type=float, default=0.005, help="vib lines per gps line")
     p.add_argument("--status-share", type=float, default=0.002, help="status lines per gps line")
@@ -200,6 +206,7 @@ def measure(
             "readings_requested": args.readings,
             "seed": args.seed,
             "interval_s": args.interval_s,
+            "standing_share": args.standing,
             "coverage_target": args.coverage,
             "vib_share": args.vib_share,
             "status_share": args.status_share,

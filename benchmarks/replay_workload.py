@@ -66,8 +66,9 @@ def generate(args: argparse.Namespace, work: Path) -> Inputs:
     interval_ms = args.interval_s * 1000
     log(f"generating {n_dev} devices x {steps} fixes every {args.interval_s} s")
 
-    # Car speeds: a fifth stand (speed 0), the rest random-walk between 0 and 110 km/h.
-    moving = rng.random(n_dev) >= 0.2
+    # Car speeds: a share stand (speed 0; a fifth by default), the rest random-walk between
+    # 0 and 110 km/h.
+    moving = rng.random(n_dev) >= args.standing
     speed = np.clip(
         rng.normal(50.0, 20.0, n_dev)[:, None]
         + np.cumsum(rng.normal(0.0, 8.0, (n_dev, steps)), axis=1),
