@@ -111,6 +111,7 @@ def make_fleet(
         readings=devices * fixes_per_device,
         interval_s=interval_s,
         coverage=coverage,
+        standing=0.2,  # bench_replay's default
         vib_share=0.005 if extras else 0.0,
         status_share=0.002 if extras else 0.0,
     )
