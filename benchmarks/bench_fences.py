@@ -10,6 +10,7 @@ naive brute-force loop on a sample) before its rate is reported. See benchmarks/
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from benchmarks.fences_methods import (
 )
 from benchmarks.fences_postgis import PostGis, connect_postgis, run_postgis
 from benchmarks.fences_report import ratios, report
+from geofence.fence import Fence, parse_feature_collection, parse_fence
 from geofence.index import FenceIndex, MarginHits
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -58,6 +60,7 @@ def run_size(
     n_points = len(p_lats)
     geoms = np.array([f.geometry for f in fs.fences], dtype=object)
 
+    parse = time_parsing(fs.features, fs.fences, args.repeat)
     build_tree_s, tree_obj = timed(lambda: STRtree(geoms))
     tree: STRtree = tree_obj  # type: ignore[assignment]  # timed() returns object
     build_index_s, index_obj = timed(lambda: FenceIndex.build(fs.fences))
@@ -152,9 +155,36 @@ def run_size(
         "fences_per_point": round(coverage, 4),
         "margin_pairs_per_point": round(len(margin) / n_points, 4) if n_points else 0.0,
         "build_s": {"raw_strtree": round(build_tree_s, 4), "fenceindex": round(build_index_s, 4)},
+        "parse_s": parse,
         "postgis": postgis,
         "methods": {name: res.as_json() for name, res in results.items()},
         "_results": results,
+    }
+
+
+def time_parsing(
+    features: list[dict[str, object]], fences: list[Fence], repeat: int
+) -> dict[str, object]:
+    """Median seconds to parse every fence one by one (`parse_fence`, as a store is read back)
+    and as one FeatureCollection (`parse_feature_collection`, whose geometry is built in one
+    batch), interleaved; and whether the collection gave the fences `random_fences` made."""
+    doc = {"type": "FeatureCollection", "features": features}
+    one_by_one: list[float] = []
+    collection: list[float] = []
+    same = True
+    for r in range(repeat):
+        log(f"{len(features)} fences: parsing one by one and as a collection (run {r + 1})")
+        one_by_one.append(timed(lambda: [parse_fence(str(f["id"]), f) for f in features])[0])
+        seconds, parsed = timed(lambda: parse_feature_collection(doc))
+        collection.append(seconds)
+        assert isinstance(parsed, list)
+        same = (
+            same and parsed == fences and [f.feature for f in parsed] == [f.feature for f in fences]
+        )
+    return {
+        "one_by_one": round(statistics.median(one_by_one), 4),
+        "collection": round(statistics.median(collection), 4),
+        "same_fences": same,
     }
 
 
@@ -209,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         m.ok
         for r in records
         for m in r["_results"].values()  # type: ignore[attr-defined]  # dict of MethodResult
-    )
+    ) and all(r["parse_s"]["same_fences"] for r in records)  # type: ignore[index]  # time_parsing
     doc: dict[str, object] = {
         "benchmark": "bench_fences",
         "checks_passed": checks_passed,

@@ -65,6 +65,13 @@ def report(sizes: list[dict[str, object]], pg_reason: str) -> str:
         assert isinstance(b, dict)
         builds.append(f"{b['raw_strtree'] * 1e3:.1f} / {b['fenceindex'] * 1e3:.1f} ms")
     rows.append(["build STRtree / FenceIndex", *builds])
+    parses = []
+    for s in sizes:
+        p = s["parse_s"]
+        assert isinstance(p, dict)
+        same = "" if p["same_fences"] else " DIFFERENT"
+        parses.append(f"{p['one_by_one']:.2f} / {p['collection']:.2f} s{same}")
+    rows.append(["parse one by one / as a collection", *parses])
     lines = [table(header, rows), ""]
     ratio_header = [
         "ratio (rate of lookup / other)",

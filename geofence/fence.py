@@ -16,7 +16,7 @@ import copy
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +26,7 @@ import orjson
 import shapely
 from shapely import MultiPolygon, Polygon
 
+from geofence.batch_shapes import Shape, batch_shapes
 from geofence.coords import CoordSys, parse_coord_sys, positions_from_wgs84, positions_to_wgs84
 from geofence.geo import geodesic_circle
 
@@ -116,12 +117,27 @@ class Fence:
 
 def parse_fence(fence_id: str, feature: object) -> Fence:
     """Validate a GeoJSON Feature into a `Fence`; raise `FenceError` naming the defect."""
+    return _parse_fence(fence_id, feature, None)
+
+
+def parse_fences(items: Sequence[tuple[str, object]]) -> list[Fence]:
+    """`parse_fence` of each (fence_id, feature) pair: the same fences, or the first pair's
+    error; about twice as fast for thousands, their geometry being built in one batch."""
+    shapes = batch_shapes([feature for _, feature in items], CIRCLE_SEGMENTS)
+    return [
+        _parse_fence(fence_id, feature, shape)
+        for (fence_id, feature), shape in zip(items, shapes, strict=True)
+    ]
+
+
+def _parse_fence(fence_id: str, feature: object, shape: Shape | None) -> Fence:
+    """`parse_fence`, with the feature's geometry built already if `shape` is given."""
     if not isinstance(fence_id, str) or not FENCE_ID_RE.fullmatch(fence_id):
         shown = repr(fence_id) if isinstance(fence_id, str) else short_repr(fence_id)
         defect = f"fence id {shown} is invalid: it must match {FENCE_ID_PATTERN}"
         raise FenceError(defect, defect=defect, field="fence_id")
     try:
-        return _parse(fence_id, feature)
+        return _parse(fence_id, feature, shape)
     except _InvalidError as exc:
         defect = str(exc)
         raise FenceError(
@@ -130,7 +146,8 @@ def parse_fence(fence_id: str, feature: object) -> Fence:
 
 
 def parse_feature_collection(doc: object) -> list[Fence]:
-    """Validate a FeatureCollection whose features carry string ids; all or nothing."""
+    """Validate a FeatureCollection whose features carry string ids; all or nothing. The
+    geometry of every well-formed feature is built in one batch (`batch_shapes`)."""
     if not isinstance(doc, dict):
         msg = f"expected a GeoJSON FeatureCollection object, got {_json_type(doc)}"
         raise FenceError(msg)
@@ -141,6 +158,7 @@ def parse_feature_collection(doc: object) -> list[Fence]:
     if not isinstance(features, list):
         msg = f"FeatureCollection 'features' must be an array, got {_json_type(features)}"
         raise FenceError(msg, field="features")
+    shapes = batch_shapes(features, CIRCLE_SEGMENTS)
     fences: list[Fence] = []
     first_index: dict[str, int] = {}
     for index, feature in enumerate(features):
@@ -156,7 +174,7 @@ def parse_feature_collection(doc: object) -> list[Fence]:
             raise FenceError(msg, defect=defect, fence_id=raw_id, index=index, field=f"{where}.id")
         first_index[raw_id] = index
         try:
-            fences.append(parse_fence(raw_id, feature))
+            fences.append(_parse_fence(raw_id, feature, shapes[index]))
         except FenceError as exc:
             msg = f"feature {index} (id {raw_id!r}): {exc.defect}"
             # The feature's id is the fence id parse_fence was given.
@@ -226,7 +244,7 @@ def load_fences(path: str | os.PathLike[str]) -> list[Fence]:
         ) from None
 
 
-def _parse(fence_id: str, feature: object) -> Fence:
+def _parse(fence_id: str, feature: object, prepared: Shape | None) -> Fence:
     if not isinstance(feature, dict):
         msg = f"expected a GeoJSON Feature object, got {_json_type(feature)}"
         raise _InvalidError(msg, None)
@@ -278,24 +296,16 @@ def _parse(fence_id: str, feature: object) -> Fence:
         if coord_sys is not CoordSys.WGS84:
             lon, lat = positions_to_wgs84([(lon, lat)], coord_sys)[0]
         radius_m = _radius_m(props.get("radius_m"))
-        try:
-            shape = geodesic_circle(lat, lon, radius_m, CIRCLE_SEGMENTS)
-        except ValueError as exc:
-            raise _InvalidError(str(exc), "geometry") from None
-        if not shapely.is_valid(shape) or shapely.area(shape) == 0.0:
-            # A radius of nanometres: its vertices round onto one another.
-            msg = (
-                f"properties.radius_m {radius_m!r} is too small: the circle collapses to a "
-                "point at degree precision; use a radius of at least a centimetre"
-            )
-            raise _InvalidError(msg, "properties.radius_m")
+        shape = _circle(lat, lon, radius_m) if prepared is None else prepared.geometry
         center = (lat, lon)
         norm_coords = (lon, lat)
     else:
         if props.get("radius_m") is not None:
             msg = f"properties.radius_m is only for Point geometries (circles), not {gtype}"
             raise _InvalidError(msg, "properties.radius_m")
-        if gtype == "Polygon":
+        if prepared is not None:
+            shape, norm_coords = prepared.geometry, prepared.coordinates
+        elif gtype == "Polygon":
             shape, norm_coords = _polygon(coordinates, "polygon ", coord_sys)
         else:
             shape, norm_coords = _multipolygon(coordinates, coord_sys)
@@ -339,6 +349,21 @@ def _parse(fence_id: str, feature: object) -> Fence:
         center=center,
         feature=normalised,
     )
+
+
+def _circle(lat: float, lon: float, radius_m: float) -> Polygon:
+    try:
+        shape = geodesic_circle(lat, lon, radius_m, CIRCLE_SEGMENTS)
+    except ValueError as exc:
+        raise _InvalidError(str(exc), "geometry") from None
+    if not shapely.is_valid(shape) or shapely.area(shape) == 0.0:
+        # A radius of nanometres: its vertices round onto one another.
+        msg = (
+            f"properties.radius_m {radius_m!r} is too small: the circle collapses to a "
+            "point at degree precision; use a radius of at least a centimetre"
+        )
+        raise _InvalidError(msg, "properties.radius_m")
+    return shape
 
 
 def _kind(value: object) -> FenceKind:

@@ -148,17 +148,55 @@ def geodesic_circle(lat: float, lon: float, radius_m: float, segments: int = 64)
             f"({to_pole_m:.0f} m away): use a polygon"
         )
         raise ValueError(msg)
-    azimuths = -360.0 * np.arange(segments, dtype=np.float64) / segments
-    lons, lats, _ = _WGS84.fwd(
-        np.full(segments, lon), np.full(segments, lat), azimuths, np.full(segments, radius_m)
-    )
-    lons = np.asarray(lons, dtype=np.float64)
-    lats = np.asarray(lats, dtype=np.float64)
-    unwrapped = lon + ((lons - lon + 180.0) % 360.0 - 180.0)
-    if unwrapped.max() > 180.0 or unwrapped.min() < -180.0:
+    vertices = _circle_vertices(np.array([lat]), np.array([lon]), np.array([radius_m]), segments)
+    lons = vertices[0, :, 0]
+    if lons.max() > 180.0 or lons.min() < -180.0:
         msg = (
             f"circle of radius {radius_m} m at ({lat}, {lon}) crosses the antimeridian "
             "(longitude +-180): split it into two polygons"
         )
         raise ValueError(msg)
-    return Polygon(np.column_stack([unwrapped, lats]))
+    return Polygon(vertices[0])
+
+
+def geodesic_circles(
+    lats: ArrayLike, lons: ArrayLike, radii_m: ArrayLike, segments: int = 64
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """The vertices of many `geodesic_circle`s in one pyproj call, bit for bit the same, as
+    an array (circle, vertex, lon/lat), open; and whether each fits, i.e. neither reaches a pole
+    nor crosses the antimeridian (`geodesic_circle` refuses those, saying why).
+
+    Centres and radii must be ones `geodesic_circle` accepts: finite, in range, radius > 0.
+    """
+    lats_a = np.asarray(lats, dtype=np.float64)
+    lons_a = np.asarray(lons, dtype=np.float64)
+    radii_a = np.asarray(radii_m, dtype=np.float64)
+    _, _, to_pole_m = _WGS84.inv(lons_a, lats_a, lons_a, np.where(lats_a >= 0.0, 90.0, -90.0))
+    vertices = _circle_vertices(lats_a, lons_a, radii_a, segments)
+    x = vertices[:, :, 0]
+    fits = (np.asarray(to_pole_m) > radii_a) & (x.max(axis=1) <= 180.0) & (x.min(axis=1) >= -180.0)
+    return vertices, fits
+
+
+def _circle_vertices(
+    lats: NDArray[np.float64],
+    lons: NDArray[np.float64],
+    radii_m: NDArray[np.float64],
+    segments: int,
+) -> NDArray[np.float64]:
+    """(circle, vertex, lon/lat) of circles counter-clockwise from north, longitudes unwrapped
+    around each centre. pyproj solves each vertex on its own and the rest is elementwise IEEE
+    arithmetic, so a vertex does not depend on how many circles are computed together."""
+    shape = (len(lats), segments)
+    azimuths = -360.0 * np.arange(segments, dtype=np.float64) / segments
+    centre = lons[:, np.newaxis]
+    v_lons, v_lats, _ = _WGS84.fwd(
+        np.full(shape, centre),
+        np.full(shape, lats[:, np.newaxis]),
+        np.full(shape, azimuths),
+        np.full(shape, radii_m[:, np.newaxis]),
+    )
+    vertices = np.empty((*shape, 2), dtype=np.float64)
+    vertices[:, :, 0] = centre + ((np.asarray(v_lons) - centre + 180.0) % 360.0 - 180.0)
+    vertices[:, :, 1] = v_lats
+    return vertices
