@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.distributed.partitions import Partitions
-from engine.distributed.records import RecordError, read_change
+from engine.distributed.records import RecordError, read_changes
 from engine.distributed.settings import CHANGES, KafkaSettings
 from geofence.fence import Fence
+from lending.model import Loan
 
 _log = logging.getLogger(__name__)
 
@@ -33,21 +34,23 @@ class Fleet:
         self.applied = 0
         self.bad = 0
 
-    def apply(self, key: bytes, value: bytes | None, now_ms: int) -> None:
-        """Apply one change record (a bad one is logged and counted, never fatal)."""
-        try:
-            change = read_change(key, value)
-        except RecordError as exc:
-            self.bad += 1
-            _log.error("changes record %r: %s", key[:80], exc)
-            return
-        if isinstance(change, str):
-            self.parts.delete_fence(change)
-        elif isinstance(change, Fence):
-            self.parts.put_fence(change)
-        else:
-            self.parts.put_loan(change, now_ms)
-        self.applied += 1
+    def apply(self, records: Sequence[tuple[bytes, bytes | None]], now_ms: int) -> None:
+        """Apply change records in order (a bad one is logged and counted, never fatal); a
+        run of fence changes rebuilds the fence index once."""
+        fences: list[Fence | str] = []
+        for (key, _), change in zip(records, read_changes(records), strict=True):
+            if isinstance(change, RecordError):
+                self.bad += 1
+                _log.error("changes record %r: %s", key[:80], change)
+                continue
+            if isinstance(change, Loan):
+                self.parts.change_fences(fences)  # what came before the loan, first
+                fences = []
+                self.parts.put_loan(change, now_ms)
+            else:
+                fences.append(change)
+            self.applied += 1
+        self.parts.change_fences(fences)
 
     async def follow(self, now_ms: Callable[[], int]) -> None:
         """Read the topic from its start, then follow it for good."""
@@ -69,8 +72,7 @@ class Fleet:
             while True:
                 batches = await consumer.getmany(timeout_ms=500)
                 for messages in batches.values():
-                    for m in messages:
-                        self.apply(m.key or b"", m.value, now_ms())
+                    self.apply([(m.key or b"", m.value) for m in messages], now_ms())
                 if not self.ready.is_set() and await consumer.position(tp) >= end:
                     self._ready()
         finally:

@@ -10,7 +10,7 @@ stage. Risk-site discovery runs per loan partition (one lending consumer each).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -74,15 +74,17 @@ class Partitions:
             for stage in stages:
                 stage.pipeline.set_fences(index)
 
-    def put_fence(self, fence: Fence) -> None:
-        """Add or replace a fence in every stage."""
-        self.fences[fence.fence_id] = fence
-        self._index = None
-        self._share_fences()
-
-    def delete_fence(self, fence_id: str) -> None:
-        """Drop a fence from every stage."""
-        if self.fences.pop(fence_id, None) is not None:
+    def change_fences(self, changes: Iterable[Fence | str]) -> None:
+        """Put fences (a `Fence`) and delete them (an id), in order; the index is rebuilt and
+        shared once, not per fence (an import of thousands comes as as many changes)."""
+        changed = False
+        for change in changes:
+            if isinstance(change, Fence):
+                self.fences[change.fence_id] = change
+                changed = True
+            elif self.fences.pop(change, None) is not None:
+                changed = True
+        if changed:
             self._index = None
             self._share_fences()
 

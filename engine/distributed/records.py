@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ import orjson
 from alerts.model import Alert, alert_from_json
 from devices.readings import GpsFix, Reading, Reject, RejectReason, StatusReport, Vibration
 from engine.core.state import Position
-from geofence.fence import Fence, fence_to_feature, parse_fence
+from geofence.fence import Fence, fence_to_feature, parse_fence, parse_fences
 from lending.model import Loan, loan_to_json, parse_loan
 
 _KIND = {GpsFix: "g", Vibration: "v", StatusReport: "s"}
@@ -192,6 +193,40 @@ def fence_change(fence_id: str, fence: Fence | None) -> tuple[bytes, bytes | Non
 def loan_change(loan: Loan) -> tuple[bytes, bytes]:
     """A `pledgewatch.changes` record of a loan: key, and its JSON as the API shows it."""
     return f"loan:{loan.loan_id}".encode(), orjson.dumps(loan_to_json(loan))
+
+
+def read_changes(
+    records: Sequence[tuple[bytes, bytes | None]],
+) -> list[Fence | Loan | str | RecordError]:
+    """`read_change` of each (key, value), in order, the error in place of a record that is
+    not one of ours; the fences' geometry is built in one batch (`parse_fences`)."""
+    out: list[Fence | Loan | str | RecordError | None] = []
+    puts: list[tuple[int, str, object]] = []  # fence puts: position in `out`, id, feature
+    for key, value in records:
+        kind, _, ident = key.decode("utf-8", "replace").partition(":")
+        if kind == "fence" and value is not None:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                puts.append((len(out), ident, orjson.loads(value)))
+                out.append(None)
+                continue
+        try:
+            out.append(read_change(key, value))
+        except RecordError as exc:
+            out.append(exc)
+    try:
+        fences: list[Fence] | None = parse_fences([(ident, doc) for _, ident, doc in puts])
+    except ValueError:
+        fences = None  # one is bad: each alone, for its own error
+    for k, (pos, _, _) in enumerate(puts):
+        if fences is not None:
+            out[pos] = fences[k]
+            continue
+        key, value = records[pos]
+        try:
+            out[pos] = read_change(key, value)
+        except RecordError as exc:
+            out[pos] = exc
+    return [change for change in out if change is not None]
 
 
 def read_change(key: bytes, value: bytes | None) -> Fence | Loan | str:

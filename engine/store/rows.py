@@ -24,7 +24,7 @@ from devices.readings import GpsFix, Reading, Reject, RejectReason, StatusReport
 from engine.core.state import DeviceState, LoanState, device_to_json, loan_to_json
 from engine.store.port import Batch, ConsumerRow, Page, StoredReject
 from engine.store.secret_box import SecretBox, SecretBoxError, UnreadableSecret
-from geofence.fence import Fence, fence_to_feature, parse_fence
+from geofence.fence import Fence, fence_to_feature, parse_fence, parse_fences
 from lending.model import Loan, parse_loan
 from lending.model import loan_to_json as loan_doc
 
@@ -351,6 +351,11 @@ def _json(text: str | bytes) -> Any:
 def fence_from_row(fence_id: str, feature: str | bytes) -> Fence:
     """A stored fence, validated again (the geometry is rebuilt from its GeoJSON)."""
     return parse_fence(fence_id, _json(feature))
+
+
+def fences_from_rows(rows: Sequence[tuple[str, str | bytes]]) -> list[Fence]:
+    """Stored fences, as `fence_from_row` each, their geometry built in one batch."""
+    return parse_fences([(fence_id, _json(feature)) for fence_id, feature in rows])
 
 
 def loan_from_row(loan_id: str, doc: str | bytes) -> Loan:

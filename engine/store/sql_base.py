@@ -37,6 +37,7 @@ from engine.store.rows import (
     encode_cursor,
     fence_from_row,
     fence_row,
+    fences_from_rows,
     loan_from_row,
     loan_row,
     make_page,
@@ -270,7 +271,7 @@ class SqlStore(ABC, Generic[Tx]):
     def all_fences(self) -> list[Fence]:
         """Every fence (the engine builds its index from these)."""
         rows = self._query(self._sql("SELECT id, feature{text} FROM fences ORDER BY id"))
-        return [fence_from_row(fence_id, feature) for fence_id, feature in rows]
+        return fences_from_rows(rows)
 
     def put_loan(
         self, loan: Loan, alerts: Sequence[Alert], now_ms: int, audit: AuditEntry | None = None
