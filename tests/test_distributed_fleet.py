@@ -21,11 +21,13 @@ from engine.distributed.records import (
     loan_change,
     read_change,
     read_changes,
+    reading_record,
 )
 from engine.distributed.settings import KafkaSettings
 from geofence.fence import Fence
 from geofence.index import FenceIndex
-from tests.factories import circle, loan, property_settings
+from lending.model import LoanStatus
+from tests.factories import circle, fix, loan, property_settings
 
 CENTRE = (31.2, 121.4)
 
@@ -128,7 +130,7 @@ def test_an_import_of_many_fences_rebuilds_the_index_once(counted_builds: list[i
     fleet = Fleet(KafkaSettings(), parts)
     counted_builds.clear()
     records = [fence_change(f"f-{k}", fence(k)) for k in range(300)]
-    fleet.apply([*records, (b"fence:f-7", None)], now_ms=0)
+    fleet.apply([*records, (b"fence:f-7", None)])
     assert counted_builds == [299]
     assert (fleet.applied, fleet.bad) == (301, 0)
     for stage in (parts.devices[0], parts.loan_stages[0]):
@@ -147,10 +149,46 @@ def test_a_loan_between_fences_sees_the_fences_before_it(counted_builds: list[in
             loan_change(loan("L-1", zones=("home",))),
             fence_change("f-2", fence(2)),
             BAD[0],
-        ],
-        now_ms=0,
+        ]
     )
     assert counted_builds == [1, 2]  # the run before the loan, then the rest
     assert (fleet.applied, fleet.bad) == (3, 1)
     assert "L-1" in parts.loans
     assert len(parts.devices[0].pipeline.index) == 2
+
+
+def test_a_workers_stages_share_one_book_of_loans() -> None:
+    parts = Partitions(Config())
+    for k in range(300):
+        parts.put_loan(loan(f"L-{k}", devices=(f"trk-{k}",)))
+    for p in range(4):
+        parts.assign_devices(p, {})
+        parts.assign_loans(p, {})
+    parts.put_loan(loan("L-300", devices=("trk-300",)))
+    stages = [*parts.devices.values(), *parts.loan_stages.values()]
+    assert len(stages) == 8
+    for stage in stages:  # one copy per worker, not per partition
+        assert stage.pipeline.loans is parts.loans
+        assert stage.pipeline.ctx.loan_for("trk-300") == parts.loans["L-300"]
+    assert len(parts.loans) == 301
+
+
+@pytest.mark.parametrize("closed", [True, False])
+def test_a_loan_closed_after_its_car_reported_lets_the_car_be_forgotten_on_time(
+    closed: bool,
+) -> None:
+    """A car on an active loan is kept; once its loan is closed it is forgotten after
+    `evict_after_s`, here shorter than `offline_s`: the stage holding the car must move its
+    timer forward when the shared book changes (a put it missed would keep the car until
+    its offline timer)."""
+    config = Config(offline_s=1800, evict_after_s=600)
+    parts = Partitions(config)
+    parts.assign_devices(0, {})
+    parts.put_loan(loan("L-9", devices=("trk-9",), zones=()))
+    first = fix(0, CENTRE, device="trk-9")
+    parts.step_readings(0, [(reading_record(first, first.ts_ms), 0)], None)
+    if closed:
+        parts.put_loan(loan("L-9", devices=("trk-9",), zones=(), status=LoanStatus.CLOSED))
+    parts.tick(first.ts_ms + 601_000)
+    held = parts.devices[0].pipeline.devices
+    assert ("trk-9" in held) is not closed

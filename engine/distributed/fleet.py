@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -34,7 +34,7 @@ class Fleet:
         self.applied = 0
         self.bad = 0
 
-    def apply(self, records: Sequence[tuple[bytes, bytes | None]], now_ms: int) -> None:
+    def apply(self, records: Sequence[tuple[bytes, bytes | None]]) -> None:
         """Apply change records in order (a bad one is logged and counted, never fatal); a
         run of fence changes rebuilds the fence index once."""
         fences: list[Fence | str] = []
@@ -46,13 +46,13 @@ class Fleet:
             if isinstance(change, Loan):
                 self.parts.change_fences(fences)  # what came before the loan, first
                 fences = []
-                self.parts.put_loan(change, now_ms)
+                self.parts.put_loan(change)
             else:
                 fences.append(change)
             self.applied += 1
         self.parts.change_fences(fences)
 
-    async def follow(self, now_ms: Callable[[], int]) -> None:
+    async def follow(self) -> None:
         """Read the topic from its start, then follow it for good."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
@@ -72,7 +72,7 @@ class Fleet:
             while True:
                 batches = await consumer.getmany(timeout_ms=500)
                 for messages in batches.values():
-                    self.apply([(m.key or b"", m.value) for m in messages], now_ms())
+                    self.apply([(m.key or b"", m.value) for m in messages])
                 if not self.ready.is_set() and await consumer.position(tp) >= end:
                     self._ready()
         finally:

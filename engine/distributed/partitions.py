@@ -22,6 +22,7 @@ from engine.core.state import DeviceState, device_from_json, device_to_json
 from engine.distributed.buckets import BucketMirror, offset_key, read_checkpoint
 from engine.distributed.records import LoanEvent, RecordError, read_loan_events, read_reading
 from engine.distributed.stages import DeviceStage, LoanStage, Routed
+from engine.runtime.loan_book import LoanBook
 from geofence.fence import Fence
 from geofence.index import FenceIndex
 from lending.consumer import LOANS, SITES, LendingConsumer
@@ -52,7 +53,8 @@ class Partitions:
         self.lending = lending
         self.fences: dict[str, Fence] = {}
         self._index: FenceIndex | None = None
-        self.loans: dict[str, Loan] = {}
+        self.book = LoanBook()  # one for every stage: a loan is held once per worker
+        self.loans: dict[str, Loan] = self.book.loans
         self.devices: dict[int, DeviceStage] = {}
         self.device_rows: dict[int, BucketMirror] = {}
         self.loan_stages: dict[int, LoanStage] = {}
@@ -88,23 +90,19 @@ class Partitions:
             self._index = None
             self._share_fences()
 
-    def put_loan(self, loan: Loan, now_ms: int) -> None:
-        """Add or replace a loan in every stage."""
-        self.loans[loan.loan_id] = loan
+    def put_loan(self, loan: Loan) -> None:
+        """Add or replace a loan (its VIN was judged at PUT time by the API): once, in the
+        book every stage reads; each device stage reschedules the timers it changes."""
+        touched = self.book.put(loan)
         for stage in (*self.devices.values(), *self.loan_stages.values()):
-            stage.put_loan(loan, now_ms)
-
-    def _fleet(self, stage: DeviceStage | LoanStage) -> None:
-        stage.pipeline.set_fences(self.fence_index())
-        for loan in self.loans.values():
-            stage.put_loan(loan, 0)
+            stage.pipeline.loan_changed(touched)
 
     # -- partitions given and taken
     def assign_devices(self, partition: int, values: Mapping[bytes, bytes]) -> int:
         """Hold a readings partition: a new stage restored from its table buckets. Returns
         how many device states were restored."""
-        stage = DeviceStage(self.config)
-        self._fleet(stage)
+        stage = DeviceStage(self.config, self.book)
+        stage.pipeline.set_fences(self.fence_index())
         _, slots = read_checkpoint(values.get(offset_key(partition)))
         rows = BucketMirror(DEVICES_SPACE, partition)
         rows.load(values, slots.get(DEVICES_SPACE, 0))
@@ -116,8 +114,8 @@ class Partitions:
         """Hold a loan-events partition: a new stage restored from its table buckets.
         Returns how many loan folds were restored."""
         consumer = None if self.lending is None else self.lending()
-        stage = LoanStage(self.config, consumer)
-        self._fleet(stage)
+        stage = LoanStage(self.config, consumer, self.book)
+        stage.pipeline.set_fences(self.fence_index())
         mirrors = {
             space: BucketMirror(space, partition)
             for space in (LOANS_SPACE, *CONSUMER_SPACE.values())

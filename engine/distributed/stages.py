@@ -29,6 +29,7 @@ from engine.core.loan import step_loan
 from engine.core.state import DeviceState, LoanState, loan_from_json, loan_to_json
 from engine.distributed.records import LoanEvent
 from engine.runtime.consumers import ConsumerStage
+from engine.runtime.loan_book import LoanBook
 from engine.runtime.pipeline import Pipeline
 from engine.store.port import ConsumerRow
 from geofence.fence import Fence
@@ -50,7 +51,8 @@ class Routed:
 
 
 class _Fleet:
-    """Fences and loans, as the API changes them: every stage of every worker holds all."""
+    """Fences and loans, as the API changes them: every stage of every worker knows all (a
+    worker's stages share one index and one `LoanBook`)."""
 
     pipeline: Pipeline
 
@@ -70,8 +72,8 @@ class _Fleet:
 class DeviceStage(_Fleet):
     """The core over the devices of this worker's partitions of `pledgewatch.readings`."""
 
-    def __init__(self, config: Config | None = None) -> None:
-        self.pipeline = Pipeline(FenceIndex(), config, defer_loans=True)
+    def __init__(self, config: Config | None = None, loans: LoanBook | None = None) -> None:
+        self.pipeline = Pipeline(FenceIndex(), config, defer_loans=True, loans=loans)
         self.pipeline.tap = []
 
     def step(
@@ -135,9 +137,12 @@ class LoanStage(_Fleet):
     """The per-loan fold and the lending consumers over this worker's loan partitions."""
 
     def __init__(
-        self, config: Config | None = None, consumer: LendingConsumer | None = None
+        self,
+        config: Config | None = None,
+        consumer: LendingConsumer | None = None,
+        loans: LoanBook | None = None,
     ) -> None:
-        self.pipeline = Pipeline(FenceIndex(), config)
+        self.pipeline = Pipeline(FenceIndex(), config, loans=loans)
         self.consumers = None if consumer is None else ConsumerStage(self.pipeline, consumer)
         if self.pipeline.tap is None:
             self.pipeline.tap = []

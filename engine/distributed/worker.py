@@ -167,7 +167,7 @@ class Worker:
             await ensure_topics(s)
             await self.outputs.start()
             try:
-                await self.fleet.follow(self.now_ms)
+                await self.fleet.follow()
             finally:
                 await self.outputs.stop()
 

@@ -44,6 +44,7 @@ from engine.core.state import (
     loan_from_json,
     loan_to_json,
 )
+from engine.runtime.loan_book import LoanBook
 from engine.runtime.quiet_plan import QuietPlan, Start, inside_positions, plan_quiet
 from geofence.index import FenceHit, FenceIndex
 from lending.model import Loan
@@ -124,6 +125,7 @@ class Pipeline:
         config: Config | None = None,
         defer_loans: bool = False,
         fast: bool | None = None,
+        loans: LoanBook | None = None,
     ) -> None:
         self.config = config or Config()
         self.fast = fast_path_default() if fast is None else fast  # the batch step
@@ -137,11 +139,10 @@ class Pipeline:
         self.defer_loans = defer_loans
         self.groups: list[TapGroup] = []
         self.index = index
-        self.loans: dict[str, Loan] = {}
-        self._by_device: dict[str, Loan] = {}  # the context's view, kept up to date in place
-        self._loan_ids_by_device: dict[str, set[str]] = {}
-        self._loan_ids_by_vin: dict[str, set[str]] = {}
-        self.ctx = Context(self.config, index.by_id, self._by_device)
+        # the loans, possibly shared with other pipelines (a worker's stages share one book)
+        self.book = LoanBook() if loans is None else loans
+        self.loans: dict[str, Loan] = self.book.loans
+        self.ctx = Context(self.config, index.by_id, self.book.by_device)
         self.devices: dict[str, DeviceState] = {}
         self.loan_states: dict[str, LoanState] = {}
         self.counters = Counters()
@@ -163,35 +164,22 @@ class Pipeline:
 
     def put_loan(self, loan: Loan, ts_ms: int, now_ms: int, check_vin: bool = True) -> list[Alert]:
         """Add or replace a loan; returns the VIN conflicts of `put_conflicts` if `check_vin`."""
-        old = self.loans.get(loan.loan_id)
         alerts: list[Alert] = []
         if check_vin:  # False when the caller judged the VIN already (the API, at PUT time)
-            stored = [self.loans[i] for i in self._loan_ids_by_vin.get(loan.vin, ())]
-            if old is not None and old.vin != loan.vin:
-                stored.append(old)
-            alerts = put_conflicts(stored, [loan], ts_ms, now_ms)
-        self.loans[loan.loan_id] = loan
+            alerts = put_conflicts(self.book.same_vin(loan), [loan], ts_ms, now_ms)
+        self.loan_changed(self.book.put(loan))
+        return self._count(alerts)
+
+    def loan_changed(self, device_ids: Iterable[str]) -> None:
+        """The book changed these trackers' loans: on or off an active loan, their offline
+        and eviction timers change; the batch step's cached terms are stale."""
         self.starts.clear()
-        if old is not None:
-            self._loan_ids_by_vin[old.vin].discard(old.loan_id)
-            for device_id in old.device_ids:
-                self._loan_ids_by_device[device_id].discard(old.loan_id)
-        self._loan_ids_by_vin.setdefault(loan.vin, set()).add(loan.loan_id)
-        for device_id in loan.device_ids:
-            self._loan_ids_by_device.setdefault(device_id, set()).add(loan.loan_id)
-        for device_id in {*loan.device_ids, *(old.device_ids if old else ())}:
-            # a tracker moved between loans belongs to its active loan (ties: the larger id)
-            claimants = [self.loans[i] for i in self._loan_ids_by_device[device_id]]
-            if claimants:
-                self._by_device[device_id] = max(claimants, key=lambda ln: (ln.active, ln.loan_id))
-            else:
-                del self._by_device[device_id]
+        for device_id in device_ids:
             state = self.devices.get(device_id)
-            if state is not None:  # on or off an active loan: offline and eviction change
+            if state is not None:
                 wake = wake_at(state, self.ctx)
                 if wake is not None:
                     self._schedule(device_id, wake)
-        return self._count(alerts)
 
     def hits_for(self, readings: Sequence[Reading]) -> list[tuple[FenceHit, ...]]:
         """Fence hits of every gps fix in `readings`, in order, by one vectorized lookup."""
