@@ -45,7 +45,8 @@ def offset(lat0: float, lon0: float, east_m: float, north_m: float) -> list[floa
 def star_ring(
     draw: st.DrawFn, lat0: float, lon0: float, r_min: float, r_max: float, min_vertices: int
 ) -> list[list[Any]]:
-    """A simple closed ring around (lat0, lon0): vertices at increasing angles."""
+    """A simple closed ring around (lat0, lon0): vertices at increasing angles. The closing
+    position is a copy of the first (the strategies below change positions in place)."""
     n = draw(st.integers(min_vertices, 10))
     ring = []
     for i in range(n):
