@@ -163,7 +163,7 @@ def streams(draw: st.DrawFn) -> Stream:
 
 def _pipeline(fast: bool, defer_loans: bool = False) -> Pipeline:
     p = Pipeline(FenceIndex.build(FENCES), CONFIG, defer_loans=defer_loans, fast=fast)
-    p.fast_min = 1
+    p.fast_min = p.fast_any = 1  # every batch takes the batch step
     p.tap = []
     for ln in loans(0):
         p.put_loan(ln, T0, T0)
@@ -261,3 +261,24 @@ def test_the_batch_step_takes_quiet_fixes_in_bulk() -> None:
     _same(fold, fast)
     # all but each car's first fix (and the two-tracker loan's, which `step_loan` takes)
     assert fast.quiet_readings == 3 * 199
+
+
+def test_the_batch_step_takes_batches_where_it_pays() -> None:
+    """Runs of a device's fixes, or a batch large enough to spread the plan's fixed cost:
+    one reading from each of a dozen devices (live single messages) is folded."""
+    p = Pipeline(FenceIndex.build(FENCES), CONFIG, fast=True)
+
+    def batch(devices: int, each: int) -> list[Reading]:
+        return [
+            GpsFix(f"trk-{d}", T0 + k * 1000, HOME[0], HOME[1])
+            for d in range(devices)
+            for k in range(each)
+        ]
+
+    assert not p.uses_batch_step(batch(12, 1))  # one reading per device, a small batch
+    assert p.uses_batch_step(batch(6, 2))  # runs of two
+    assert not p.uses_batch_step(batch(7, 2)[:13])  # 13 readings of 7 devices: under two each
+    assert not p.uses_batch_step(batch(1, 7))  # under `fast_min`
+    assert p.uses_batch_step(batch(128, 1))  # large enough whatever the runs
+    p.fast = False
+    assert not p.uses_batch_step(batch(128, 1))
