@@ -1,6 +1,7 @@
 """A worker's partitions: one device stage per partition of `pledgewatch.readings`, one
 per-loan stage per partition of `pledgewatch.loan-events`, their bucketed table rows, and
-the fences and loans every stage holds; no Kafka here (engine.distributed.worker wires it).
+the fences and loans every stage reads (one fence index and one `LoanBook` per worker,
+shared); no Kafka here (engine.distributed.worker wires it).
 
 Stages are per partition so that a rebalance moves whole partitions: a partition given to
 this worker gets a fresh stage restored from its table buckets (its timers recomputed from
