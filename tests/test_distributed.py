@@ -25,6 +25,7 @@ __all__ = ["broker", "kafka", "receiver"]
 pytestmark = [pytest.mark.mqtt, pytest.mark.postgres, pytest.mark.slow]
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
+LAG = "pledgewatch_worker_lag"
 # tansu miscounts a batch's end offset (../shared/MEASUREMENTS.md) and holds a fetch for its
 # whole wait; short checkpoints, fetch waits and webhook retries keep the tests quick.
 WORKER_ARGS = (
@@ -226,6 +227,11 @@ def test_bridge_and_two_workers_send_the_replays_alerts(
     assert records(api) > 0, cluster.logs()
     assert records(other) > 0, cluster.logs()
     assert records(api) + records(other) >= len(messages)
+    # every alert record is in the store: the lag gauge covers the alerts partitions too
+    lags = {**api.metrics().by_label(LAG), **other.metrics().by_label(LAG)}
+    alert_lags = {p: n for p, n in lags.items() if p.startswith("pledgewatch.alerts/")}
+    assert alert_lags, lags
+    assert set(alert_lags.values()) == {0}, alert_lags
 
 
 @pytest.mark.parametrize("cluster", ["memory://", "rocksdb://"], indirect=True)

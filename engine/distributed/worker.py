@@ -188,12 +188,12 @@ class Worker:
             @app.agent(alerts, name="outbox")
             async def outbox(stream: Any) -> None:
                 async for events in stream.take_events(s.max_batch, within=s.max_wait_s):
-                    await self._drain(events)
+                    await self._drain(stream, events)
 
             @app.agent(rejects, name="rejected")
             async def rejected(stream: Any) -> None:
                 async for events in stream.take_events(s.max_batch, within=s.max_wait_s):
-                    await self._keep_rejects(events)
+                    await self._keep_rejects(stream, events)
 
         @app.timer(0.5)  # type: ignore[untyped-decorator]
         async def housekeeping() -> None:
@@ -329,7 +329,7 @@ class Worker:
     async def _send(self, routed: Routed) -> None:
         await self.outputs.send(routed)
 
-    async def _drain(self, events: Sequence[Event]) -> None:
+    async def _drain(self, stream: Any, events: Sequence[Event]) -> None:
         alerts: list[Alert] = []
         for event in events:
             try:
@@ -337,12 +337,10 @@ class Worker:
             except RecordError as exc:
                 self.counters.bad_records += 1
                 _log.error("alerts record at offset %s: %s", event.message.offset, exc)
-        if alerts and self.store is not None:
-            batch = Batch(self.now_ms(), alerts=alerts)
-            await asyncio.get_running_loop().run_in_executor(None, self.store.commit_batch, batch)
-            self.counters.drained += len(alerts)
+        await self._store_then_ack(stream, events, Batch(self.now_ms(), alerts=alerts))
+        self.counters.drained += len(alerts)
 
-    async def _keep_rejects(self, events: Sequence[Event]) -> None:
+    async def _keep_rejects(self, stream: Any, events: Sequence[Event]) -> None:
         kept = []
         for event in events:
             try:
@@ -354,9 +352,21 @@ class Worker:
             kept.append(reject)
             reason = reject.reason.value
             self.counters.rejects[reason] = self.counters.rejects.get(reason, 0) + 1
-        if kept and self.store is not None:
-            batch = Batch(self.now_ms(), rejects=kept)
+        await self._store_then_ack(stream, events, Batch(self.now_ms(), rejects=kept))
+
+    async def _store_then_ack(self, stream: Any, events: Sequence[Event], batch: Batch) -> None:
+        """Commit `batch` to the store, then acknowledge `events`. Each is held (an extra
+        reference) until then: `take_events` acks a batch however its processing ended (a
+        cancelled agent, a failed commit), and Faust must not commit an offset whose record
+        is not in the store. Their offsets go to the lag gauge."""
+        for event in events:
+            event.message.incref()
+        if (batch.alerts or batch.rejects) and self.store is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.store.commit_batch, batch)
+        for event in events:
+            m = event.message
+            self.counters.processed[(m.topic, m.partition)] = m.offset
+            await stream.ack(event)
 
     # -- partitions given and taken
     def _table_values(self, table: Any, partition: int) -> dict[bytes, bytes]:

@@ -30,7 +30,8 @@ def worker_metric_lines(
     c: WorkerCounters, parts: Partitions, outputs: Outputs, fetch_wait_ms: int, lag: dict[str, int]
 ) -> list[str]:
     """The worker's metric lines: its counters, its stages', its consumer's fetch wait (-1:
-    unknown) and the records not yet stepped per partition (`lag`, keyed topic/partition)."""
+    unknown) and the records not yet stepped or stored per partition (`lag`, keyed
+    topic/partition)."""
     totals: dict[str, int] = {}
     for stage in parts.devices.values():
         for stream, n in stage.pipeline.counters.readings.items():
@@ -76,7 +77,7 @@ def worker_metric_lines(
         *gauge_lines("pledgewatch_worker_loans", "Loans known.", len(parts.loans)),
         *labelled_gauge_lines(
             "pledgewatch_worker_lag",
-            "Records not yet stepped, per partition.",
+            "Records not yet stepped or stored, per partition (every topic a worker consumes).",
             "partition",
             lag,
         ),
