@@ -18,7 +18,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from alerts.model import Alert
-from benchmarks.common import log, percentile, rate
+from benchmarks.common import log, percentile
 from benchmarks.distributed_cluster import (
     KafkaProbe,
     bridge,
@@ -29,7 +29,7 @@ from benchmarks.distributed_cluster import (
     worker,
 )
 from benchmarks.distributed_throughput import RECORDS, Marks, cpu_between
-from benchmarks.engine_latency import HOOK_TYPES, SECRET
+from benchmarks.engine_latency import HOOK_TYPES, SECRET, pacing
 from benchmarks.engine_publishers import HelperPool
 from benchmarks.engine_runs import rounded
 from benchmarks.engine_workload import Msg, read_messages, shifted
@@ -294,14 +294,9 @@ def _report(
         problems.append("no paced reading raised an enter/exit alert: nothing was measured")
     if stepped != len(warm) + len(paced):
         problems.append(f"{stepped:.0f} readings stepped, {len(warm) + len(paced)} published")
-    span = sent_at[-1] - sent_at[0] if len(sent_at) > 1 else math.nan
-    lag = [s - (start_s + d) for s, d in zip(sent_at, due, strict=True)]
     return {
         "devices": len(warm),
-        "readings_paced": len(paced),
-        "paced_rate_per_s": rounded(rate(len(paced) - 1, span), 1),
-        "paced_seconds": rounded(span, 2),
-        "publish_lag_ms_p99": rounded(percentile(lag, 99) * 1000, 2),
+        **pacing(sent_at, due, start_s),
         "alerts_expected": len(want_ids),
         "alerts_received": len(deliveries),
         "alerts_timed": len(total),

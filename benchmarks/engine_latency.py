@@ -46,6 +46,19 @@ def expected_alerts(fences_path: Path, lines: Sequence[Msg]) -> list[Alert]:
     return [a for a in alerts if a.type.value in HOOK_TYPES]
 
 
+def pacing(sent_at: Sequence[float], due: Sequence[float], start_s: float) -> dict[str, object]:
+    """How a paced publish went: readings, their rate and span, and how late the publisher
+    was against the schedule (`due`: seconds after `start_s`) at p99."""
+    span = sent_at[-1] - sent_at[0] if len(sent_at) > 1 else math.nan
+    lag = [s - (start_s + d) for s, d in zip(sent_at, due, strict=True)]
+    return {
+        "readings_paced": len(sent_at),
+        "paced_rate_per_s": rounded(rate(len(sent_at) - 1, span), 1),
+        "paced_seconds": rounded(span, 2),
+        "publish_lag_ms_p99": rounded(percentile(lag, 99) * 1000, 2),
+    }
+
+
 def _stats(values: list[float]) -> dict[str, float | None]:
     return {
         "p50": rounded(percentile(values, 50), 2),
@@ -161,14 +174,9 @@ def run_latency(
     readings_check = engine_check(delta, len(paced))
     if readings_check != "ok":
         problems.append(readings_check)
-    span = sent_at[-1] - sent_at[0] if len(sent_at) > 1 else math.nan
-    lag = [s - (start_s + d) for s, d in zip(sent_at, due, strict=True)]
     return {
         "devices": len(warm),
-        "readings_paced": len(paced),
-        "paced_rate_per_s": rounded(rate(len(paced) - 1, span), 1),
-        "paced_seconds": rounded(span, 2),
-        "publish_lag_ms_p99": rounded(percentile(lag, 99) * 1000, 2),
+        **pacing(sent_at, due, start_s),
         "alerts_expected": len(want_ids),
         "alerts_received": len(got),
         "alerts_by_type": dict(Counter(a.type.value for a in want)),
