@@ -52,17 +52,14 @@ class Routed:
 
 class _Fleet:
     """Fences and loans, as the API changes them: every stage of every worker knows all (a
-    worker's stages share one index and one `LoanBook`)."""
+    worker's stages share one index and one `LoanBook`, set by `Partitions`; these put them
+    into a stage of its own, as the stages' tests run them without a worker)."""
 
     pipeline: Pipeline
 
     def put_fences(self, fences: Sequence[Fence]) -> None:
         """Add or replace fences (from the next batch on)."""
         self.pipeline.set_fences(self.pipeline.index.with_fences(fences))
-
-    def delete_fence(self, fence_id: str) -> None:
-        """Drop a fence (from the next batch on)."""
-        self.pipeline.set_fences(self.pipeline.index.without([fence_id]))
 
     def put_loan(self, loan: Loan, now_ms: int) -> None:
         """Add or replace a loan; its VIN was judged at PUT time by the API."""
