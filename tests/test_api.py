@@ -1034,6 +1034,7 @@ def test_openapi_lists_every_route(live: Live) -> None:
         "severity",
         "fence_id",
         "sort",
+        "coord_sys",
     }
 
 

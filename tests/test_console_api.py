@@ -603,4 +603,4 @@ def test_openapi_documents_the_console(api: Api) -> None:
     put = doc["paths"]["/v1/operators/{name}"]["put"]
     assert put["requestBody"]["content"]["application/json"]["schema"]["required"] == ["role"]
     track = {p["name"] for p in doc["paths"]["/v1/devices/{device_id}/track"]["get"]["parameters"]}
-    assert track == {"device_id", "since", "until", "max_points"}
+    assert track == {"device_id", "since", "until", "max_points", "coord_sys"}

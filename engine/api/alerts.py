@@ -16,9 +16,12 @@ from engine.api.schemas import (
     ALERT_TYPES,
     CursorParam,
     LimitParam,
+    PositionCoordSysParam,
+    alert_in,
     alert_json,
     page_response,
     paged,
+    parse_coord_sys_param,
     parse_limit,
     parse_since_ms,
 )
@@ -66,9 +69,12 @@ def add_alert_routes(app: FastAPI, api: ApiContext) -> None:
                 "then newest."
             ),
         ] = None,
+        coord_sys: PositionCoordSysParam = None,
     ) -> Response:
         """Alerts filtered by type, loan, device, fence, event time, case state, assignee
-        and severity; each with its `case` (without notes: `GET /v1/alerts/{id}` has them)."""
+        and severity; each with its `case` (without notes: `GET /v1/alerts/{id}` has them),
+        its positions in the `coord_sys` asked for."""
+        system = parse_coord_sys_param(coord_sys)
         _check_choice("type", type_, tuple(sorted(ALERT_TYPES)), "an alert type")
         _check_choice("state", state, STATES, "a case state")
         _check_choice("severity", severity, SEVERITIES, "a severity")
@@ -87,20 +93,22 @@ def add_alert_routes(app: FastAPI, api: ApiContext) -> None:
             sort=sort or "ts",
         )
         page = paged(lambda: api.store.list_alerts(query))
-        return page_response([alert_json(a) for a in page.items], page.next)
+        return page_response([alert_in(alert_json(a), system) for a in page.items], page.next)
 
     @app.get(
         "/v1/alerts/{alert_id}",
         summary="Get an alert with its case and the case's notes",
         tags=["alerts"],
-        responses=error_responses(404),
+        responses=error_responses(400, 404),
     )
-    def get_alert(alert_id: str) -> Response:
-        """One alert, with its acknowledgement and its case (notes oldest first)."""
+    def get_alert(alert_id: str, coord_sys: PositionCoordSysParam = None) -> Response:
+        """One alert, with its acknowledgement and its case (notes oldest first), its
+        positions in the `coord_sys` asked for."""
+        system = parse_coord_sys_param(coord_sys)
         stored = api.store.get_alert(alert_id)
         if stored is None:
             raise not_found(f"alert {alert_id!r} does not exist")
-        return JsonResponse(alert_json(stored, notes=True))
+        return JsonResponse(alert_in(alert_json(stored, notes=True), system))
 
 
 def _check_choice(name: str, value: str | None, choices: tuple[str, ...], what: str) -> None:

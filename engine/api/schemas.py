@@ -25,7 +25,7 @@ from engine.api.problems import FieldError, JsonResponse, Problem, bad_parameter
 from engine.core.state import DeviceState
 from engine.store.port import Page, StoredAlert
 from engine.store.rows import CursorError
-from geofence.coords import CoordSys, parse_coord_sys
+from geofence.coords import CoordSys, from_wgs84, parse_coord_sys
 from geofence.fence import MAX_RADIUS_M, FenceError, short_repr
 from lending.model import LoanError
 
@@ -179,6 +179,19 @@ CoordSysParam = Annotated[
 ]
 
 
+PositionCoordSysParam = Annotated[
+    str | None,
+    Query(
+        description=(
+            "The coordinate system of the returned `lat`/`lon`: `wgs84` (as stored), `gcj02` "
+            "(AMap, Tencent) or `bd09` (Baidu); a `coord_sys` field beside them names a "
+            "system other than WGS84. Default: WGS84, as stored."
+        )
+    ),
+]
+"""`CoordSysParam` for the points of devices, tracks and alerts rather than a fence."""
+
+
 def parse_coord_sys_param(value: str | None) -> CoordSys | None:
     """`coord_sys` as a `CoordSys`; None when absent."""
     if value is None:
@@ -302,6 +315,44 @@ def fix_json(state: DeviceState | None) -> dict[str, object] | None:
     if state is None or state.fix is None:
         return None
     return {"ts": iso_ms(state.fix.ts_ms), "lat": state.fix.lat, "lon": state.fix.lon}
+
+
+def converted(coord_sys: CoordSys | None) -> CoordSys | None:
+    """The system to convert WGS84 answers to: None when absent or WGS84 (answered as stored)."""
+    return None if coord_sys is None or coord_sys is CoordSys.WGS84 else coord_sys
+
+
+def position_in(body: dict[str, object], coord_sys: CoordSys | None) -> dict[str, object]:
+    """A copy of `body` with its WGS84 `lat` and `lon` (when numbers) in `coord_sys` and a
+    `coord_sys` field naming it; `body` itself for None or WGS84, so those answers stay as
+    stored. Nothing else of `body` changes (`alert_in` does an alert's `details`)."""
+    system = converted(coord_sys)
+    if system is None:
+        return body
+    out = {**body, "coord_sys": system.value}
+    lat, lon = body.get("lat"), body.get("lon")
+    if isinstance(lat, int | float) and isinstance(lon, int | float):
+        out["lat"], out["lon"] = from_wgs84(float(lat), float(lon), system)
+    return out
+
+
+def alert_in(body: dict[str, object], coord_sys: CoordSys | None) -> dict[str, object]:
+    """An alert's JSON with its position (`position_in`) and every `{name}_lat`/`{name}_lon`
+    pair of its `details` (`from_`, `other_`, `parked_`, `learned_`, ...) in `coord_sys`, so
+    one answer holds one system; `body` itself for None or WGS84."""
+    out = position_in(body, coord_sys)
+    details, system = out.get("details"), converted(coord_sys)
+    if system is None or not isinstance(details, dict):
+        return out
+    moved = dict(details)
+    for key, lat in details.items():
+        if not key.endswith("_lat"):
+            continue
+        lon = details.get(key[:-4] + "_lon")
+        if isinstance(lat, int | float) and isinstance(lon, int | float):
+            moved[key], moved[key[:-4] + "_lon"] = from_wgs84(float(lat), float(lon), system)
+    out["details"] = moved
+    return out
 
 
 def status_json(state: DeviceState | None) -> dict[str, object] | None:
