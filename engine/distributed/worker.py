@@ -8,8 +8,9 @@
 - The `loans` agent takes `pledgewatch.loan-events` and runs the per-loan fold and the
   lending consumers; its alerts go to `pledgewatch.alerts` keyed by loan.
 - With a store, the `outbox` agent drains `pledgewatch.alerts` into the outbox (the same
-  ids: a repeat is found by its id) and `rejected` keeps `pledgewatch.rejects`; the
-  dispatcher of a worker with `--http` sends the webhooks.
+  ids: a repeat is found by its id) and `rejected` keeps `pledgewatch.rejects`, each
+  resumed where the store is (`engine.distributed.sinks`); the dispatcher of a worker with
+  `--http` sends the webhooks.
 - A timer fires the devices' timers on the wall clock, takes partitions given to this worker
   once their tables are recovered, and checkpoints.
 - Fences and loans come from the compacted `pledgewatch.changes`, read whole by every worker
@@ -24,7 +25,8 @@ each record is held (`Message.incref`) from its batch until the checkpoint after
 partition given to a worker is restored from its last whole checkpoint and read from the
 record after it, wherever Faust's committed offset lies: a worker killed between two
 checkpoints is replaced by one that steps the records since again, with the same alerts and
-ids, which the outbox keeps once.
+ids, which the outbox keeps once. Every stage takes its partition's records once each, in
+offset order, none stepped over (`engine.distributed.offset_order`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ from typing import Any
 import faust
 import faust.streams
 
-from alerts.model import Alert
 from devices.readings import Reading
 from engine.core.config import Config
 from engine.core.state import DeviceState
@@ -53,17 +54,17 @@ from engine.distributed.buckets import (
 )
 from engine.distributed.fleet import Fleet
 from engine.distributed.kafka_io import ensure_topics
+from engine.distributed.offset_order import Key, OffsetOrder
 from engine.distributed.outputs import Outputs
 from engine.distributed.partitions import Partitions
-from engine.distributed.records import RecordError, read_alert, read_reject
 from engine.distributed.settings import ALERTS, LOAN_EVENTS, READINGS, REJECTS, KafkaSettings
+from engine.distributed.sinks import Event, Sinks, by_partition, sort_events
 from engine.distributed.stages import Routed
 from engine.distributed.worker_metrics import WorkerCounters, worker_metric_lines
 from engine.store.port import Batch, Store
 from lending.consumer import LendingConsumer
 
 _log = logging.getLogger(__name__)
-Event = Any  # faust.types.EventT: Faust's generics do not help here
 DEVICES_TABLE = "pledgewatch-devices"
 LOANS_TABLE = "pledgewatch-loans"
 
@@ -117,10 +118,10 @@ class Worker:
         self._stepping = asyncio.Lock()  # stages step, or a checkpoint reads them
         self._last_checkpoint = time.monotonic()
         self._settled = False  # True from a rebalance's recovery to the next rebalance
-        self.applied: dict[tuple[str, int], int] = {}  # the last offset each stage stepped
-        self.catching_up: set[tuple[str, int]] = set()  # restored, next offset not seen yet
-        self._rewound: dict[tuple[str, int], int] = {}  # the offset each was last rewound to
-        self._rewinds: list[tuple[str, int, int, int]] = []  # to do: topic, partition, to, seen
+        self.order = OffsetOrder()  # the last offset each stage holds, per partition
+        self.sinks = None
+        if store is not None:
+            self.sinks = Sinks(store, settings.app_id, self.order, self.counters, self.now_ms)
         self.app = self._app(web)
 
     def now_ms(self) -> int:
@@ -183,17 +184,20 @@ class Worker:
             async for events in stream.take_events(s.max_batch, within=s.max_wait_s):
                 await self._loans(stream, events)
 
-        if self.store is not None:
+        if self.sinks is not None:
+            sinks = self.sinks
 
             @app.agent(alerts, name="outbox")
             async def outbox(stream: Any) -> None:
                 async for events in stream.take_events(s.max_batch, within=s.max_wait_s):
-                    await self._drain(stream, events)
+                    await sinks.drain(stream, events)
+                    await self._rewind()
 
             @app.agent(rejects, name="rejected")
             async def rejected(stream: Any) -> None:
                 async for events in stream.take_events(s.max_batch, within=s.max_wait_s):
-                    await self._keep_rejects(stream, events)
+                    await sinks.keep_rejects(stream, events)
+                    await self._rewind()
 
         @app.timer(0.5)  # type: ignore[untyped-decorator]
         async def housekeeping() -> None:
@@ -227,7 +231,7 @@ class Worker:
         async with self._stepping:
             now = self.now_ms()
             routed = Routed()
-            for partition, batch in _by_partition(events).items():
+            for partition, batch in by_partition(events).items():
                 if partition not in self.parts.devices:
                     self._take_devices(partition)
                 fresh = self._in_order(stream, READINGS, partition, batch)
@@ -244,7 +248,7 @@ class Worker:
     async def _loans(self, stream: Any, events: Sequence[Event]) -> None:
         async with self._stepping:
             now = self.now_ms()
-            for partition, batch in _by_partition(events).items():
+            for partition, batch in by_partition(events).items():
                 if partition not in self.parts.loan_stages:
                     self._take_loans(partition)
                 fresh = self._in_order(stream, LOAN_EVENTS, partition, batch)
@@ -257,62 +261,34 @@ class Worker:
         await self._maybe_checkpoint()
 
     async def _rewind(self) -> None:
-        """Seek the partitions whose records came ahead of their restored state back to the
-        first record the state lacks."""
-        rewinds, self._rewinds = self._rewinds, []
-        for topic, partition, to, seen in rewinds:
-            if (topic, partition) not in self.applied:
+        """Seek the partitions whose next record is not where the consumer is
+        (`engine.distributed.offset_order`)."""
+        for r in self.order.take_rewinds():
+            key = (r.topic, r.partition)
+            if not self.order.knows(key):
                 continue  # taken away meanwhile
-            if seen < 0:  # a partition just taken: from its checkpoint on
-                await self.app.consumer.seek(_tp(topic, partition), to)
-                continue
-            _log.warning(
-                "%s/%d: record %d came before %d, the first its restored state lacks: "
-                "rewinding to %d",
-                topic,
-                partition,
-                seen,
-                to,
-                to,
-            )
-            await self.app.consumer.seek(_tp(topic, partition), to)
+            if r.seen == r.to:
+                _log.warning("%s/%d: the last seek did not take: again to %d", *key, r.to)
+            elif r.seen >= 0:  # not a partition just taken: records were stepped over
+                _log.warning(
+                    "%s/%d: record %d came before %d, the next this worker lacks: rewinding",
+                    *key,
+                    r.seen,
+                    r.to,
+                )
+            await self.app.consumer.seek(_tp(r.topic, r.partition), r.to)
 
     def _in_order(
         self, stream: Any, topic: str, partition: int, batch: Sequence[Event]
     ) -> list[Event]:
         """The records of `batch` that come next in the partition's log; holds those it
-        takes and those already in the stage's state.
+        takes and those already in the stage's state for the next checkpoint.
 
         A stage steps each record once, in offset order. After a rebalance the stage is
         restored from the table as of its last checkpoint (offset N) and Faust seeks to the
         committed offset, normally at most N + 1, so records up to N come again: they are in
-        the state already, held for the next checkpoint but not stepped. A record ahead of
-        N + 1 first (a committed offset past the table, records buffered before the
-        rebalance) would make the stage skip what lies between: it is left, and the
-        partition is rewound to N + 1 (`_rewind`), once per offset."""
-        key = (topic, partition)
-        last = self.applied.get(key, -1)
-        fresh: list[Event] = []
-        kept: list[Event] = []
-        for event in batch:
-            offset = event.message.offset
-            if offset <= last:
-                kept.append(event)  # in the state already
-            elif key in self.catching_up and offset != last + 1:
-                # Never acked: Faust commits the first run of acked offsets of a partition
-                # with no commit yet even if it starts past the first record (and takes a
-                # committed 0 for none), so an ack here could commit what no stage stepped.
-                # The record comes again after the rewind and is acked then, by offset.
-                event.message.incref()
-                self.counters.skipped_ahead += 1
-                if self._rewound.get(key) != last + 1:
-                    self._rewound[key] = last + 1
-                    self._rewinds.append((topic, partition, last + 1, offset))
-            else:
-                self.catching_up.discard(key)
-                fresh.append(event)
-                last = offset
-        self.applied[key] = last
+        the state already, held for the next checkpoint but not stepped."""
+        fresh, kept = sort_events(self.order, self.counters, topic, partition, batch)
         if kept or fresh:
             self._hold(stream, topic, partition, [*kept, *fresh])
         return fresh
@@ -328,45 +304,6 @@ class Worker:
 
     async def _send(self, routed: Routed) -> None:
         await self.outputs.send(routed)
-
-    async def _drain(self, stream: Any, events: Sequence[Event]) -> None:
-        alerts: list[Alert] = []
-        for event in events:
-            try:
-                alerts.append(read_alert(event.value))
-            except RecordError as exc:
-                self.counters.bad_records += 1
-                _log.error("alerts record at offset %s: %s", event.message.offset, exc)
-        await self._store_then_ack(stream, events, Batch(self.now_ms(), alerts=alerts))
-        self.counters.drained += len(alerts)
-
-    async def _keep_rejects(self, stream: Any, events: Sequence[Event]) -> None:
-        kept = []
-        for event in events:
-            try:
-                reject = read_reject(event.value)
-            except RecordError as exc:
-                self.counters.bad_records += 1
-                _log.error("rejects record at offset %s: %s", event.message.offset, exc)
-                continue
-            kept.append(reject)
-            reason = reject.reason.value
-            self.counters.rejects[reason] = self.counters.rejects.get(reason, 0) + 1
-        await self._store_then_ack(stream, events, Batch(self.now_ms(), rejects=kept))
-
-    async def _store_then_ack(self, stream: Any, events: Sequence[Event], batch: Batch) -> None:
-        """Commit `batch` to the store, then acknowledge `events`. Each is held (an extra
-        reference) until then: `take_events` acks a batch however its processing ended (a
-        cancelled agent, a failed commit), and Faust must not commit an offset whose record
-        is not in the store. Their offsets go to the lag gauge."""
-        for event in events:
-            event.message.incref()
-        if (batch.alerts or batch.rejects) and self.store is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.store.commit_batch, batch)
-        for event in events:
-            m = event.message
-            self.counters.processed[(m.topic, m.partition)] = m.offset
-            await stream.ack(event)
 
     # -- partitions given and taken
     def _table_values(self, table: Any, partition: int) -> dict[bytes, bytes]:
@@ -392,13 +329,9 @@ class Worker:
     def _restored_offset(self, topic: str, partition: int, values: dict[bytes, bytes]) -> int:
         """The last record the restored state holds: the stage steps from the next one."""
         at, _ = read_checkpoint(values.get(offset_key(partition)))
-        key = (topic, partition)
-        self.applied[key] = at
-        self.catching_up.add(key)
         # Step from the record after the checkpoint, wherever Faust's committed offset is:
-        # it may lie past records no stage checkpointed (see `_in_order`).
-        self._rewound[key] = at + 1
-        self._rewinds.append((topic, partition, at + 1, -1))
+        # it may lie past records no stage checkpointed (see `_sorted`).
+        self.order.start_at((topic, partition), at)
         return at
 
     def _revoke(self, revoked: set[Any]) -> None:
@@ -413,9 +346,7 @@ class Worker:
         ]
         for key in gone:
             self.held.last.pop(key, None)
-            self.applied.pop(key, None)
-            self.catching_up.discard(key)
-            self._rewound.pop(key, None)
+            self.order.forget(key)
         if readings or loans:
             _log.info("partitions taken away: readings %s, loan-events %s", readings, loans)
 
@@ -437,11 +368,17 @@ class Worker:
     async def _housekeeping(self) -> None:
         self.fetch_wait_ms()
         if self._settled:  # every assigned partition's table is recovered
+            sinks: list[Key] = []
             for tp in self.app.consumer.assignment():
                 if tp.topic == READINGS and tp.partition not in self.parts.devices:
                     self._take_devices(tp.partition)
                 elif tp.topic == LOAN_EVENTS and tp.partition not in self.parts.loan_stages:
                     self._take_loans(tp.partition)
+                elif tp.topic in (ALERTS, REJECTS):
+                    sinks.append((tp.topic, tp.partition))
+            if self.sinks is not None:  # a quiet partition too: what lies below its position
+                await self.sinks.resume(sinks)
+        self.order.recheck()
         await self._rewind()
         async with self._stepping:
             await self._send(self.parts.tick(self.now_ms()))
@@ -476,7 +413,7 @@ class Worker:
             self.counters.checkpoints += 1
             if held.last:
                 done = ", ".join(
-                    f"{t.rsplit('.', 1)[-1]}/{p}@{self.applied.get((t, p), -1)}"
+                    f"{t.rsplit('.', 1)[-1]}/{p}@{self.order.applied.get((t, p), -1)}"
                     for t, p in sorted(held.last)
                 )
                 _log.info("checkpoint %d: %s", self.counters.checkpoints, done)
@@ -498,7 +435,7 @@ class Worker:
             # last: the checkpoint is whole once this record is in (engine.distributed.buckets)
             slots = self.parts.slots(topic == LOAN_EVENTS, partition)
             values[offset_key(partition)] = checkpoint_value(
-                self.applied[(topic, partition)], slots
+                self.order.applied[(topic, partition)], slots
             )
             with as_current(event):
                 for key, value in values.items():
@@ -525,10 +462,3 @@ def _tp(topic: str, partition: int) -> Any:
     from faust.types import TP  # noqa: PLC0415
 
     return TP(topic, partition)
-
-
-def _by_partition(events: Sequence[Event]) -> dict[int, list[Event]]:
-    out: dict[int, list[Event]] = {}
-    for event in events:
-        out.setdefault(event.message.partition, []).append(event)
-    return out

@@ -22,7 +22,7 @@ class WorkerCounters:
     checkpoints: int = 0
     table_writes: int = 0
     bad_records: int = 0
-    skipped_ahead: int = 0  # records fetched before a rebalance, left for after its seek
+    skipped_ahead: int = 0  # records ahead of a stage's next, left for after a seek
     processed: dict[tuple[str, int], int] = field(default_factory=dict)  # last offset stepped
 
 
@@ -64,6 +64,11 @@ def worker_metric_lines(
         *gauge_lines("pledgewatch_worker_table_writes", "Table bucket writes.", c.table_writes),
         *gauge_lines(
             "pledgewatch_worker_bad_records", "Records no stage could read.", c.bad_records
+        ),
+        *gauge_lines(
+            "pledgewatch_worker_records_ahead",
+            "Records that came ahead of a stage's next one, left for after a seek.",
+            c.skipped_ahead,
         ),
         *gauge_lines(
             "pledgewatch_devices",

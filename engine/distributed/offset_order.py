@@ -1,0 +1,127 @@
+"""Which records of a partition a worker's stage takes next: each once, in offset order, and
+none stepped over.
+
+A stage (the devices' and loans' steps, the outbox, the rejects) knows the last offset whose
+effect it holds: the checkpoint's, or the offset the store has. Records up to it are
+`KEPT` (their effect is in already: acknowledged, not taken again). The next one is `FRESH`.
+A record past the next one is `AHEAD`: the consumer is positioned past records the stage
+never had. That happens after a rebalance (Faust seeks to its committed offset, which may
+lie past what a stage holds; records fetched before the rebalance are still buffered) and
+would happen if Faust ever dropped records in between. An `AHEAD` record is left
+unacknowledged (an acknowledgment could let Faust commit past the records in between) and
+the partition is rewound to the next record, once per offset: the consumer then delivers
+it, and the records after it again. Records fetched before the seek still come first, ahead,
+and are left too. Faust may undo a seek (a fetch that returns while its flow is stopped
+seeks every partition to its committed offset): a partition that got only records ahead
+across `STALLED_CHECKS` `recheck`s in a row (the worker calls it every half second) is
+rewound again.
+
+Offsets of `pledgewatch.readings`, `.loan-events`, `.alerts` and `.rejects` are dense:
+nothing compacts them and no producer writes transactions, so a gap is never in the log.
+Pure: no I/O, no clock; the worker does the seeks (`take_rewinds`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+Key = tuple[str, int]  # (topic, partition)
+
+STALLED_CHECKS = 4
+"""`recheck`s in a row that saw records ahead of a partition and none taken before its
+rewind is asked again: four half seconds outlast a fetch's wait (Faust's is 1.5 s)."""
+
+
+class Verdict(Enum):
+    """What a stage does with one record."""
+
+    KEPT = "kept"  # its effect is held already: acknowledge it, do not take it again
+    FRESH = "fresh"  # the next record: take it
+    AHEAD = "ahead"  # past the next record: leave it unacknowledged, it comes again
+
+
+@dataclass(frozen=True, slots=True)
+class Rewind:
+    """Seek `topic`/`partition` to `to`; `seen` is the record that came instead: -1 when
+    the partition was just taken (a restart, not a surprise), `to` itself when an earlier
+    seek did not take."""
+
+    topic: str
+    partition: int
+    to: int
+    seen: int
+
+
+class OffsetOrder:
+    """The last offset each partition's stage holds, and the rewinds that keep it dense."""
+
+    def __init__(self) -> None:
+        self.applied: dict[Key, int] = {}  # the last offset whose effect the stage holds
+        self._rewound: dict[Key, int] = {}  # the offset each partition was last rewound to
+        self._moved: set[Key] = set()  # took a record since the last recheck
+        self._stuck: dict[Key, int] = {}  # rechecks in a row that saw only records ahead
+        self._rewinds: list[Rewind] = []
+        self.ahead = 0  # records left for after a rewind
+
+    def start_at(self, key: Key, last: int) -> None:
+        """The stage holds every record up to `last` (-1: none): it takes `last + 1` next,
+        wherever the consumer is positioned, so the partition is rewound there."""
+        self.applied[key] = last
+        self._rewound[key] = last + 1
+        self._rewinds.append(Rewind(key[0], key[1], last + 1, -1))
+
+    def knows(self, key: Key) -> bool:
+        """Whether the partition's last offset is known (taken, or seen once)."""
+        return key in self.applied
+
+    def sort(self, key: Key, offsets: Sequence[int]) -> list[Verdict]:
+        """The verdict on each record, in the order fetched. A partition not known yet
+        takes its first record as the next (nothing says otherwise)."""
+        last = self.applied.get(key)
+        verdicts: list[Verdict] = []
+        for offset in offsets:
+            if last is not None and offset <= last:
+                verdicts.append(Verdict.KEPT)
+            elif last is not None and offset != last + 1:
+                verdicts.append(Verdict.AHEAD)
+                self.ahead += 1
+                self._stuck.setdefault(key, 0)
+                if self._rewound.get(key) != last + 1:
+                    self._rewound[key] = last + 1
+                    self._rewinds.append(Rewind(key[0], key[1], last + 1, offset))
+            else:
+                verdicts.append(Verdict.FRESH)
+                self._moved.add(key)
+                last = offset
+        if last is not None:
+            self.applied[key] = last
+        return verdicts
+
+    def recheck(self) -> None:
+        """Rewind again each partition that got records ahead and took none across
+        `STALLED_CHECKS` calls in a row: its seek did not take."""
+        for key in list(self._stuck):
+            if key in self._moved:
+                del self._stuck[key]
+                continue
+            self._stuck[key] += 1
+            if self._stuck[key] >= STALLED_CHECKS and key in self.applied:
+                to = self.applied[key] + 1
+                self._rewinds.append(Rewind(key[0], key[1], to, to))
+                del self._stuck[key]
+        self._moved.clear()
+
+    def forget(self, key: Key) -> None:
+        """The partition was taken away: whoever has it next starts from its own record."""
+        self.applied.pop(key, None)
+        self._rewound.pop(key, None)
+        self._stuck.pop(key, None)
+        self._moved.discard(key)
+        self._rewinds = [r for r in self._rewinds if (r.topic, r.partition) != key]
+
+    def take_rewinds(self) -> list[Rewind]:
+        """The seeks to do now, oldest first."""
+        rewinds, self._rewinds = self._rewinds, []
+        return rewinds
