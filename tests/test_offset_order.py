@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.distributed.offset_order import (
+    GIVE_UP_AFTER,
     STALLED_CHECKS,
     OffsetOrder,
     Rewind,
@@ -15,19 +16,28 @@ from engine.distributed.offset_order import (
 from tests.factories import property_settings
 
 KEY = ("pledgewatch.alerts", 3)
+RECHECK_EVERY = 100  # records delivered per half second: a consumer is fast beside the timer
 
 
-def deliver(order: OffsetOrder, position: int, log_end: int, skips: list[int]) -> list[int]:
+def deliver(
+    order: OffsetOrder, position: int, log_end: int, skips: list[int], log_start: int = 0
+) -> list[int]:
     """A consumer at `position` that drops the records named in `skips` (each once) and
-    obeys every rewind, with a recheck after each record and while it waits at the log's
-    end; the offsets the stage took, in order."""
+    obeys every rewind (one below `log_start` lands there, as Kafka's reset to the earliest
+    record does); the worker's half-second recheck comes every `RECHECK_EVERY` records and
+    while the consumer waits at the log's end. The offsets the stage took, in order."""
     taken: list[int] = []
     pending_skips = list(skips)
-    for _ in range(10 * (log_end + STALLED_CHECKS + 1)):  # each rewind re-reads the log once
-        order.recheck()
+    position = max(position, log_start)
+    since_recheck = 0
+    for _ in range((GIVE_UP_AFTER + 2) * (log_end + STALLED_CHECKS + RECHECK_EVERY)):
+        since_recheck += 1
+        if position >= log_end or since_recheck >= RECHECK_EVERY:
+            order.recheck()
+            since_recheck = 0
         if position >= log_end:
             for rewind in order.take_rewinds():
-                position = rewind.to
+                position = max(rewind.to, log_start)
             continue
         if position in pending_skips:  # the consumer steps over a record
             pending_skips.remove(position)
@@ -38,7 +48,7 @@ def deliver(order: OffsetOrder, position: int, log_end: int, skips: list[int]) -
             taken.append(position)
         position += 1
         for rewind in order.take_rewinds():
-            position = rewind.to
+            position = max(rewind.to, log_start)
     return taken
 
 
@@ -47,27 +57,34 @@ def deliver(order: OffsetOrder, position: int, log_end: int, skips: list[int]) -
     st.integers(-1, 30),  # the last record the stage holds (-1: none)
     st.integers(0, 60),  # where the consumer is positioned (Faust's committed offset)
     st.integers(0, 60),  # the log's end
-    st.lists(st.integers(0, 60), max_size=6),  # records the consumer steps over
+    st.lists(st.integers(0, 60), max_size=12),  # records the consumer steps over, each time
 )
 def test_a_started_stage_takes_every_record_after_its_own_once_in_order(
     last: int, position: int, log_end: int, skips: list[int]
 ) -> None:
     """From its own last record on, wherever the consumer starts and whatever it steps over,
     as long as a record comes after each one stepped over (a step over the log's last
-    record shows only when the next record comes)."""
+    record shows only when the next record comes): each record is taken once, in order, or
+    named as missing, never lost unsaid; missing only when the consumer stepped over it
+    more than `GIVE_UP_AFTER` times (as it would over a record gone from the log)."""
     skips = [s for s in skips if s < log_end - 1]
     want = list(range(last + 1, log_end))
-    order = OffsetOrder()
-    order.start_at(KEY, last)
-    (first,) = order.take_rewinds()
-    assert first == Rewind(KEY[0], KEY[1], last + 1, -1)
-    assert deliver(order, first.to, log_end, skips) == want
-    # a seek that did not take: the consumer stays where Faust put it, maybe past the stage;
-    # a record ahead shows it (none comes when Faust put it at the log's end)
-    order = OffsetOrder()
-    order.start_at(KEY, last)
-    order.take_rewinds()
-    assert deliver(order, position, log_end, skips) == ([] if position >= log_end else want)
+    for start in (None, position):  # the seek of `start_at` taken, or undone by Faust
+        order = OffsetOrder()
+        order.start_at(KEY, last)
+        (first,) = order.take_rewinds()
+        assert first == Rewind(KEY[0], KEY[1], last + 1, -1)
+        at = first.to if start is None else start
+        taken = deliver(order, at, log_end, skips)
+        if at >= log_end > last + 1:  # nothing comes to show the consumer is past the stage
+            assert taken == []
+            continue
+        gone = [n for _, a, b in order.take_gaps() for n in range(a, b + 1)]
+        assert sorted(taken + gone) == want
+        assert taken == sorted(taken)
+        assert order.missing == len(gone)
+        if all(skips.count(n) <= GIVE_UP_AFTER for n in skips):
+            assert gone == []
 
 
 def test_kept_fresh_and_ahead() -> None:
@@ -121,3 +138,41 @@ def test_a_partition_taken_away_is_forgotten_with_its_rewinds() -> None:
     order.forget(KEY)
     assert not order.knows(KEY)
     assert order.take_rewinds() == [Rewind("pledgewatch.alerts", 0, 3, -1)]
+
+
+@property_settings(200)
+@given(st.integers(-1, 20), st.integers(1, 20), st.integers(1, 20))
+def test_records_gone_from_the_log_are_counted_and_the_stage_goes_on(
+    last: int, gone: int, after: int
+) -> None:
+    """Retention deleted records the stage never took: each rewind lands at the log's
+    start; after `GIVE_UP_AFTER` stalled rewinds the stage takes what is there, and says
+    which records it never had."""
+    log_start = last + 1 + gone
+    log_end = log_start + after
+    order = OffsetOrder()
+    order.start_at(KEY, last)
+    order.take_rewinds()
+    taken = deliver(order, last + 1, log_end, [], log_start=log_start)
+    assert taken == list(range(log_start, log_end))
+    assert order.missing == gone
+    assert order.take_gaps() == [(KEY, last + 1, log_start - 1)]
+
+
+def test_a_stalled_partition_is_rewound_give_up_after_times_before_going_on() -> None:
+    order = OffsetOrder()
+    order.start_at(KEY, 9)
+    order.take_rewinds()
+    seeks = 0
+    for _ in range(GIVE_UP_AFTER + 1):
+        assert order.sort(KEY, [20]) == [Verdict.AHEAD]
+        for _ in range(STALLED_CHECKS):
+            order.recheck()
+        seeks += len(order.take_rewinds())
+    assert seeks == GIVE_UP_AFTER + 1  # the last one before going on
+    assert order.missing == 0
+    assert order.sort(KEY, [20, 21]) == [Verdict.FRESH, Verdict.FRESH]
+    assert order.missing == 10
+    assert order.take_gaps() == [(KEY, 10, 19)]
+    # from there on, the partition is held to its order again
+    assert order.sort(KEY, [23]) == [Verdict.AHEAD]

@@ -14,10 +14,14 @@ it, and the records after it again. Records fetched before the seek still come f
 and are left too. Faust may undo a seek (a fetch that returns while its flow is stopped
 seeks every partition to its committed offset): a partition that got only records ahead
 across `STALLED_CHECKS` `recheck`s in a row (the worker calls it every half second) is
-rewound again.
+rewound again. After `GIVE_UP_AFTER` such rewinds the records in between are taken to be
+gone from the log (retention deleted them while the partition lagged: a rewind below the
+log's start lands at its start), and the stage goes on from the record that comes, the gap
+counted and named (`take_gaps`) rather than the partition stalled for good.
 
 Offsets of `pledgewatch.readings`, `.loan-events`, `.alerts` and `.rejects` are dense:
-nothing compacts them and no producer writes transactions, so a gap is never in the log.
+nothing compacts them and no producer writes transactions, so a gap is never in the log
+but where retention made one.
 Pure: no I/O, no clock; the worker does the seeks (`take_rewinds`).
 """
 
@@ -28,6 +32,10 @@ from dataclasses import dataclass
 from enum import Enum
 
 Key = tuple[str, int]  # (topic, partition)
+
+GIVE_UP_AFTER = 3
+"""Rewinds after stalled rechecks, to one offset, before the records in between are taken
+to be gone from the log."""
 
 STALLED_CHECKS = 4
 """`recheck`s in a row that saw records ahead of a partition and none taken before its
@@ -60,8 +68,11 @@ class OffsetOrder:
     def __init__(self) -> None:
         self.applied: dict[Key, int] = {}  # the last offset whose effect the stage holds
         self._rewound: dict[Key, int] = {}  # the offset each partition was last rewound to
-        self._moved: set[Key] = set()  # took a record since the last recheck
-        self._stuck: dict[Key, int] = {}  # rechecks in a row that saw only records ahead
+        self._stuck: dict[Key, int] = {}  # rechecks since a record ahead came, none taken
+        self._tries: dict[Key, int] = {}  # rewinds after stalled rechecks, since the last take
+        self._give_up: set[Key] = set()  # the next record ahead is taken: the log lacks those
+        self._gaps: list[tuple[Key, int, int]] = []  # (key, first, last) taken to be gone
+        self.missing = 0  # records taken to be gone from the log
         self._rewinds: list[Rewind] = []
         self.ahead = 0  # records left for after a rewind
 
@@ -84,42 +95,56 @@ class OffsetOrder:
         for offset in offsets:
             if last is not None and offset <= last:
                 verdicts.append(Verdict.KEPT)
-            elif last is not None and offset != last + 1:
-                verdicts.append(Verdict.AHEAD)
-                self.ahead += 1
-                self._stuck.setdefault(key, 0)
-                if self._rewound.get(key) != last + 1:
-                    self._rewound[key] = last + 1
-                    self._rewinds.append(Rewind(key[0], key[1], last + 1, offset))
-            else:
-                verdicts.append(Verdict.FRESH)
-                self._moved.add(key)
-                last = offset
+                continue
+            if last is not None and offset != last + 1:
+                if key not in self._give_up:
+                    verdicts.append(Verdict.AHEAD)
+                    self.ahead += 1
+                    self._stuck.setdefault(key, 0)
+                    if self._rewound.get(key) != last + 1:
+                        self._rewound[key] = last + 1
+                        self._rewinds.append(Rewind(key[0], key[1], last + 1, offset))
+                    continue
+                self._gaps.append((key, last + 1, offset - 1))  # the log lacks them
+                self.missing += offset - last - 1
+            verdicts.append(Verdict.FRESH)
+            self._stuck.pop(key, None)
+            self._tries.pop(key, None)
+            self._give_up.discard(key)
+            last = offset
         if last is not None:
             self.applied[key] = last
         return verdicts
 
     def recheck(self) -> None:
-        """Rewind again each partition that got records ahead and took none across
-        `STALLED_CHECKS` calls in a row: its seek did not take."""
+        """Rewind again each partition that got a record ahead and has taken none since, for
+        `STALLED_CHECKS` calls: its seek did not take. After `GIVE_UP_AFTER` such
+        rewinds, once more, and the first record that comes then is taken."""
         for key in list(self._stuck):
-            if key in self._moved:
-                del self._stuck[key]
-                continue
             self._stuck[key] += 1
-            if self._stuck[key] >= STALLED_CHECKS and key in self.applied:
-                to = self.applied[key] + 1
-                self._rewinds.append(Rewind(key[0], key[1], to, to))
-                del self._stuck[key]
-        self._moved.clear()
+            if self._stuck[key] < STALLED_CHECKS or key not in self.applied:
+                continue
+            del self._stuck[key]
+            tries = self._tries.get(key, 0)
+            if tries >= GIVE_UP_AFTER:  # once more, and whatever comes first is taken
+                self._give_up.add(key)
+            to = self.applied[key] + 1
+            self._rewinds.append(Rewind(key[0], key[1], to, to))
+            self._tries[key] = tries + 1
 
     def forget(self, key: Key) -> None:
         """The partition was taken away: whoever has it next starts from its own record."""
         self.applied.pop(key, None)
         self._rewound.pop(key, None)
         self._stuck.pop(key, None)
-        self._moved.discard(key)
+        self._tries.pop(key, None)
+        self._give_up.discard(key)
         self._rewinds = [r for r in self._rewinds if (r.topic, r.partition) != key]
+
+    def take_gaps(self) -> list[tuple[Key, int, int]]:
+        """The runs of offsets (key, first, last) taken to be gone since the last call."""
+        gaps, self._gaps = self._gaps, []
+        return gaps
 
     def take_rewinds(self) -> list[Rewind]:
         """The seeks to do now, oldest first."""

@@ -39,7 +39,7 @@ def by_partition(events: Sequence[Event]) -> dict[int, list[Event]]:
 
 
 def sort_events(
-    order: OffsetOrder, counters: WorkerCounters, topic: str, partition: int, batch: Sequence[Event]
+    order: OffsetOrder, topic: str, partition: int, batch: Sequence[Event]
 ) -> tuple[list[Event], list[Event]]:
     """(fresh, kept) of one partition's records: those to take and those whose effect is in.
 
@@ -57,7 +57,6 @@ def sort_events(
             kept.append(event)
         else:
             event.message.incref()
-            counters.skipped_ahead += 1
     return fresh, kept
 
 
@@ -138,7 +137,7 @@ class Sinks:
         kept: list[Event] = []
         rows: list[ConsumerRow] = []
         for partition, batch in parts.items():
-            taken, had = sort_events(self.order, self.counters, topic, partition, batch)
+            taken, had = sort_events(self.order, topic, partition, batch)
             fresh += taken
             kept += had
             if taken:

@@ -261,8 +261,16 @@ class Worker:
         await self._maybe_checkpoint()
 
     async def _rewind(self) -> None:
-        """Seek the partitions whose next record is not where the consumer is
-        (`engine.distributed.offset_order`)."""
+        """Seek the partitions whose next record is not where the consumer is, and name the
+        records taken to be gone from the log (`engine.distributed.offset_order`)."""
+        for (topic, partition), first, last in self.order.take_gaps():
+            _log.error(
+                "%s/%d: records %d to %d are not in the log (retention?): going on after them",
+                topic,
+                partition,
+                first,
+                last,
+            )
         for r in self.order.take_rewinds():
             key = (r.topic, r.partition)
             if not self.order.knows(key):
@@ -288,7 +296,7 @@ class Worker:
         restored from the table as of its last checkpoint (offset N) and Faust seeks to the
         committed offset, normally at most N + 1, so records up to N come again: they are in
         the state already, held for the next checkpoint but not stepped."""
-        fresh, kept = sort_events(self.order, self.counters, topic, partition, batch)
+        fresh, kept = sort_events(self.order, topic, partition, batch)
         if kept or fresh:
             self._hold(stream, topic, partition, [*kept, *fresh])
         return fresh
@@ -454,7 +462,7 @@ class Worker:
                 high = consumer.highwater(_tp(topic, partition))
                 lag[f"{topic}/{partition}"] = max(0, int(high) - offset - 1)
         return worker_metric_lines(
-            self.counters, self.parts, self.outputs, -1 if wait is None else wait, lag
+            self.counters, self.parts, self.outputs, self.order, -1 if wait is None else wait, lag
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engine.distributed.offset_order import OffsetOrder
 from engine.distributed.outputs import Outputs
 from engine.distributed.partitions import Partitions
 from engine.distributed.settings import LOAN_EVENTS, READINGS
@@ -22,16 +23,20 @@ class WorkerCounters:
     checkpoints: int = 0
     table_writes: int = 0
     bad_records: int = 0
-    skipped_ahead: int = 0  # records ahead of a stage's next, left for after a seek
     processed: dict[tuple[str, int], int] = field(default_factory=dict)  # last offset stepped
 
 
 def worker_metric_lines(
-    c: WorkerCounters, parts: Partitions, outputs: Outputs, fetch_wait_ms: int, lag: dict[str, int]
+    c: WorkerCounters,
+    parts: Partitions,
+    outputs: Outputs,
+    order: OffsetOrder,
+    fetch_wait_ms: int,
+    lag: dict[str, int],
 ) -> list[str]:
-    """The worker's metric lines: its counters, its stages', its consumer's fetch wait (-1:
-    unknown) and the records not yet stepped or stored per partition (`lag`, keyed
-    topic/partition)."""
+    """The worker's metric lines: its counters, its stages', their records' order, its
+    consumer's fetch wait (-1: unknown) and the records not yet stepped or stored per
+    partition (`lag`, keyed topic/partition)."""
     totals: dict[str, int] = {}
     for stage in parts.devices.values():
         for stream, n in stage.pipeline.counters.readings.items():
@@ -68,7 +73,12 @@ def worker_metric_lines(
         *gauge_lines(
             "pledgewatch_worker_records_ahead",
             "Records that came ahead of a stage's next one, left for after a seek.",
-            c.skipped_ahead,
+            order.ahead,
+        ),
+        *gauge_lines(
+            "pledgewatch_worker_records_missing",
+            "Records a stage never got: not in the log any more (retention) when it came to them.",
+            order.missing,
         ),
         *gauge_lines(
             "pledgewatch_devices",
