@@ -45,6 +45,7 @@ from alerts.outbox import (
 from alerts.retry import RetryPolicy, backoff_s
 from alerts.sender import Answer, Sender
 from alerts.signing import headers
+from alerts.sink_credentials import SinkCredentials
 
 _log = logging.getLogger(__name__)
 
@@ -175,14 +176,21 @@ def permanent(status: int) -> bool:
     return 400 <= status < 500 and status not in {408, 429}
 
 
-def sender(url: str, timeout_s: float, policy: AddressPolicy, name: str = "sink") -> Sender:
+def sender(
+    url: str,
+    timeout_s: float,
+    policy: AddressPolicy,
+    name: str = "sink",
+    credentials: SinkCredentials | None = None,
+) -> Sender:
     """The sink a webhook URL names: an MQTT topic for `mqtt(s)://`, a Kafka topic for
-    `kafka(s)://`, else HTTP POSTs."""
+    `kafka(s)://` (both logging in with their broker's entry in `credentials`, if any), else
+    HTTP POSTs."""
     scheme = urlsplit(url).scheme
     if scheme in MQTT_SCHEMES:
-        return MqttEndpoint(url, timeout_s, policy, name)
+        return MqttEndpoint(url, timeout_s, policy, name, credentials)
     if scheme in KAFKA_SCHEMES:
-        return KafkaEndpoint(url, timeout_s, policy, name)
+        return KafkaEndpoint(url, timeout_s, policy, name, credentials)
     return Endpoint(url, timeout_s, policy)
 
 
@@ -230,8 +238,9 @@ class _Worker:
         self.hook = hook
         self.stop = threading.Event()
         self.wake = threading.Event()
+        d = dispatcher
         self.endpoint = sender(
-            hook.url, dispatcher.policy.timeout_s, dispatcher.addresses, hook.hook_id
+            hook.url, d.policy.timeout_s, d.addresses, hook.hook_id, d.credentials
         )
         self.pool = ThreadPoolExecutor(dispatcher.policy.parallel, f"webhook-{hook.hook_id}")
         self.thread = threading.Thread(target=self.run, name=f"webhook-{hook.hook_id}", daemon=True)
@@ -295,10 +304,12 @@ class Dispatcher:
         poll_s: float = 0.2,
         clock: Callable[[], float] = time.time,
         addresses: AddressPolicy | None = None,
+        credentials: SinkCredentials | None = None,
     ) -> None:
         self.store = store
         self.policy = policy or RetryPolicy()
         self.addresses = addresses or AddressPolicy()  # which addresses webhooks may reach
+        self.credentials = credentials  # logins of the broker sinks (`--sink-credentials`)
         self.poll_s = poll_s
         self.clock = clock
         self.counters = DeliveryCounters()

@@ -12,19 +12,25 @@ with `content-type: application/json`.
 Delivered means the brokers acknowledged the record with `acks=all` within the timeout. A
 refusal no retry changes (not authorized for the topic, record too large, invalid topic,
 a policy violation: the broker's non-retriable errors) is permanent, like a 4xx: dead at
-once with the reason. A timeout or a lost connection is retried with the usual backoff; a
-record whose acknowledgement was lost may then be written twice, with one id: consumers
-deduplicate by `X-Pledgewatch-Id`, as webhook receivers do.
+once with the reason, and so is a refused SASL login. A timeout or a lost connection is
+retried with the usual backoff; a record whose acknowledgement was lost may then be written
+twice, with one id: consumers deduplicate by `X-Pledgewatch-Id`, as webhook receivers do.
 
 One aiokafka producer per sink, on an event loop thread of its own, started on first use.
 The bootstrap host passes `--webhook-allow` like an HTTP host, and so does every broker the
 cluster's metadata names before a record is sent to it; a `kafka://` producer connects to
 the very bootstrap address that was checked (`kafkas://` connects by name so that TLS can
-verify it, against the system's CAs or `SSL_CERT_FILE`). No SASL: a URL with
-`user:password@` is refused, so the cluster must let the engine produce on that listener
-(restricted by ACL or network). Idempotent producers are not used (not every
-Kafka-protocol broker has them); per-loan order comes from the dispatcher, which sends a
-loan's next alert only after the previous one was acknowledged.
+verify it, against the system's CAs or `SSL_CERT_FILE`). A URL with `user:password@` is
+refused: the login of the sink's bootstrap broker comes from the sink credentials file
+(`alerts.sink_credentials`, keyed by `kafka[s]://host:port`), and with one the producer
+speaks SASL (SASL_PLAINTEXT for `kafka://`, SASL_SSL for `kafkas://`) with its mechanism.
+aiokafka's bootstrap turns every failure into "unable to bootstrap", so a producer with a
+login first opens one connection of its own to the bootstrap broker, to learn whether the
+login is refused (permanent) or the cluster is away (retried). Without a login, a broker
+that wants SASL closes the connection, which looks like an outage: retried. Idempotent
+producers are not used (not every Kafka-protocol broker has them); per-loan order comes
+from the dispatcher, which sends a loan's next alert only after the previous one was
+acknowledged.
 """
 
 from __future__ import annotations
@@ -42,12 +48,20 @@ from urllib.parse import urlsplit
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import BrokerResponseError, KafkaError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    BrokerResponseError,
+    IllegalSaslStateError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 
 from alerts.address_policy import DEFAULT_PORTS, AddressPolicy, IpAddress
-from alerts.broker_endpoint import BrokerEndpoint
+from alerts.broker_endpoint import BrokerEndpoint, LoginRefusedError
 from alerts.mqtt_sink import SIGNED
 from alerts.sender import Answer
+from alerts.sink_credentials import SinkCredentials
 
 KAFKA_SCHEMES = frozenset({"kafka", "kafkas"})
 TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -72,7 +86,10 @@ class KafkaAddress:
             msg = f"{url[:100]!r} is not a kafka:// or kafkas:// URL with a host"
             raise ValueError(msg)
         if parts.username is not None or parts.password is not None:
-            msg = "a Kafka sink URL must not carry user:password@ (use the signing secret)"
+            msg = (
+                "a Kafka sink URL must not carry user:password@: the broker's login goes in "
+                "the --sink-credentials file"
+            )
             raise ValueError(msg)
         if parts.query or parts.fragment:
             msg = "a Kafka sink URL takes no ?query or #fragment: the path is the topic"
@@ -139,8 +156,9 @@ class KafkaEndpoint(BrokerEndpoint[KafkaAddress]):
         timeout_s: float,
         policy: AddressPolicy | None = None,
         name: str = "sink",
+        credentials: SinkCredentials | None = None,
     ) -> None:
-        super().__init__(url, timeout_s, policy, name, KafkaAddress.parse)
+        super().__init__(url, timeout_s, policy, name, KafkaAddress.parse, credentials)
         self._loop: LoopThread | None = None
         self._producer: AIOKafkaProducer | None = None
         self._checked: set[tuple[str, int]] = set()  # brokers the policy allowed
@@ -148,7 +166,10 @@ class KafkaEndpoint(BrokerEndpoint[KafkaAddress]):
     def send(self, body: bytes, sent: dict[str, str]) -> Answer:
         """Produce one alert and wait for its acknowledgement (see the module docstring)."""
         address = self.parsed()
-        loop, producer = self._connected(address)
+        try:
+            loop, producer = self._connected(address)
+        except LoginRefusedError as exc:
+            return Answer(delivered=False, permanent=True, error=str(exc))
         headers = [(key, sent[key].encode()) for key in SIGNED]
         headers.append(("content-type", b"application/json"))
         key = record_key(body)
@@ -179,21 +200,13 @@ class KafkaEndpoint(BrokerEndpoint[KafkaAddress]):
             if self._producer is not None:
                 return self._loop, self._producer
             checked = self.policy.resolve(address.host, address.port)
+            host = address.host if address.tls else str(checked[0])
             bootstrap = address.host if address.tls else _host(checked[0])
             loop = self._loop
+            config = self.producer_config(address, bootstrap)
 
             async def start() -> AIOKafkaProducer:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=f"{bootstrap}:{address.port}",
-                    client_id=self.client_id,
-                    acks="all",
-                    enable_idempotence=False,
-                    request_timeout_ms=int(self.timeout_s * 1000),
-                    retry_backoff_ms=100,
-                    linger_ms=0,
-                    security_protocol="SSL" if address.tls else "PLAINTEXT",
-                    ssl_context=ssl.create_default_context() if address.tls else None,
-                )
+                producer = AIOKafkaProducer(**config)
                 try:
                     await producer.start()
                 except BaseException:
@@ -202,12 +215,64 @@ class KafkaEndpoint(BrokerEndpoint[KafkaAddress]):
                 return producer
 
             try:
+                if self.login is not None:
+                    loop.run(self._check_login(host, address.port, config), self.timeout_s + 1.0)
                 self._producer = loop.run(start(), self.timeout_s + 1.0)
             except KafkaError as exc:
                 msg = f"cannot reach the Kafka cluster at {bootstrap}:{address.port}: {exc}"
                 raise ConnectionError(msg) from exc
             self._checked = {(address.host, address.port), (bootstrap, address.port)}
             return loop, self._producer
+
+    def producer_config(self, address: KafkaAddress, bootstrap: str) -> dict[str, Any]:
+        """The producer's settings for the sink, with SASL when its broker has a login
+        (`bootstrap`: the host to connect to, the checked address unless TLS needs the name)."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": f"{bootstrap}:{address.port}",
+            "client_id": self.client_id,
+            "acks": "all",
+            "enable_idempotence": False,
+            "request_timeout_ms": int(self.timeout_s * 1000),
+            "retry_backoff_ms": 100,
+            "linger_ms": 0,
+            "security_protocol": "SSL" if address.tls else "PLAINTEXT",
+            "ssl_context": ssl.create_default_context() if address.tls else None,
+        }
+        if self.login is not None:
+            config["security_protocol"] = "SASL_SSL" if address.tls else "SASL_PLAINTEXT"
+            config["sasl_mechanism"] = self.login.sasl_mechanism
+            config["sasl_plain_username"] = self.login.username
+            config["sasl_plain_password"] = self.login.password
+        return config
+
+    async def _check_login(self, host: str, port: int, config: dict[str, Any]) -> None:
+        """Log in to the bootstrap broker on a connection of our own, then close it:
+        LoginRefusedError if the broker refuses the login, KafkaError or OSError if it
+        cannot be reached (the producer's own bootstrap would say neither)."""
+        try:
+            conn = await create_conn(
+                host,
+                port,
+                client_id=self.client_id,
+                request_timeout_ms=config["request_timeout_ms"],
+                ssl_context=config["ssl_context"],
+                security_protocol=config["security_protocol"],
+                sasl_mechanism=config["sasl_mechanism"],
+                sasl_plain_username=config["sasl_plain_username"],
+                sasl_plain_password=config["sasl_plain_password"],
+            )
+        except (SaslAuthenticationFailed, IllegalSaslStateError) as exc:
+            raise self.login_refused("Kafka", str(exc)) from None  # names its class
+        except UnsupportedSaslMechanismError:
+            why = f"the broker does not offer SASL {config['sasl_mechanism']}"
+            raise self.login_refused("Kafka", why) from None
+        except (KeyError, ValueError, AssertionError):
+            # aiokafka's SASL steps fail so when the broker's answer is not a success: a
+            # SCRAM server-final message with an error (RFC 5802 `e=...`) in place of the
+            # `v=` verifier, a wrong verifier, a PLAIN answer that is not empty.
+            why = f"the broker's {config['sasl_mechanism']} exchange did not accept it"
+            raise self.login_refused("Kafka", why) from None
+        conn.close()
 
     def _check_brokers(self, producer: AIOKafkaProducer) -> None:
         """Every broker the metadata names passes the policy (AddressRefusedError if not)."""

@@ -9,8 +9,11 @@ webhook body is, and the signing headers as MQTT v5 user properties (`X-Pledgewa
 
 Delivered means the broker's PUBACK came back with a success reason code within the
 timeout. A PUBACK with a failure code (0x80 and up: not authorized, topic name invalid,
-quota exceeded...) is permanent, like a 4xx: dead at once with the reason. A timeout, a
-refused or lost connection, a CONNACK that refuses us: retried with the usual backoff.
+quota exceeded...) is permanent, like a 4xx: dead at once with the reason, and so is a
+CONNACK that refuses the login (bad user name or password, not authorized, bad
+authentication method): no retry changes the credentials. A timeout, a refused or lost
+connection, a CONNACK that refuses us for another reason (server busy...): retried with the
+usual backoff.
 
 One paho-mqtt client (MQTT v5, clean start) per sink, connected on first use. The worker's
 threads publish on it at once for different loans; a loan's next alert is published only
@@ -21,9 +24,11 @@ session can overtake a loan's newer alert.
 
 The broker's address passes `--webhook-allow` like an HTTP host: at registration, and at
 each connect, to the very address that was checked (TLS still verifies the host name).
-No credentials: URLs with `user:password@` are refused, so the sink broker must let the
-engine publish anonymously on that listener (restricted by ACL or network); `mqtts://`
-verifies the broker against the system's CAs (`SSL_CERT_FILE` names a private CA).
+URLs with `user:password@` are refused: the login of the sink's broker comes from the sink
+credentials file (`alerts.sink_credentials`, keyed by `mqtt[s]://host:port`), and without an
+entry the client connects anonymously. `mqtts://` verifies the broker against the system's
+CAs (`SSL_CERT_FILE` names a private CA); over plain `mqtt://` the password crosses the
+network in the clear.
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from alerts.address_policy import DEFAULT_PORTS, AddressPolicy
-from alerts.broker_endpoint import BrokerEndpoint
+from alerts.broker_endpoint import BrokerEndpoint, LoginRefusedError
 from alerts.sender import Answer
+from alerts.sink_credentials import SinkCredentials
 
 _log = logging.getLogger(__name__)
 
@@ -55,6 +61,9 @@ SIGNED = (
     "X-Pledgewatch-Signature",
 )
 """The signing headers sent as user properties, in this order."""
+LOGIN_REFUSALS = frozenset({0x86, 0x87, 0x8C})
+"""CONNACK reason codes that refuse the login: bad user name or password, not authorized,
+bad authentication method."""
 KEEPALIVE_S = 60
 MAX_INFLIGHT = 100  # more than a worker's threads ever have in flight
 
@@ -89,7 +98,10 @@ class SinkAddress:
             msg = f"{url[:100]!r} is not an mqtt:// or mqtts:// URL with a host"
             raise ValueError(msg)
         if parts.username is not None or parts.password is not None:
-            msg = "an MQTT sink URL must not carry user:password@ (use the signing secret)"
+            msg = (
+                "an MQTT sink URL must not carry user:password@: the broker's login goes in "
+                "the --sink-credentials file"
+            )
             raise ValueError(msg)
         if "#" in url:  # urlsplit would take it for a fragment
             msg = "the topic has a wildcard (#); publish needs a plain topic"
@@ -146,6 +158,7 @@ class _Session:
         self.client = client
         self.connected = threading.Event()  # set on CONNACK, or on any end of the connection
         self.lost: str | None = None  # why the connection is unusable; None while it is fine
+        self.refused: ReasonCode | None = None  # the CONNACK's reason if it refused us
         self._lock = threading.Lock()
         self._acks: dict[int, ReasonCode] = {}  # PUBACKs that came before their waiter
         self._waiters: dict[int, threading.Event] = {}
@@ -162,6 +175,7 @@ class _Session:
         _properties: Properties | None,
     ) -> None:
         if reason.is_failure:
+            self.refused = reason
             self._end(f"the broker refused the connection: {reason} (0x{reason.value:02x})")
         self.connected.set()
 
@@ -240,14 +254,18 @@ class MqttEndpoint(BrokerEndpoint[SinkAddress]):
         timeout_s: float,
         policy: AddressPolicy | None = None,
         name: str = "sink",
+        credentials: SinkCredentials | None = None,
     ) -> None:
-        super().__init__(url, timeout_s, policy, name, SinkAddress.parse)
+        super().__init__(url, timeout_s, policy, name, SinkAddress.parse, credentials)
         self._session: _Session | None = None
 
     def send(self, body: bytes, sent: dict[str, str]) -> Answer:
         """Publish one alert and wait for its PUBACK (see the module docstring)."""
         address = self.parsed()
-        session = self._connected(address)
+        try:
+            session = self._connected(address)
+        except LoginRefusedError as exc:
+            return Answer(delivered=False, permanent=True, error=str(exc))
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho untyped
         props.PayloadFormatIndicator = 1
         props.ContentType = "application/json"
@@ -282,6 +300,8 @@ class MqttEndpoint(BrokerEndpoint[SinkAddress]):
             client.max_inflight_messages_set(MAX_INFLIGHT)
             if address.tls:
                 client.tls_set()  # the system's CAs; the host name is verified
+            if self.login is not None:
+                client.username_pw_set(self.login.username, self.login.password)
             session = _Session(client)
             client.connect(address.host, address.port, KEEPALIVE_S, clean_start=True)
             client.loop_start()
@@ -290,8 +310,11 @@ class MqttEndpoint(BrokerEndpoint[SinkAddress]):
                 msg = f"the broker sent no CONNACK within {self.timeout_s:g} s"
                 raise TimeoutError(msg)
             if session.lost is not None:
-                why = session.lost
+                why, refused = session.lost, session.refused
                 session.stop()
+                if refused is not None and refused.value in LOGIN_REFUSALS:
+                    reason = f"{refused} (0x{refused.value:02x})"
+                    raise self.login_refused("MQTT", reason)
                 raise ConnectionError(why)
             self._session = session
             return session

@@ -21,6 +21,7 @@ from alerts.address_policy import AddressPolicy
 from alerts.dispatcher import Dispatcher
 from alerts.model import Alert
 from alerts.retry import RetryPolicy
+from alerts.sink_credentials import SinkCredentials
 from devices.mqtt_process import MqttProcessSource
 from devices.mqtt_source import MqttSource
 from engine.api.console_config import ConsoleConfig
@@ -78,6 +79,7 @@ class ServiceSettings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     webhook_addresses: AddressPolicy = field(default_factory=AddressPolicy)
+    sink_credentials: SinkCredentials | None = None  # logins of MQTT and Kafka sink brokers
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
 
@@ -109,7 +111,10 @@ class Service:
                 self.store.close()
             raise
         self.dispatcher = Dispatcher(
-            self.store, settings.retry, addresses=settings.webhook_addresses
+            self.store,
+            settings.retry,
+            addresses=settings.webhook_addresses,
+            credentials=settings.sink_credentials,
         )
         if make_engine is not None:
             self.engine = make_engine(self.store, lambda _alerts: self.dispatcher.wake())

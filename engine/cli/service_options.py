@@ -11,6 +11,11 @@ import orjson
 
 from alerts.address_policy import AddressPolicy, parse_allow
 from alerts.retry import RetryPolicy
+from alerts.sink_credentials import (
+    SinkCredentials,
+    SinkCredentialsError,
+    load_sink_credentials,
+)
 from engine.api.console_config import (
     DEFAULT_ALERT_BUFFER,
     DEFAULT_MAX_STREAMS,
@@ -143,6 +148,17 @@ def read_json(path: str) -> object:
         raise CliError(f"{path}: not valid JSON ({exc})") from exc
 
 
+def load_sink_logins(path: str | None) -> SinkCredentials | None:
+    """The broker sinks' logins from `--sink-credentials` (`PLEDGEWATCH_SINK_CREDENTIALS`),
+    read and checked once at start; None without the flag."""
+    if not path:
+        return None
+    try:
+        return load_sink_credentials(path)
+    except SinkCredentialsError as exc:
+        raise CliError(str(exc)) from exc
+
+
 def mqtt_options(parser: argparse.ArgumentParser) -> None:
     """The MQTT flags of `run`."""
     _option(parser, "--mqtt-url", default="mqtt://127.0.0.1:1883", help="the MQTT broker")
@@ -212,6 +228,13 @@ def api_options(
     )
     _option(
         parser,
+        "--sink-credentials",
+        metavar="FILE",
+        help="JSON file of the logins of MQTT and Kafka sink brokers, keyed by "
+        "scheme://host:port (mode 600; see README); default: sinks connect anonymously",
+    )
+    _option(
+        parser,
         "--ready-stall-s",
         type=float,
         default=30.0,
@@ -245,6 +268,7 @@ def service_settings(args: argparse.Namespace) -> ServiceSettings:
         config=load_config(args.config),
         lending=load_lending(args),
         webhook_addresses=args.webhook_allow or AddressPolicy(),
+        sink_credentials=load_sink_logins(args.sink_credentials),
         engine=EngineSettings(stall_s=args.ready_stall_s),
         console=console_config(args),
         retry=RetryPolicy(

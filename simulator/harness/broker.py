@@ -78,7 +78,8 @@ class PrivateBroker:
 
     `conf` is the config to start from (its one `listener` moves to the free port on
     127.0.0.1); `settings` replaces the values of settings it has, e.g. the paths of
-    `password_file` and `certfile`, or `message_size_limit`.
+    `password_file` and `certfile`, or `message_size_limit`; `extra` is appended after it,
+    e.g. a second listener (with `per_listener_settings true`, one with other logins).
     """
 
     def __init__(
@@ -87,11 +88,12 @@ class PrivateBroker:
         port: int | None = None,
         conf: Path = SHIPPED_CONF,
         settings: Mapping[str, str] | None = None,
+        extra: str = "",
     ) -> None:
         self.binary = mosquitto_binary()
         self.port = port or free_port()
         text = with_settings(conf.read_text(), {"listener": f"{self.port} 127.0.0.1"})
-        text = with_settings(text, settings or {})
+        text = with_settings(text, settings or {}) + (f"\n{extra}\n" if extra else "")
         tls = re.search(r"^certfile ", text, re.MULTILINE) is not None
         self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
         text += f"\npersistence_location {workdir}/\nlog_dest file {workdir}/mosquitto.log\n"
