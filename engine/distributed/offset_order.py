@@ -17,7 +17,12 @@ across `STALLED_CHECKS` `recheck`s in a row (the worker calls it every half seco
 rewound again. After `GIVE_UP_AFTER` such rewinds the records in between are taken to be
 gone from the log (retention deleted them while the partition lagged: a rewind below the
 log's start lands at its start), and the stage goes on from the record that comes, the gap
-counted and named (`take_gaps`) rather than the partition stalled for good.
+counted and named (`take_gaps`) rather than the partition stalled for good. A consumer
+that stepped over the last records of a partition shows no record ahead: `recheck` is
+given each partition's position (the next offset the consumer fetches), and a partition
+whose position stays past the stage's next record while the stage takes nothing is
+rewound too, as often as that lasts (a busy stage's buffered records make it a needless
+but harmless re-read).
 
 Offsets of `pledgewatch.readings`, `.loan-events`, `.alerts` and `.rejects` are dense:
 nothing compacts them and no producer writes transactions, so a gap is never in the log
@@ -27,7 +32,7 @@ Pure: no I/O, no clock; the worker does the seeks (`take_rewinds`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -50,16 +55,24 @@ class Verdict(Enum):
     AHEAD = "ahead"  # past the next record: leave it unacknowledged, it comes again
 
 
+class Why(Enum):
+    """Why a partition is rewound."""
+
+    TAKEN = "taken"  # just given to the stage: from its own last record on (no surprise)
+    AHEAD = "ahead"  # `seen` came in place of `to`
+    UNDONE = "undone"  # an earlier seek did not take
+    BEHIND = "behind"  # the consumer's position, `seen`, lay past `to`, nothing coming
+
+
 @dataclass(frozen=True, slots=True)
 class Rewind:
-    """Seek `topic`/`partition` to `to`; `seen` is the record that came instead: -1 when
-    the partition was just taken (a restart, not a surprise), `to` itself when an earlier
-    seek did not take."""
+    """Seek `topic`/`partition` to `to`, and why (`seen`: the offset that showed it)."""
 
     topic: str
     partition: int
     to: int
     seen: int
+    why: Why
 
 
 class OffsetOrder:
@@ -69,6 +82,7 @@ class OffsetOrder:
         self.applied: dict[Key, int] = {}  # the last offset whose effect the stage holds
         self._rewound: dict[Key, int] = {}  # the offset each partition was last rewound to
         self._stuck: dict[Key, int] = {}  # rechecks since a record ahead came, none taken
+        self._behind: dict[Key, int] = {}  # rechecks with the consumer past the next record
         self._tries: dict[Key, int] = {}  # rewinds after stalled rechecks, since the last take
         self._give_up: set[Key] = set()  # the next record ahead is taken: the log lacks those
         self._gaps: list[tuple[Key, int, int]] = []  # (key, first, last) taken to be gone
@@ -81,7 +95,7 @@ class OffsetOrder:
         wherever the consumer is positioned, so the partition is rewound there."""
         self.applied[key] = last
         self._rewound[key] = last + 1
-        self._rewinds.append(Rewind(key[0], key[1], last + 1, -1))
+        self._rewinds.append(Rewind(key[0], key[1], last + 1, -1, Why.TAKEN))
 
     def knows(self, key: Key) -> bool:
         """Whether the partition's last offset is known (taken, or seen once)."""
@@ -103,12 +117,13 @@ class OffsetOrder:
                     self._stuck.setdefault(key, 0)
                     if self._rewound.get(key) != last + 1:
                         self._rewound[key] = last + 1
-                        self._rewinds.append(Rewind(key[0], key[1], last + 1, offset))
+                        self._rewinds.append(Rewind(key[0], key[1], last + 1, offset, Why.AHEAD))
                     continue
                 self._gaps.append((key, last + 1, offset - 1))  # the log lacks them
                 self.missing += offset - last - 1
             verdicts.append(Verdict.FRESH)
             self._stuck.pop(key, None)
+            self._behind.pop(key, None)
             self._tries.pop(key, None)
             self._give_up.discard(key)
             last = offset
@@ -116,10 +131,21 @@ class OffsetOrder:
             self.applied[key] = last
         return verdicts
 
-    def recheck(self) -> None:
+    def recheck(self, positions: Mapping[Key, int] | None = None) -> None:
         """Rewind again each partition that got a record ahead and has taken none since, for
         `STALLED_CHECKS` calls: its seek did not take. After `GIVE_UP_AFTER` such
-        rewinds, once more, and the first record that comes then is taken."""
+        rewinds, once more, and the first record that comes then is taken. And rewind each
+        partition whose consumer `positions` lay past its next record for `STALLED_CHECKS`
+        calls in a row with nothing taken."""
+        for key, position in (positions or {}).items():
+            last = self.applied.get(key)
+            if last is None or position <= last + 1 or key in self._stuck:
+                self._behind.pop(key, None)
+                continue
+            self._behind[key] = self._behind.get(key, 0) + 1
+            if self._behind[key] >= STALLED_CHECKS:
+                del self._behind[key]
+                self._rewinds.append(Rewind(key[0], key[1], last + 1, position, Why.BEHIND))
         for key in list(self._stuck):
             self._stuck[key] += 1
             if self._stuck[key] < STALLED_CHECKS or key not in self.applied:
@@ -129,7 +155,7 @@ class OffsetOrder:
             if tries >= GIVE_UP_AFTER:  # once more, and whatever comes first is taken
                 self._give_up.add(key)
             to = self.applied[key] + 1
-            self._rewinds.append(Rewind(key[0], key[1], to, to))
+            self._rewinds.append(Rewind(key[0], key[1], to, to, Why.UNDONE))
             self._tries[key] = tries + 1
 
     def forget(self, key: Key) -> None:
@@ -137,6 +163,7 @@ class OffsetOrder:
         self.applied.pop(key, None)
         self._rewound.pop(key, None)
         self._stuck.pop(key, None)
+        self._behind.pop(key, None)
         self._tries.pop(key, None)
         self._give_up.discard(key)
         self._rewinds = [r for r in self._rewinds if (r.topic, r.partition) != key]

@@ -54,7 +54,7 @@ from engine.distributed.buckets import (
 )
 from engine.distributed.fleet import Fleet
 from engine.distributed.kafka_io import ensure_topics
-from engine.distributed.offset_order import Key, OffsetOrder
+from engine.distributed.offset_order import Key, OffsetOrder, Why
 from engine.distributed.outputs import Outputs
 from engine.distributed.partitions import Partitions
 from engine.distributed.settings import ALERTS, LOAN_EVENTS, READINGS, REJECTS, KafkaSettings
@@ -275,11 +275,14 @@ class Worker:
             key = (r.topic, r.partition)
             if not self.order.knows(key):
                 continue  # taken away meanwhile
-            if r.seen == r.to:
+            if r.why is Why.AHEAD:
+                _log.warning("%s/%d: record %d came before %d: rewinding", *key, r.seen, r.to)
+            elif r.why is Why.UNDONE:
                 _log.warning("%s/%d: the last seek did not take: again to %d", *key, r.to)
-            elif r.seen >= 0:  # not a partition just taken: records were stepped over
+            elif r.why is Why.BEHIND:
                 _log.warning(
-                    "%s/%d: record %d came before %d, the next this worker lacks: rewinding",
+                    "%s/%d: the consumer is at %d, past %d, the next record this worker "
+                    "lacks, and nothing comes: rewinding",
                     *key,
                     r.seen,
                     r.to,
@@ -386,11 +389,24 @@ class Worker:
                     sinks.append((tp.topic, tp.partition))
             if self.sinks is not None:  # a quiet partition too: what lies below its position
                 await self.sinks.resume(sinks)
-        self.order.recheck()
+        self.order.recheck(await self._positions() if self._settled else None)
         await self._rewind()
         async with self._stepping:
             await self._send(self.parts.tick(self.now_ms()))
         await self._maybe_checkpoint()
+
+    async def _positions(self) -> dict[Key, int]:
+        """Where the consumer fetches next, for each partition a stage has taken."""
+        positions: dict[Key, int] = {}
+        consumer = self.app.consumer
+        for tp in consumer.assignment():
+            key = (tp.topic, tp.partition)
+            if self.order.knows(key):
+                with contextlib.suppress(Exception):  # taken away meanwhile
+                    at = await consumer.position(tp)
+                    if at is not None:
+                        positions[key] = int(at)
+        return positions
 
     # -- checkpoints
     async def _maybe_checkpoint(self) -> None:
