@@ -217,10 +217,16 @@ def test_bridge_and_two_workers_send_the_replays_alerts(
     for types in order.values():
         assert types.index("geofence.exit") < types.index("zone.left")
         assert types.index("zone.left") < types.index("zone.returned")
-    # the API worker shows a device as the workers last checkpointed it
+    # the API worker shows a device as the workers last checkpointed it, and finds it by
+    # its last fix: inside a fence, and near a point
     with api.client() as http:
         device = http.get("/v1/devices/trk-0").json()
+        inside = http.get("/v1/devices", params={"inside": "home"}).json()["items"]
+        lat, lon = device["last_fix"]["lat"], device["last_fix"]["lon"]
+        near = http.get("/v1/devices", params={"near": f"{lat},{lon},1"}).json()["items"]
     assert "home" in device["inside"], device
+    assert "trk-0" in {d["device_id"] for d in inside}, inside
+    assert ("trk-0", 0.0) in [(d["device_id"], d["distance_m"]) for d in near], near
     # Faust's fetch wait, set through its private attributes, is the one asked for
     assert api.metrics().value("pledgewatch_worker_fetch_wait_ms") == 100
     # both workers stepped readings: the partitions were split between them

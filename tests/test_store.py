@@ -417,6 +417,11 @@ def test_checkpoint_survives_reopen(open_store: OpenStore) -> None:
     # one device alone, as the distributed runtime's API reads it
     assert reopened.get_device_state("trk-1") == dev
     assert reopened.get_device_state("trk-9") is None
+    # and every last fix, for its searches: a device without a fix has no position
+    assert reopened.device_positions() == [("trk-1", *HOME)]
+    moved = DeviceState("trk-3", fix=Position(T0, HOME[0] + 0.01, HOME[1] - 0.02))
+    reopened.commit_batch(Batch(now_ms=T0 + 2, devices=[moved], evicted=["trk-1"]))
+    assert reopened.device_positions() == [("trk-3", HOME[0] + 0.01, HOME[1] - 0.02)]
 
 
 def test_evicted_devices_leave_the_checkpoint(open_store: OpenStore) -> None:

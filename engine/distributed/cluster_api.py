@@ -11,13 +11,16 @@ engine holds no devices (the workers do); what the API hands it goes to the clus
   `pledgewatch.readings` (rejects to `pledgewatch.rejects`) like the bridge's, and the
   client's 200 comes after the brokers acknowledged them;
 - a device's state (`GET /v1/devices/{id}`) is read from the store, where the workers write
-  it at each checkpoint (the last-position searches `?inside=` and `?near=` need an index
-  of every device's position, which this engine does not keep: they find nothing here).
+  it at each checkpoint; the last-position searches (`?inside=`, `?near=`) run on an index
+  of every device's last fix built from the store, read again when it is older than
+  `POSITIONS_TTL_S` (the workers' checkpoints are `--checkpoint-s` apart anyway).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
@@ -37,9 +40,12 @@ from engine.runtime.submitted import EngineUnavailableError, Outcome
 from engine.store.port import Store
 from geofence.fence import Fence
 from geofence.index import FenceIndex
+from geofence.positions import PositionIndex
 from lending.model import Loan
 
 _log = logging.getLogger(__name__)
+POSITIONS_TTL_S = 2.0
+"""How old the index of the devices' last fixes may be before a search reads them again."""
 
 
 class ClusterEngine(Engine):
@@ -55,6 +61,8 @@ class ClusterEngine(Engine):
     ) -> None:
         super().__init__(store, None, config, settings, on_commit=on_commit)
         self.producer = producer
+        self._positions_read = -POSITIONS_TTL_S  # monotonic time of the last read
+        self._positions_reading = threading.Lock()  # one read at a time
 
     def load(self) -> None:
         """Fences and loans only: the device states in the store are the workers' (their
@@ -76,6 +84,29 @@ class ClusterEngine(Engine):
     def device(self, device_id: str) -> DeviceState | None:
         """A device's state as the workers last checkpointed it to the store."""
         return self.store.get_device_state(device_id)
+
+    def devices_inside(self, fence: Fence) -> list[str]:
+        """Devices whose last checkpointed fix is inside the fence."""
+        self._read_positions()
+        return super().devices_inside(fence)
+
+    def devices_near(self, lat: float, lon: float, radius_m: float) -> list[tuple[str, float]]:
+        """Devices whose last checkpointed fix is within `radius_m`, nearest first."""
+        self._read_positions()
+        return super().devices_near(lat, lon, radius_m)
+
+    def _read_positions(self) -> None:
+        """Rebuild the position index from the store if it is older than the TTL."""
+        with self._positions_reading:
+            now = time.monotonic()
+            if now - self._positions_read < POSITIONS_TTL_S:
+                return
+            index = PositionIndex()
+            for device_id, lat, lon in self.store.device_positions():
+                index.update(device_id, lat, lon)
+            with self.positions_lock:
+                self.positions = index
+            self._positions_read = now
 
     def put_fences(self, fences: Sequence[Fence]) -> None:
         """Take fences here and send them to every worker."""

@@ -237,6 +237,10 @@ class Store(Protocol):
     def get_device_state(self, device_id: str) -> DeviceState | None:
         """One device's last committed state (the distributed runtime's API reads it)."""
 
+    def device_positions(self) -> list[tuple[str, float, float]]:
+        """(device_id, lat, lon) of every device's last committed fix, by id (the
+        distributed runtime's API searches them)."""
+
     def load_consumer_rows(self, consumer: str) -> list[tuple[str, dict[str, object]]]:
         """The last committed state of one consumer: (key, doc) by key."""
 

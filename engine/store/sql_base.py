@@ -485,3 +485,14 @@ class SqlStore(ABC, Generic[Tx]):
             return None
         doc = rows[0][0]
         return device_from_json(doc if isinstance(doc, dict) else orjson.loads(doc))
+
+    def device_positions(self) -> list[tuple[str, float, float]]:
+        """(device_id, lat, lon) of every device's last committed fix, by id: only the
+        `fix` of each stored state is read (`[ts_ms, lat, lon]`, `device_to_json`)."""
+        rows = self._query(self._sql("SELECT id, doc{text} FROM device_state ORDER BY id"), ())
+        out: list[tuple[str, float, float]] = []
+        for device_id, doc in rows:
+            fix = orjson.loads(doc).get("fix")
+            if isinstance(fix, list) and len(fix) == 3:
+                out.append((device_id, float(fix[1]), float(fix[2])))
+        return out
