@@ -14,50 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from alerts.model import Alert
 from devices.readings import Reject
-from engine.distributed.offset_order import Key, OffsetOrder, Verdict
+from engine.distributed.events import Event, by_partition, sort_events
+from engine.distributed.offset_order import Key, OffsetOrder
 from engine.distributed.records import RecordError, read_alert, read_reject
 from engine.distributed.settings import ALERTS, REJECTS
 from engine.distributed.worker_metrics import WorkerCounters
 from engine.store.port import Batch, ConsumerRow, Store
 
 _log = logging.getLogger(__name__)
-Event = Any  # faust.types.EventT: Faust's generics do not help here
 SINK_OFFSETS = "kafka-offsets"
-
-
-def by_partition(events: Sequence[Event]) -> dict[int, list[Event]]:
-    """A batch's records by partition, each in the order fetched."""
-    out: dict[int, list[Event]] = {}
-    for event in events:
-        out.setdefault(event.message.partition, []).append(event)
-    return out
-
-
-def sort_events(
-    order: OffsetOrder, topic: str, partition: int, batch: Sequence[Event]
-) -> tuple[list[Event], list[Event]]:
-    """(fresh, kept) of one partition's records: those to take and those whose effect is in.
-
-    A record ahead of the next is never acknowledged (an extra reference): Faust commits the
-    first run of acked offsets of a partition with no commit yet even if it starts past the
-    first record (and takes a committed 0 for none), so an ack could commit what no stage
-    took. It comes again after the rewind and is acked then, by offset."""
-    verdicts = order.sort((topic, partition), [e.message.offset for e in batch])
-    fresh: list[Event] = []
-    kept: list[Event] = []
-    for event, verdict in zip(batch, verdicts, strict=True):
-        if verdict is Verdict.FRESH:
-            fresh.append(event)
-        elif verdict is Verdict.KEPT:
-            kept.append(event)
-        else:
-            event.message.incref()
-    return fresh, kept
 
 
 class Sinks:
@@ -76,6 +46,10 @@ class Sinks:
         self.app_id = app_id
         self.order = order
         self.counters = counters
+        # partitions whose row was looked up since they were given to this worker: only
+        # their holder writes it, so one look is enough (a quiet partition is not asked
+        # again at every housekeeping tick)
+        self._asked: set[Key] = set()
 
     async def drain(self, stream: Any, events: Sequence[Event]) -> None:
         """Alerts records into the outbox (a repeat is found by its id)."""
@@ -111,17 +85,23 @@ class Sinks:
     async def resume(self, keys: Sequence[Key]) -> None:
         """Start each partition not known yet after the last record the store has, when it
         has one (else at the first record that comes, as Faust positions it)."""
-        if all(self.order.knows(k) for k in keys):
+        new = [k for k in keys if k not in self._asked and not self.order.knows(k)]
+        if not new:
             return
         loop = asyncio.get_running_loop()
         rows = await loop.run_in_executor(None, self.store.load_consumer_rows, SINK_OFFSETS)
         stored = dict(rows)
-        for key in keys:
+        for key in new:
+            self._asked.add(key)
             doc = stored.get(self._row_key(key))
             last = doc.get("last") if doc else None
             if not self.order.knows(key) and isinstance(last, int):
                 self.order.start_at(key, last)
                 _log.info("%s/%d: the store has records up to %d", key[0], key[1], last)
+
+    def forget(self, keys: Iterable[Key]) -> None:
+        """The partitions were taken away: whoever holds one next looks its row up again."""
+        self._asked.difference_update(keys)
 
     def _row_key(self, key: Key) -> str:
         return f"{self.app_id}/{key[0]}/{key[1]}"

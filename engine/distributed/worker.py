@@ -52,13 +52,14 @@ from engine.distributed.buckets import (
     parse_table_key,
     read_checkpoint,
 )
+from engine.distributed.events import Event, by_partition, sort_events
 from engine.distributed.fleet import Fleet
 from engine.distributed.kafka_io import ensure_topics
 from engine.distributed.offset_order import Key, OffsetOrder, Why
 from engine.distributed.outputs import Outputs
 from engine.distributed.partitions import Partitions
 from engine.distributed.settings import ALERTS, LOAN_EVENTS, READINGS, REJECTS, KafkaSettings
-from engine.distributed.sinks import Event, Sinks, by_partition, sort_events
+from engine.distributed.sinks import Sinks
 from engine.distributed.stages import Routed
 from engine.distributed.worker_metrics import WorkerCounters, worker_metric_lines
 from engine.store.port import Batch, Store
@@ -358,6 +359,8 @@ class Worker:
         for key in gone:
             self.held.last.pop(key, None)
             self.order.forget(key)
+        if self.sinks is not None:
+            self.sinks.forget(gone)
         if readings or loans:
             _log.info("partitions taken away: readings %s, loan-events %s", readings, loans)
 
