@@ -4,6 +4,7 @@ private Kafka-protocol broker (`simulator.harness.kafka_broker`: tansu, memory s
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from simulator.harness.kafka_broker import PrivateKafka
 REPO = Path(__file__).resolve().parent.parent
 Broker = PrivateBroker
 
-__all__ = ["REPO", "Broker", "PrivateKafka", "broker", "free_port", "kafka"]
+__all__ = ["REPO", "Broker", "PrivateKafka", "broker", "free_port", "kafka", "running_kafka"]
 
 
 @pytest.fixture
@@ -28,12 +29,20 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         b.stop()
 
 
-@pytest.fixture
-def kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
-    """A fresh private Kafka-protocol broker (tansu, memory storage) for one test."""
-    k = PrivateKafka(tmp_path)
+@contextmanager
+def running_kafka(workdir: Path, *extra_args: str) -> Iterator[PrivateKafka]:
+    """A private Kafka-protocol broker (tansu, memory storage), started, stopped at the end;
+    `extra_args` go to `tansu broker`."""
+    k = PrivateKafka(workdir, extra_args=extra_args)
     k.start()
     try:
         yield k
     finally:
         k.stop()
+
+
+@pytest.fixture
+def kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
+    """A fresh private Kafka-protocol broker (tansu, memory storage) for one test."""
+    with running_kafka(tmp_path) as k:
+        yield k

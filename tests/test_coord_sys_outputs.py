@@ -49,16 +49,19 @@ def assert_bad_coord_sys(lv: Live, path: str, params: dict[str, str]) -> None:
         assert body["errors"][0]["field"] == "coord_sys"
 
 
-# -- the pure helper
+# -- the pure helpers
 
-
-@property_settings(200)
-@given(
+CHINA_POINT_IN = (
     # inside the box by more than the offsets: across its edge the systems jump (coords.py)
     st.floats(CHINA_BOX[0] + EDGE_DEG, CHINA_BOX[2] - EDGE_DEG),
     st.floats(CHINA_BOX[1] + EDGE_DEG, CHINA_BOX[3] - EDGE_DEG),
     st.sampled_from(SYSTEMS),
 )
+"""(lat, lon, system): a WGS84 point in China and a system to give it in."""
+
+
+@property_settings(200)
+@given(*CHINA_POINT_IN)
 def test_position_in_converts_lat_lon_only_and_round_trips(
     lat: float, lon: float, system: CoordSys
 ) -> None:
@@ -85,11 +88,7 @@ def test_position_in_converts_lat_lon_only_and_round_trips(
 
 
 @property_settings(100)
-@given(
-    st.floats(CHINA_BOX[0] + EDGE_DEG, CHINA_BOX[2] - EDGE_DEG),
-    st.floats(CHINA_BOX[1] + EDGE_DEG, CHINA_BOX[3] - EDGE_DEG),
-    st.sampled_from(SYSTEMS),
-)
+@given(*CHINA_POINT_IN)
 def test_alert_in_converts_every_lat_lon_pair_of_details(
     lat: float, lon: float, system: CoordSys
 ) -> None:

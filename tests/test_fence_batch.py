@@ -26,35 +26,15 @@ from geofence.fence import (
     parse_fences,
 )
 from geofence.geo import geodesic_circle, geodesic_circles
+from tests.test_geofence_properties import star_ring, to_degrees
 
 SETTINGS = settings(
     max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-M_PER_DEG = 111_195.0
 Feature = dict[str, Any]
 Outcome = tuple[object, ...]
-
-
-def offset(lat0: float, lon0: float, east_m: float, north_m: float) -> list[float]:
-    return [lon0 + east_m / (M_PER_DEG * math.cos(math.radians(lat0))), lat0 + north_m / M_PER_DEG]
-
-
-@st.composite
-def star_ring(
-    draw: st.DrawFn, lat0: float, lon0: float, r_min: float, r_max: float, min_vertices: int
-) -> list[list[Any]]:
-    """A simple closed ring around (lat0, lon0): vertices at increasing angles. The closing
-    position is a copy of the first (the strategies below change positions in place)."""
-    n = draw(st.integers(min_vertices, 10))
-    ring = []
-    for i in range(n):
-        angle = 2.0 * math.pi * (i + draw(st.floats(0.0, 0.4))) / n
-        r = draw(st.floats(r_min, r_max))
-        ring.append(offset(lat0, lon0, r * math.cos(angle), r * math.sin(angle)))
-    ring.append(list(ring[0]))
-    return ring
 
 
 @st.composite
@@ -112,7 +92,7 @@ def geometry(draw: st.DrawFn, shapes: tuple[str, ...]) -> tuple[dict[str, Any], 
         return {"type": "Polygon", "coordinates": draw(integer_square())}, {}
     parts = []
     for k in range(draw(st.integers(1, 3))):
-        lon_k, lat_k = offset(lat0, lon0, 2.5 * scale_m * k, 0.0)
+        lon_k, lat_k = to_degrees(lat0, lon0, 2.5 * scale_m * k, 0.0)
         parts.append(draw(star_polygon(lat_k, lon_k, scale_m)))
     return {"type": "MultiPolygon", "coordinates": parts}, {}
 
@@ -409,28 +389,30 @@ def one_spoilt(draw: st.DrawFn, which: str, bad: object = None) -> list[object]:
     return docs
 
 
-@FEW
-@pytest.mark.parametrize("bad", BAD_POSITIONS, ids=repr)
-@given(data=st.data())
-def test_a_bad_position_is_refused_alike(bad: object, data: st.DataObject) -> None:
-    items = [(f"f{i}", doc) for i, doc in enumerate(data.draw(one_spoilt("position", bad)))]
+def assert_refused_alike(docs: list[object]) -> None:
+    """The batch parser refuses `docs` with the error the one-by-one parser gives first."""
+    items = [(f"f{i}", doc) for i, doc in enumerate(docs)]
     assert outcome(lambda: parse_fences(items)) == one_by_one(items)
 
 
 @FEW
-@pytest.mark.parametrize("bad", BAD_RINGS, ids=repr)
+@pytest.mark.parametrize(
+    ("which", "bad"),
+    [("position", b) for b in BAD_POSITIONS] + [("ring", b) for b in BAD_RINGS],
+    ids=repr,
+)
 @given(data=st.data())
-def test_a_bad_ring_is_refused_alike(bad: object, data: st.DataObject) -> None:
-    items = [(f"f{i}", doc) for i, doc in enumerate(data.draw(one_spoilt("ring", bad)))]
-    assert outcome(lambda: parse_fences(items)) == one_by_one(items)
+def test_a_bad_position_or_ring_is_refused_alike(
+    which: str, bad: object, data: st.DataObject
+) -> None:
+    assert_refused_alike(data.draw(one_spoilt(which, bad)))
 
 
 @FEW
 @pytest.mark.parametrize("which", list(DEFECTS))
 @given(data=st.data())
 def test_each_defect_is_refused_alike(which: str, data: st.DataObject) -> None:
-    items = [(f"f{i}", doc) for i, doc in enumerate(data.draw(one_spoilt(which)))]
-    assert outcome(lambda: parse_fences(items)) == one_by_one(items)
+    assert_refused_alike(data.draw(one_spoilt(which)))
 
 
 @SETTINGS

@@ -34,7 +34,8 @@ def to_degrees(lat0: float, lon0: float, x_m: float, y_m: float) -> list[float]:
 def star_ring(
     draw: st.DrawFn, lat0: float, lon0: float, r_min: float, r_max: float, min_vertices: int
 ) -> list[list[float]]:
-    """A simple ring around (lat0, lon0): vertices at increasing angles (gaps under pi)."""
+    """A simple closed ring around (lat0, lon0): vertices at increasing angles (gaps under
+    pi). The closing position is a copy of the first, so a test may change one in place."""
     n = draw(st.integers(min_vertices, 12))
     jitters = draw(st.lists(st.floats(0.0, 0.4), min_size=n, max_size=n))
     radii = draw(st.lists(st.floats(r_min, r_max), min_size=n, max_size=n))
@@ -42,7 +43,7 @@ def star_ring(
     for i in range(n):
         angle = 2.0 * math.pi * (i + jitters[i]) / n
         ring.append(to_degrees(lat0, lon0, radii[i] * math.cos(angle), radii[i] * math.sin(angle)))
-    ring.append(ring[0])
+    ring.append(list(ring[0]))
     return ring
 
 

@@ -35,8 +35,8 @@ from engine.cli.main import build_parser, main
 from engine.cli.service_options import service_settings
 from engine.store.port import Store
 from simulator.harness.broker import SHIPPED_CONF, free_port
-from simulator.harness.kafka_broker import TANSU_ENV, PrivateKafka, tansu_binary
-from tests.brokers import Broker, kafka
+from simulator.harness.kafka_broker import PrivateKafka
+from tests.brokers import Broker, kafka, running_kafka
 from tests.test_mqtt_sink import (
     FAST,
     LOOPBACK,
@@ -379,20 +379,12 @@ def test_without_a_login_the_broker_refuses_the_anonymous_connection(
 
 
 @pytest.fixture
-def sasl_kafka(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateKafka]:
+def sasl_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
     """tansu that wants SASL (`--authentication`). Its users live in its storage, and with
     memory storage they can only be made over a connection already logged in: this broker
     knows no user, so it refuses every login."""
-    wrapper = tmp_path / "tansu-sasl"
-    wrapper.write_text(f'#!/bin/sh\nexec {tansu_binary()} "$@" --authentication\n')
-    wrapper.chmod(0o700)
-    monkeypatch.setenv(TANSU_ENV, str(wrapper))
-    k = PrivateKafka(tmp_path)
-    k.start()
-    try:
+    with running_kafka(tmp_path, "--authentication") as k:
         yield k
-    finally:
-        k.stop()
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256"])

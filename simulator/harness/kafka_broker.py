@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from simulator.harness.broker import BrokerUnavailable, free_port, wait_port
@@ -42,10 +43,14 @@ def tansu_binary() -> str:
 class PrivateKafka:
     """tansu on a free port of 127.0.0.1 with memory storage; its log in `workdir`.
     `advertised_host` is the host its metadata names (127.0.0.1 unless a test wants
-    another)."""
+    another); `extra_args` go to `tansu broker` after ours (`--authentication`: SASL)."""
 
     def __init__(
-        self, workdir: Path, port: int | None = None, advertised_host: str = "127.0.0.1"
+        self,
+        workdir: Path,
+        port: int | None = None,
+        advertised_host: str = "127.0.0.1",
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.binary = tansu_binary()
         self.port = port or free_port()
@@ -53,6 +58,7 @@ class PrivateKafka:
         self.advertised = f"tcp://{advertised_host}:{self.port}"
         self.url = f"kafka://{self.bootstrap}"
         self.log = workdir / "tansu.log"
+        self.extra_args = tuple(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -69,6 +75,7 @@ class PrivateKafka:
                     self.advertised,
                     "--storage-engine",
                     "memory://tansu/",
+                    *self.extra_args,
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
